@@ -1,0 +1,972 @@
+//! The ring: one byte queue between a client thread and the sidecar.
+//!
+//! # Why it looks like this
+//!
+//! A log call must not lock, allocate, make a system call or wait. So each
+//! client thread owns a ring of its own (single producer) and the sidecar is
+//! the single consumer; threads beyond the number of owned rings share one
+//! *overflow* ring, reserved with a compare-and-swap (multi producer). Both
+//! kinds use the same layout and the same reader.
+//!
+//! The ring logic works over anything that implements [`Memory`], so `loom`
+//! and Miri can test it over ordinary heap memory; [`crate::segment`] is the
+//! thin layer that puts it in a sealed `memfd`.
+//!
+//! # Layout
+//!
+//! A [`RingHeader`] (one page, `#[repr(C)]`, fields on separate cache lines
+//! by writer) followed by `data_bytes` of data, a power of two. Positions are
+//! byte counters that only grow; `pos & (data_bytes - 1)` is the offset.
+//! A record is a `u32` header word followed by its payload, padded to 8
+//! bytes; it never straddles the end: when it does not fit, the producer
+//! writes a *pad* record to the end and starts again at offset 0.
+//!
+//! Header word: bits 0..29 the payload length, [`VALID`] once committed,
+//! [`BUSY`] while the payload is being written (shared ring only), [`PAD`]
+//! for padding (then bits 0..30 are its length). Zero means "not
+//! written yet": the reader of a shared ring zeroes what it consumed, so a
+//! stale header from the previous lap can never look committed.
+//!
+//! # The reader trusts nothing
+//!
+//! The sidecar reads memory the client can change at any moment. Every
+//! position and length is checked against the ring's geometry, which the
+//! reader took once at attach time; a record is copied out before it is
+//! decoded. A violation is a [`RingError`]: that ring (and only that client)
+//! is cut off.
+
+use crate::sync::{AtomicU32, AtomicU64, Ordering};
+
+/// `"DLOGRING"` in little-endian ASCII; the first word of every ring.
+pub const RING_MAGIC: u64 = u64::from_le_bytes(*b"DLOGRING");
+/// Layout version of [`RingHeader`]; bumped on any incompatible change.
+pub const RING_LAYOUT_VERSION: u32 = 1;
+/// Size of the header in front of the data: one page keeps the data aligned.
+pub const HEADER_BYTES: usize = 4096;
+/// Smallest data region a ring may have.
+pub const MIN_DATA_BYTES: usize = 4096;
+/// Largest data region a ring may have (the sidecar refuses larger ones).
+pub const MAX_DATA_BYTES: usize = 64 << 20;
+/// Largest payload of one record.
+pub const MAX_RECORD: usize = 64 << 10;
+
+/// Header word flag: reserved, payload still being written.
+pub const BUSY: u32 = 1 << 31;
+/// Header word flag: padding to the end of the data region.
+pub const PAD: u32 = 1 << 30;
+/// Header word flag: a committed record (so no committed header is zero,
+/// even for an empty payload).
+pub const VALID: u32 = 1 << 29;
+const LEN_MASK: u32 = VALID - 1;
+
+/// Ring flag: several threads write this ring (reserve by CAS); the reader
+/// zeroes what it consumed.
+pub const FLAG_SHARED: u32 = 1;
+/// Ring flag: timestamps are raw TSC ticks (else `CLOCK_REALTIME` ns).
+pub const FLAG_CLOCK_TSC: u32 = 2;
+
+/// Bytes a record of `payload` bytes takes in the ring.
+#[inline]
+pub const fn record_bytes(payload: usize) -> usize {
+    (4 + payload + 7) & !7
+}
+
+/// Written once by the creator before the ring is shared; read-only after.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct StaticLine {
+    /// [`RING_MAGIC`].
+    pub magic: u64,
+    /// [`RING_LAYOUT_VERSION`].
+    pub version: u32,
+    /// [`HEADER_BYTES`]: where the data starts.
+    pub header_bytes: u32,
+    /// Size of the data region, a power of two.
+    pub data_bytes: u64,
+    /// Random id of this ring: the sidecar knows it again after a reconnect.
+    pub ring_id: [u64; 2],
+    /// `FLAG_*` bits.
+    pub flags: u32,
+    /// Index of this ring in its process (0 = shared overflow ring).
+    pub index: u32,
+}
+
+/// Written by producers only.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct ProducerLine {
+    /// Bytes reserved so far. Only grows. In a shared ring it may run ahead
+    /// of what is committed (see [`BUSY`]).
+    pub write_pos: AtomicU64,
+    /// Records committed so far (the ledger's "written").
+    pub written: AtomicU64,
+    /// Records dropped because the ring was full (the ledger's "lost").
+    pub dropped: AtomicU64,
+    /// Kernel tid of the thread that owns the ring now (0 when shared/free).
+    pub owner_tid: AtomicU32,
+}
+
+/// Written by the consumer only.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct ConsumerLine {
+    /// Bytes consumed *and stored*; only grows. The producer may overwrite
+    /// everything before it.
+    pub read_pos: AtomicU64,
+    /// Records consumed and stored: the sequence number of the record at
+    /// `read_pos`, so a restarted sidecar knows where it is.
+    pub read_seq: AtomicU64,
+}
+
+/// Written by the consumer when it goes to sleep, cleared by the producer
+/// that wakes it. Its own line: producers read it on every record.
+#[repr(C, align(64))]
+#[derive(Debug)]
+pub struct WakeLine {
+    /// Non-zero: the consumer sleeps and wants a signal.
+    pub sleeping: AtomicU32,
+}
+
+/// The first page of every ring.
+#[repr(C)]
+#[derive(Debug)]
+pub struct RingHeader {
+    /// Geometry and identity.
+    pub stat: StaticLine,
+    /// Producer cursors and counters.
+    pub prod: ProducerLine,
+    /// Consumer cursors.
+    pub cons: ConsumerLine,
+    /// The sleep flag.
+    pub wake: WakeLine,
+}
+
+#[cfg(not(loom))]
+const _: () = assert!(std::mem::size_of::<RingHeader>() <= HEADER_BYTES);
+
+impl RingHeader {
+    /// A fresh header for a ring with `data_bytes` of data.
+    pub fn new(data_bytes: usize, ring_id: [u64; 2], flags: u32, index: u32) -> Self {
+        RingHeader {
+            stat: StaticLine {
+                magic: RING_MAGIC,
+                version: RING_LAYOUT_VERSION,
+                header_bytes: HEADER_BYTES as u32,
+                data_bytes: data_bytes as u64,
+                ring_id,
+                flags,
+                index,
+            },
+            prod: ProducerLine {
+                write_pos: AtomicU64::new(0),
+                written: AtomicU64::new(0),
+                dropped: AtomicU64::new(0),
+                owner_tid: AtomicU32::new(0),
+            },
+            cons: ConsumerLine {
+                read_pos: AtomicU64::new(0),
+                read_seq: AtomicU64::new(0),
+            },
+            wake: WakeLine {
+                sleeping: AtomicU32::new(0),
+            },
+        }
+    }
+}
+
+/// The data region of a ring.
+///
+/// # Safety
+///
+/// Implementors guarantee that offsets `0..len()` are valid for the
+/// accesses below for as long as the value lives, and that `load_word` and
+/// `store_word` are atomic at 4-aligned offsets.
+pub unsafe trait Memory {
+    /// Size of the region in bytes.
+    fn len(&self) -> usize;
+    /// Whether the region is empty (never, for a valid ring).
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Atomic load of the header word at `off` (4-aligned, `off + 4 <= len`).
+    fn load_word(&self, off: usize, order: Ordering) -> u32;
+    /// Atomic store of the header word at `off`.
+    fn store_word(&self, off: usize, val: u32, order: Ordering);
+    /// Copy `src` to `off..off + src.len()`. The caller holds the reservation.
+    fn write(&self, off: usize, src: &[u8]);
+    /// Copy `off..off + dst.len()` to `dst`.
+    fn read(&self, off: usize, dst: &mut [u8]);
+    /// Zero `off..off + n`.
+    fn zero(&self, off: usize, n: usize);
+}
+
+/// A data region at a raw address: the mapped `memfd`, or a heap buffer.
+#[derive(Debug, Clone, Copy)]
+pub struct RawMemory {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: all access goes through atomics or through ranges that the ring
+// protocol gives to one side at a time; the region itself is plain memory.
+unsafe impl Send for RawMemory {}
+// SAFETY: as above.
+unsafe impl Sync for RawMemory {}
+
+impl RawMemory {
+    /// # Safety
+    ///
+    /// `ptr..ptr + len` must be valid for reads and writes, 8-aligned, and
+    /// outlive every use of the returned value.
+    pub unsafe fn new(ptr: *mut u8, len: usize) -> Self {
+        debug_assert_eq!(ptr as usize % 8, 0);
+        RawMemory { ptr, len }
+    }
+
+    #[inline]
+    fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
+        debug_assert!(off % 4 == 0 && off + 4 <= self.len);
+        // SAFETY: in bounds and 4-aligned (checked by callers, asserted
+        // above); AtomicU32 has the layout of u32 and the region lives as
+        // long as `self` (contract of `new`).
+        unsafe { &*(self.ptr.add(off) as *const std::sync::atomic::AtomicU32) }
+    }
+}
+
+#[inline]
+fn std_order(o: Ordering) -> std::sync::atomic::Ordering {
+    // Under loom the facade's Ordering is std's; this is the identity.
+    o
+}
+
+// SAFETY: `new`'s contract gives valid memory for `len` bytes; every method
+// below is only called with ranges inside it (checked by the ring).
+unsafe impl Memory for RawMemory {
+    #[inline]
+    fn len(&self) -> usize {
+        self.len
+    }
+    #[inline]
+    fn load_word(&self, off: usize, order: Ordering) -> u32 {
+        self.word(off).load(std_order(order))
+    }
+    #[inline]
+    fn store_word(&self, off: usize, val: u32, order: Ordering) {
+        self.word(off).store(val, std_order(order))
+    }
+    #[inline]
+    fn write(&self, off: usize, src: &[u8]) {
+        assert!(off + src.len() <= self.len);
+        // SAFETY: in bounds (asserted); the producer holds the reservation
+        // of this range, so nobody following the protocol reads it now.
+        unsafe { std::ptr::copy_nonoverlapping(src.as_ptr(), self.ptr.add(off), src.len()) }
+    }
+    #[inline]
+    fn read(&self, off: usize, dst: &mut [u8]) {
+        assert!(off + dst.len() <= self.len);
+        // SAFETY: in bounds (asserted). A hostile producer may write the
+        // range concurrently; we only copy bytes out (no reference into
+        // shared memory escapes) and decode the copy.
+        unsafe { std::ptr::copy_nonoverlapping(self.ptr.add(off), dst.as_mut_ptr(), dst.len()) }
+    }
+    #[inline]
+    fn zero(&self, off: usize, n: usize) {
+        assert!(off + n <= self.len);
+        // SAFETY: in bounds (asserted); the range was consumed and is not
+        // yet released to producers (read_pos not yet advanced past it).
+        unsafe { std::ptr::write_bytes(self.ptr.add(off), 0, n) }
+    }
+}
+
+/// What [`Writer::push`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Push {
+    /// Committed. `wake`: the consumer sleeps, signal it.
+    Done {
+        /// The consumer asked to be woken.
+        wake: bool,
+    },
+    /// No room: dropped and counted in `dropped`.
+    Full,
+    /// Larger than [`MAX_RECORD`] or than the ring: dropped and counted.
+    TooLarge,
+}
+
+/// The producer side of one ring.
+pub struct Writer<'a, M: Memory> {
+    hdr: &'a RingHeader,
+    mem: M,
+    mask: u64,
+    cap: u64,
+    shared: bool,
+    /// Producer-local copy of `read_pos`; refreshed only when it says the
+    /// ring is full, so the consumer's line is not read on every record
+    /// (rtrb's `cached_head`). Exclusive rings only.
+    cached_read: AtomicU64,
+}
+
+impl<M: Memory> std::fmt::Debug for Writer<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Writer").field("cap", &self.cap).field("shared", &self.shared).finish()
+    }
+}
+
+impl<'a, M: Memory> Writer<'a, M> {
+    /// A writer over a header this process created (so it is trusted).
+    pub fn new(hdr: &'a RingHeader, mem: M) -> Self {
+        let cap = hdr.stat.data_bytes;
+        debug_assert!(cap.is_power_of_two() && cap as usize == mem.len());
+        Writer {
+            hdr,
+            mem,
+            mask: cap - 1,
+            cap,
+            shared: hdr.stat.flags & FLAG_SHARED != 0,
+            // pairs with nothing: initial value, refreshed with Acquire below.
+            cached_read: AtomicU64::new(hdr.cons.read_pos.load(Ordering::Relaxed)),
+        }
+    }
+
+    /// The header.
+    pub fn header(&self) -> &RingHeader {
+        self.hdr
+    }
+
+    /// Whether several threads write this ring.
+    pub fn is_shared(&self) -> bool {
+        self.shared
+    }
+
+    /// Append one record.
+    ///
+    /// # Safety
+    ///
+    /// For an exclusive ring (not [`FLAG_SHARED`]) the caller must be the
+    /// only thread calling `push` on it; a shared ring has no such rule.
+    #[inline]
+    pub unsafe fn push(&self, payload: &[u8]) -> Push {
+        if payload.len() > MAX_RECORD || record_bytes(payload.len()) as u64 > self.cap / 2 {
+            self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+            return Push::TooLarge;
+        }
+        if self.shared {
+            self.push_shared(payload)
+        } else {
+            self.push_exclusive(payload)
+        }
+    }
+
+    /// Room left before `pos` for a record of `need` bytes; returns the
+    /// padding to the end of the region (0 if the record fits where it is).
+    #[inline]
+    fn pad_for(&self, pos: u64, need: u64) -> u64 {
+        let off = pos & self.mask;
+        let tail = self.cap - off;
+        if need > tail {
+            tail
+        } else {
+            0
+        }
+    }
+
+    #[inline]
+    fn push_exclusive(&self, payload: &[u8]) -> Push {
+        let need = record_bytes(payload.len()) as u64;
+        // Relaxed: only this thread writes write_pos.
+        let w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
+        let pad = self.pad_for(w, need);
+        let end = w + pad + need;
+        if end - self.cached_read.load(Ordering::Relaxed) > self.cap {
+            // Acquire pairs with the Release store of `read_pos` in
+            // `Reader::release`: the consumer is done with (and, for a shared
+            // ring, has zeroed) everything before it, so we may overwrite.
+            let r = self.hdr.cons.read_pos.load(Ordering::Acquire);
+            self.cached_read.store(r, Ordering::Relaxed);
+            if end.wrapping_sub(r) > self.cap {
+                self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+                return Push::Full;
+            }
+        }
+        let mut off = (w & self.mask) as usize;
+        if pad != 0 {
+            self.mem.store_word(off, PAD | pad as u32, Ordering::Relaxed);
+            off = 0;
+        }
+        self.mem.write(off + 4, payload);
+        self.mem.store_word(off, VALID | payload.len() as u32, Ordering::Relaxed);
+        let written = self.hdr.prod.written.load(Ordering::Relaxed);
+        self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
+        // Release pairs with the Acquire load of `write_pos` in
+        // `Reader::poll`: the pad word, payload and header word above are
+        // visible to a reader that sees the new position.
+        self.hdr.prod.write_pos.store(end, Ordering::Release);
+        // Relaxed: a stale 0 only delays the wake-up until the consumer's
+        // timed wait ends (the backstop; no fence on the hot path).
+        let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
+        Push::Done { wake }
+    }
+
+    fn push_shared(&self, payload: &[u8]) -> Push {
+        let need = record_bytes(payload.len()) as u64;
+        // Relaxed: the CAS below validates it.
+        let mut w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
+        let (pad, end) = loop {
+            let pad = self.pad_for(w, need);
+            let end = w + pad + need;
+            // Acquire pairs with the Release store of `read_pos` in
+            // `Reader::release` (the range before it is consumed and zeroed).
+            let r = self.hdr.cons.read_pos.load(Ordering::Acquire);
+            if end.wrapping_sub(r) > self.cap {
+                self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+                return Push::Full;
+            }
+            // Relaxed on success: the reader learns nothing from write_pos
+            // alone in a shared ring; it waits for each header word, whose
+            // Release store below publishes the payload. Relaxed on failure:
+            // we only retry.
+            match self.hdr.prod.write_pos.compare_exchange_weak(
+                w,
+                end,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => break (pad, end),
+                Err(now) => w = now,
+            }
+        };
+        let _ = end;
+        let mut off = (w & self.mask) as usize;
+        if pad != 0 {
+            // Release pairs with the Acquire header load in `Reader::poll`.
+            self.mem.store_word(off, PAD | pad as u32, Ordering::Release);
+            off = 0;
+        }
+        // BUSY first, so a reader that finds this slot knows its length
+        // even if we die before committing.
+        self.mem.store_word(off, BUSY | payload.len() as u32, Ordering::Relaxed);
+        self.mem.write(off + 4, payload);
+        self.hdr.prod.written.fetch_add(1, Ordering::Relaxed);
+        // Release pairs with the Acquire header load in `Reader::poll`: the
+        // payload is visible to a reader that sees the header without BUSY.
+        self.mem.store_word(off, VALID | payload.len() as u32, Ordering::Release);
+        // Relaxed: see push_exclusive.
+        let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
+        Push::Done { wake }
+    }
+}
+
+/// Why a ring was given up.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RingError {
+    /// The header does not describe a ring we can read.
+    #[error("bad ring header: {0}")]
+    BadHeader(&'static str),
+    /// A cursor moved in a way no honest producer moves it.
+    #[error("corrupt ring cursor: {0}")]
+    BadCursor(&'static str),
+    /// A record header is out of bounds.
+    #[error("corrupt record at position {pos}: {why}")]
+    BadRecord {
+        /// Ring position of the record.
+        pos: u64,
+        /// What was wrong.
+        why: &'static str,
+    },
+}
+
+/// Why [`Reader::poll`] stopped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Nothing more is committed.
+    Empty,
+    /// The record budget was used up; more may be waiting.
+    Budget,
+    /// The next record is reserved but not committed yet (shared ring).
+    Busy,
+    /// The callback asked to stop.
+    Callback,
+}
+
+/// The geometry a reader took at attach time; it never re-reads it.
+#[derive(Debug, Clone, Copy)]
+pub struct Geometry {
+    /// Data bytes (power of two).
+    pub cap: u64,
+    /// `FLAG_*`.
+    pub flags: u32,
+    /// Ring id.
+    pub ring_id: [u64; 2],
+    /// Index of the ring in its process.
+    pub index: u32,
+}
+
+/// Check a header a client gave us. `data_len` is what we actually mapped.
+pub fn check_header(hdr: &RingHeader, data_len: usize) -> Result<Geometry, RingError> {
+    // Plain reads of fields the creator wrote before handing the ring over;
+    // we copy them once and never trust them again.
+    let s = &hdr.stat;
+    if s.magic != RING_MAGIC {
+        return Err(RingError::BadHeader("magic"));
+    }
+    if s.version != RING_LAYOUT_VERSION {
+        return Err(RingError::BadHeader("layout version"));
+    }
+    if s.header_bytes as usize != HEADER_BYTES {
+        return Err(RingError::BadHeader("header size"));
+    }
+    let cap = s.data_bytes;
+    if !cap.is_power_of_two()
+        || (cap as usize) < MIN_DATA_BYTES
+        || cap as usize > MAX_DATA_BYTES
+        || cap as usize != data_len
+    {
+        return Err(RingError::BadHeader("data size"));
+    }
+    Ok(Geometry {
+        cap,
+        flags: s.flags,
+        ring_id: s.ring_id,
+        index: s.index,
+    })
+}
+
+/// The consumer side of one ring. Trusts nothing it reads.
+pub struct Reader<'a, M: Memory> {
+    hdr: &'a RingHeader,
+    mem: M,
+    geo: Geometry,
+    /// Where the next record starts (ours; never re-read from the ring).
+    pos: u64,
+    /// Sequence number of the record at `pos`.
+    seq: u64,
+    /// Position and sequence last published to the producer.
+    released: (u64, u64),
+    scratch: Vec<u8>,
+}
+
+impl<M: Memory> std::fmt::Debug for Reader<'_, M> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader").field("geo", &self.geo).field("pos", &self.pos).finish()
+    }
+}
+
+impl<'a, M: Memory> Reader<'a, M> {
+    /// Attach to a ring whose header was checked by [`check_header`].
+    /// Resumes where the last consumer released (`read_pos`, `read_seq`):
+    /// a restarted sidecar continues after what its predecessor stored.
+    pub fn attach(hdr: &'a RingHeader, mem: M, geo: Geometry) -> Result<Self, RingError> {
+        // Acquire pairs with the Release stores of the producer: we see
+        // everything up to the write position we read.
+        let w = hdr.prod.write_pos.load(Ordering::Acquire);
+        let r = hdr.cons.read_pos.load(Ordering::Acquire);
+        let seq = hdr.cons.read_seq.load(Ordering::Relaxed);
+        if r > w || w - r > geo.cap || r % 8 != 0 {
+            return Err(RingError::BadCursor("read position outside the written range"));
+        }
+        Ok(Reader {
+            hdr,
+            mem,
+            geo,
+            pos: r,
+            seq,
+            released: (r, seq),
+            scratch: Vec::with_capacity(1024),
+        })
+    }
+
+    /// The geometry taken at attach.
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The header (hostile: read its counters as hints only).
+    pub fn header(&self) -> &RingHeader {
+        self.hdr
+    }
+
+    /// Sequence number of the next record to be read.
+    pub fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Position of the next record to be read.
+    pub fn pos(&self) -> u64 {
+        self.pos
+    }
+
+    /// Bytes committed or reserved but not yet read (a hint).
+    pub fn backlog(&self) -> u64 {
+        self.hdr.prod.write_pos.load(Ordering::Relaxed).saturating_sub(self.pos)
+    }
+
+    /// Read up to `budget` records, handing each payload (a private copy)
+    /// and its sequence number to `f`; `f` returns `false` to stop. Nothing
+    /// is released to the producer until [`Reader::release`].
+    pub fn poll(
+        &mut self,
+        budget: usize,
+        mut f: impl FnMut(u64, &[u8]) -> bool,
+    ) -> Result<Stop, RingError> {
+        let cap = self.geo.cap;
+        let mask = cap - 1;
+        // Acquire pairs with the Release store of `write_pos` in
+        // `Writer::push_exclusive`: records below it are complete.
+        let w = self.hdr.prod.write_pos.load(Ordering::Acquire);
+        if w < self.pos || w - self.pos > cap {
+            return Err(RingError::BadCursor("write position moved backwards or past the ring"));
+        }
+        let mut n = 0;
+        while self.pos < w {
+            if n == budget {
+                return Ok(Stop::Budget);
+            }
+            let off = self.pos & mask;
+            // Acquire pairs with the Release header store in
+            // `Writer::push_shared` (the payload is complete when BUSY is
+            // clear); for exclusive rings the write_pos Acquire already did.
+            let word = self.mem.load_word(off as usize, Ordering::Acquire);
+            if word == 0 || word & BUSY != 0 {
+                return Ok(Stop::Busy);
+            }
+            let len = u64::from(word & LEN_MASK);
+            if word & PAD != 0 {
+                let len = u64::from(word & (PAD - 1));
+                if len != cap - off || self.pos + len > w {
+                    return Err(RingError::BadRecord { pos: self.pos, why: "bad padding" });
+                }
+                self.pos += len;
+                continue;
+            }
+            let total = record_bytes(len as usize) as u64;
+            if word & VALID == 0 || len as usize > MAX_RECORD || total > cap - off || self.pos + total > w {
+                return Err(RingError::BadRecord { pos: self.pos, why: "length out of bounds" });
+            }
+            self.scratch.clear();
+            self.scratch.resize(len as usize, 0);
+            self.mem.read(off as usize + 4, &mut self.scratch);
+            let seq = self.seq;
+            self.pos += total;
+            self.seq += 1;
+            n += 1;
+            if !f(seq, &self.scratch) {
+                return Ok(Stop::Callback);
+            }
+        }
+        Ok(Stop::Empty)
+    }
+
+    /// Give everything read so far back to the producer. Call it only after
+    /// the records are stored: a restarted sidecar resumes from here.
+    pub fn release(&mut self) {
+        let (from, _) = self.released;
+        if from == self.pos {
+            return;
+        }
+        if self.geo.flags & FLAG_SHARED != 0 {
+            // Zero what we consumed so a stale header can never look
+            // committed to us on the next lap (see the module docs).
+            let mask = self.geo.cap - 1;
+            let mut p = from;
+            while p < self.pos {
+                let off = p & mask;
+                let n = (self.geo.cap - off).min(self.pos - p);
+                self.mem.zero(off as usize, n as usize);
+                p += n;
+            }
+        }
+        self.hdr.cons.read_seq.store(self.seq, Ordering::Relaxed);
+        // Release pairs with the Acquire loads of `read_pos` in the writer:
+        // our copies (and zeroing) are done before the space is reused.
+        self.hdr.cons.read_pos.store(self.pos, Ordering::Release);
+        self.released = (self.pos, self.seq);
+    }
+
+    /// Tell producers we sleep and want a signal (see [`WakeLine`]).
+    pub fn set_sleeping(&self, sleeping: bool) {
+        // SeqCst: orders this store before the emptiness re-check the
+        // caller makes next, so at most a producer whose commit raced with
+        // it misses the flag; the timed wait covers that one.
+        self.hdr.wake.sleeping.store(u32::from(sleeping), Ordering::SeqCst);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    /// A heap ring for tests (and Miri).
+    pub(crate) struct HeapRing {
+        pub hdr: Box<RingHeader>,
+        buf: Vec<u64>,
+    }
+
+    impl HeapRing {
+        pub fn new(cap: usize, flags: u32) -> Self {
+            HeapRing {
+                hdr: Box::new(RingHeader::new(cap, [1, 2], flags, 1)),
+                buf: vec![0u64; cap / 8],
+            }
+        }
+        pub fn mem(&mut self) -> RawMemory {
+            let len = self.buf.len() * 8;
+            // SAFETY: the Vec lives as long as the HeapRing, 8-aligned.
+            unsafe { RawMemory::new(self.buf.as_mut_ptr() as *mut u8, len) }
+        }
+    }
+
+    fn drain<M: Memory>(r: &mut Reader<'_, M>) -> Vec<(u64, Vec<u8>)> {
+        let mut out = Vec::new();
+        r.poll(usize::MAX, |s, p| {
+            out.push((s, p.to_vec()));
+            true
+        })
+        .unwrap();
+        r.release();
+        out
+    }
+
+    #[test]
+    fn roundtrip_and_wrap() {
+        for flags in [0, FLAG_SHARED] {
+            let mut ring = HeapRing::new(4096, flags);
+            let mem = ring.mem();
+            let w = Writer::new(&ring.hdr, mem);
+            let geo = check_header(&ring.hdr, 4096).unwrap();
+            let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+            let mut expect = 0u64;
+            for round in 0..200u32 {
+                for i in 0..7u32 {
+                    let len = ((round * 7 + i) % 90) as usize;
+                    let p = vec![(i as u8).wrapping_add(round as u8); len];
+                    // SAFETY: single writer in this test.
+                    assert!(matches!(unsafe { w.push(&p) }, Push::Done { .. }));
+                }
+                for (seq, p) in drain(&mut r) {
+                    assert_eq!(seq, expect);
+                    expect += 1;
+                    assert!(p.iter().all(|b| *b == p.first().copied().unwrap_or(0)));
+                }
+            }
+            assert_eq!(ring.hdr.prod.written.load(Ordering::Relaxed), expect);
+        }
+    }
+
+    #[test]
+    fn full_ring_drops_and_counts() {
+        let mut ring = HeapRing::new(4096, 0);
+        let mem = ring.mem();
+        let w = Writer::new(&ring.hdr, mem);
+        let mut ok = 0;
+        let mut full = 0;
+        for _ in 0..1000 {
+            // SAFETY: single writer.
+            match unsafe { w.push(&[7u8; 60]) } {
+                Push::Done { .. } => ok += 1,
+                Push::Full => full += 1,
+                Push::TooLarge => unreachable!(),
+            }
+        }
+        assert_eq!(ok, 4096 / record_bytes(60));
+        assert_eq!(ring.hdr.prod.dropped.load(Ordering::Relaxed), full);
+        let geo = check_header(&ring.hdr, 4096).unwrap();
+        let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+        assert_eq!(drain(&mut r).len(), ok);
+        // SAFETY: single writer.
+        assert!(matches!(unsafe { w.push(&[1u8; 60]) }, Push::Done { .. }));
+        // SAFETY: single writer.
+        assert_eq!(unsafe { w.push(&[0u8; 3000]) }, Push::TooLarge);
+    }
+
+    #[test]
+    fn hostile_cursors_and_lengths_are_errors() {
+        let mut ring = HeapRing::new(4096, 0);
+        let mem = ring.mem();
+        let w = Writer::new(&ring.hdr, mem);
+        // SAFETY: single writer.
+        unsafe { w.push(&[1u8; 16]) };
+        let geo = check_header(&ring.hdr, 4096).unwrap();
+        let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+        // length past write_pos
+        mem.store_word(0, VALID | 2000, Ordering::Relaxed);
+        assert!(matches!(r.poll(10, |_, _| true), Err(RingError::BadRecord { .. })));
+        // write_pos far beyond the ring
+        ring.hdr.prod.write_pos.store(1 << 40, Ordering::Relaxed);
+        assert!(matches!(r.poll(10, |_, _| true), Err(RingError::BadCursor(_))));
+        // bad geometry
+        let mut bad = HeapRing::new(4096, 0);
+        bad.hdr.stat.data_bytes = 5000;
+        assert!(check_header(&bad.hdr, 4096).is_err());
+        bad.hdr.stat.data_bytes = 4096;
+        bad.hdr.stat.magic = 0;
+        assert!(check_header(&bad.hdr, 4096).is_err());
+    }
+
+    #[test]
+    fn shared_ring_busy_record_stops_reader() {
+        let mut ring = HeapRing::new(4096, FLAG_SHARED);
+        let mem = ring.mem();
+        let w = Writer::new(&ring.hdr, mem);
+        // SAFETY: shared ring, any thread may push.
+        unsafe { w.push(&[3u8; 10]) };
+        // simulate a writer that reserved and died before committing
+        ring.hdr.prod.write_pos.fetch_add(24, Ordering::Relaxed);
+        mem.store_word(record_bytes(10), BUSY | 12, Ordering::Relaxed);
+        let geo = check_header(&ring.hdr, 4096).unwrap();
+        let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+        let mut n = 0;
+        assert_eq!(r.poll(10, |_, _| { n += 1; true }).unwrap(), Stop::Busy);
+        assert_eq!(n, 1);
+    }
+
+    #[test]
+    fn threads_exclusive_and_shared() {
+        for flags in [0, FLAG_SHARED] {
+            let mut ring = HeapRing::new(8192, flags);
+            let mem = ring.mem();
+            let hdr: &RingHeader = &ring.hdr;
+            let writers: u32 = if flags == FLAG_SHARED { 3 } else { 1 };
+            let per = if cfg!(miri) { 60 } else { 5000 };
+            let w = Writer::new(hdr, mem);
+            let geo = check_header(hdr, 8192).unwrap();
+            let mut r = Reader::attach(hdr, mem, geo).unwrap();
+            std::thread::scope(|s| {
+                for t in 0..writers {
+                    let w = &w;
+                    s.spawn(move || {
+                        let mut i = 0u32;
+                        while i < per {
+                            let mut p = [0u8; 12];
+                            p[..4].copy_from_slice(&t.to_le_bytes());
+                            p[4..8].copy_from_slice(&i.to_le_bytes());
+                            // SAFETY: exclusive rings have one writer here.
+                            if let Push::Done { .. } = unsafe { w.push(&p) } {
+                                i += 1;
+                            } else {
+                                std::thread::yield_now();
+                            }
+                        }
+                    });
+                }
+                let mut next = vec![0u32; writers as usize];
+                let mut total = 0;
+                while total < per * writers {
+                    r.poll(64, |_, p| {
+                        let t = u32::from_le_bytes(p[..4].try_into().unwrap()) as usize;
+                        let i = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                        assert_eq!(i, next[t], "per-thread order");
+                        next[t] += 1;
+                        total += 1;
+                        true
+                    })
+                    .unwrap();
+                    r.release();
+                    std::thread::yield_now();
+                }
+            });
+        }
+    }
+}
+
+#[cfg(all(test, loom))]
+mod loom_tests {
+    use super::*;
+    use loom::sync::Arc;
+
+    /// A data region of loom atomics, so loom sees every access.
+    struct LoomMem(Arc<Vec<AtomicU32>>);
+    impl Clone for LoomMem {
+        fn clone(&self) -> Self {
+            LoomMem(self.0.clone())
+        }
+    }
+    // SAFETY: every access is bounds-checked by the Vec and atomic.
+    unsafe impl Memory for LoomMem {
+        fn len(&self) -> usize {
+            self.0.len() * 4
+        }
+        fn load_word(&self, off: usize, order: Ordering) -> u32 {
+            self.0[off / 4].load(order)
+        }
+        fn store_word(&self, off: usize, val: u32, order: Ordering) {
+            self.0[off / 4].store(val, order)
+        }
+        fn write(&self, off: usize, src: &[u8]) {
+            for (i, c) in src.chunks(4).enumerate() {
+                let mut b = [0u8; 4];
+                b[..c.len()].copy_from_slice(c);
+                self.0[off / 4 + i].store(u32::from_le_bytes(b), Ordering::Relaxed);
+            }
+        }
+        fn read(&self, off: usize, dst: &mut [u8]) {
+            for (i, c) in dst.chunks_mut(4).enumerate() {
+                let b = self.0[off / 4 + i].load(Ordering::Relaxed).to_le_bytes();
+                let n = c.len();
+                c.copy_from_slice(&b[..n]);
+            }
+        }
+        fn zero(&self, off: usize, n: usize) {
+            for i in 0..n / 4 {
+                self.0[off / 4 + i].store(0, Ordering::Relaxed);
+            }
+        }
+    }
+
+    fn model(flags: u32, writers: u32) {
+        loom::model(move || {
+            // 64 bytes: 4 records of 12 bytes payload (16 each) fill it, so
+            // the model also wraps and runs full.
+            let hdr = Arc::new(RingHeader::new(64, [0, 0], flags, 0));
+            let mem = LoomMem(Arc::new((0..16).map(|_| AtomicU32::new(0)).collect()));
+            let mut hs = Vec::new();
+            for t in 0..writers {
+                let hdr = hdr.clone();
+                let mem = mem.clone();
+                hs.push(loom::thread::spawn(move || {
+                    let w = Writer::new(&hdr, mem);
+                    for i in 0..2u32 {
+                        let mut p = [0u8; 12];
+                        p[0] = t as u8;
+                        p[4..8].copy_from_slice(&(i + 100).to_le_bytes());
+                        p[8..12].copy_from_slice(&(i + 200).to_le_bytes());
+                        // SAFETY: exclusive rings get one writer thread here.
+                        let _ = unsafe { w.push(&p) };
+                    }
+                }));
+            }
+            let geo = Geometry { cap: 64, flags, ring_id: [0, 0], index: 0 };
+            let mut r = Reader::attach(&hdr, mem.clone(), geo).unwrap();
+            let mut seen = 0;
+            for _ in 0..3 {
+                r.poll(8, |_, p| {
+                    // a record is seen whole or not at all
+                    let i = u32::from_le_bytes(p[4..8].try_into().unwrap());
+                    let j = u32::from_le_bytes(p[8..12].try_into().unwrap());
+                    assert_eq!(i + 100, j);
+                    seen += 1;
+                    true
+                })
+                .unwrap();
+                r.release();
+                loom::thread::yield_now();
+            }
+            for h in hs {
+                h.join().unwrap();
+            }
+            r.poll(8, |_, _| { seen += 1; true }).unwrap();
+            let written = hdr.prod.written.load(Ordering::Relaxed);
+            let dropped = hdr.prod.dropped.load(Ordering::Relaxed);
+            assert_eq!(written + dropped, u64::from(writers) * 2);
+            assert_eq!(seen, written);
+        });
+    }
+
+    #[test]
+    fn loom_exclusive() {
+        model(0, 1);
+    }
+
+    #[test]
+    fn loom_shared() {
+        model(FLAG_SHARED, 2);
+    }
+}
