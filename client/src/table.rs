@@ -75,6 +75,12 @@ impl<'a, M: Memory> TableWriter<'a, M> {
         TableWriter { hdr, mem, next_id: 0 }
     }
 
+    /// Continue after `n` entries already in the table (a copy made after
+    /// fork).
+    pub fn set_next_id(&mut self, n: u32) {
+        self.next_id = n;
+    }
+
     /// Next id that [`TableWriter::append`] will hand out.
     pub fn next_id(&self) -> u32 {
         self.next_id

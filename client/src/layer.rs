@@ -1,0 +1,400 @@
+//! The `tracing` side: a [`Layer`] that writes events and spans into the
+//! rings, and takes `log` records through `tracing-log`.
+//!
+//! Filtering is not done here: [`crate::init`] puts the filter (an
+//! `EnvFilter`) in front, so a disabled call site never reaches this layer
+//! and costs what `tracing`'s interest cache costs.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+
+use tracing_core::field::{Field as TField, Visit};
+use tracing_core::span::{Attributes, Id, Record};
+use tracing_core::{Event, Metadata, Subscriber};
+use tracing_log::NormalizeEvent;
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
+
+use crate::callsite::DynSite;
+use crate::runtime::{self, Ctx, Process};
+use crate::scope::{self, ScopeData};
+use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
+
+/// Longest string value kept; longer ones are cut (at a char boundary) and
+/// marked, so one giant field cannot cost the record.
+pub(crate) const MAX_STR: usize = 16 << 10;
+
+/// The distlog layer. Add it to a `tracing_subscriber::Registry` stack, or
+/// let [`crate::init`] build the whole subscriber.
+///
+/// # Examples
+///
+/// ```no_run
+/// use tracing_subscriber::prelude::*;
+/// let layer = distlog::builder("checkout").layer().expect("distlog runtime");
+/// tracing_subscriber::registry()
+///     .with(tracing_subscriber::EnvFilter::new("info"))
+///     .with(layer)
+///     .init();
+/// ```
+#[derive(Debug, Default, Clone, Copy)]
+pub struct DistlogLayer {
+    _priv: (),
+}
+
+impl DistlogLayer {
+    pub(crate) fn new() -> Self {
+        DistlogLayer { _priv: () }
+    }
+}
+
+fn site_of<'a>(meta: &'a Metadata<'a>, names: &'a [&'a str]) -> DynSite<'a> {
+    DynSite {
+        kind: if meta.is_span() { CallsiteKind::Scope } else { CallsiteKind::Event },
+        level: Level::from_tracing(meta.level()),
+        name: meta.name(),
+        target: meta.target(),
+        file: meta.file(),
+        line: meta.line(),
+        fields: names,
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn register_meta(p: &Process, meta: &'static Metadata<'static>) -> Option<u32> {
+    let names: Vec<&str> = meta.fields().iter().map(|f| f.name()).collect();
+    p.register_static(meta as *const _ as usize, &site_of(meta, &names))
+}
+
+#[inline]
+fn callsite_id(p: &Process, meta: &'static Metadata<'static>) -> Option<u32> {
+    match p.statics.get(meta as *const _ as usize) {
+        Some(id) => Some(id),
+        None => register_meta(p, meta),
+    }
+}
+
+/// Cut a string to at most [`MAX_STR`] bytes at a char boundary.
+pub(crate) fn clip(s: &str) -> &str {
+    if s.len() <= MAX_STR {
+        return s;
+    }
+    let mut end = MAX_STR;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// How field names are written.
+#[derive(Clone, Copy)]
+enum Names {
+    /// By index in the call site's field list.
+    Index,
+    /// A `log` record through tracing-log: `message` is field 0 of the
+    /// dynamic call site; `log.*` fields are metadata, skipped.
+    Log,
+}
+
+struct Visitor<'a, 'b> {
+    enc: &'a mut Encoder<'b>,
+    scratch: &'a mut String,
+    names: Names,
+}
+
+impl Visitor<'_, '_> {
+    #[inline]
+    fn put(&mut self, f: &TField, v: Value<'_>) {
+        match self.names {
+            Names::Index => self.enc.field(&Field::Idx(f.index() as u16, v)),
+            Names::Log => {
+                let n = f.name();
+                if n == "message" {
+                    self.enc.field(&Field::Idx(0, v));
+                } else if !n.starts_with("log.") {
+                    self.enc.field(&Field::Named(n, v));
+                }
+            }
+        }
+    }
+}
+
+impl Visit for Visitor<'_, '_> {
+    fn record_i64(&mut self, f: &TField, v: i64) {
+        self.put(f, Value::I64(v));
+    }
+    fn record_u64(&mut self, f: &TField, v: u64) {
+        self.put(f, Value::U64(v));
+    }
+    fn record_i128(&mut self, f: &TField, v: i128) {
+        self.put(f, Value::I128(v));
+    }
+    fn record_u128(&mut self, f: &TField, v: u128) {
+        self.put(f, Value::U128(v));
+    }
+    fn record_f64(&mut self, f: &TField, v: f64) {
+        self.put(f, Value::F64(v));
+    }
+    fn record_bool(&mut self, f: &TField, v: bool) {
+        self.put(f, Value::Bool(v));
+    }
+    fn record_str(&mut self, f: &TField, v: &str) {
+        self.put(f, Value::Str(clip(v)));
+    }
+    fn record_error(&mut self, f: &TField, v: &(dyn std::error::Error + 'static)) {
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{v}");
+        let s = std::mem::take(self.scratch);
+        self.put(f, Value::Str(clip(&s)));
+        *self.scratch = s;
+    }
+    fn record_debug(&mut self, f: &TField, v: &dyn std::fmt::Debug) {
+        self.scratch.clear();
+        let _ = write!(self.scratch, "{v:?}");
+        let s = std::mem::take(self.scratch);
+        // `message` is format_args!: its Debug is the formatted text.
+        if f.name() == "message" {
+            self.put(f, Value::Str(clip(&s)));
+        } else {
+            self.put(f, Value::Debug(clip(&s)));
+        }
+        *self.scratch = s;
+    }
+}
+
+fn encode(
+    ctx: &mut Ctx<'_>,
+    head: &Head,
+    names: Names,
+    record: &dyn Fn(&mut dyn Visit),
+) -> Option<usize> {
+    let mut enc = Encoder::new(ctx.buf, head);
+    {
+        let mut v = Visitor { enc: &mut enc, scratch: ctx.scratch, names };
+        record(&mut v);
+    }
+    enc.finish().map(|b| b.len())
+}
+
+/// Encode fields alone (no head) into a vector, for a scope's deferred open.
+fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
+    let mut out = Vec::new();
+    runtime::write_scratch(|buf, scratch| {
+        let head = Head::ScopeRecord { scope: 0, ts: 0 };
+        let mut enc = Encoder::new(buf, &head);
+        let hl = postcard::to_slice(&head, &mut [0u8; 32]).map(|s| s.len()).unwrap_or(0);
+        {
+            let mut v = Visitor { enc: &mut enc, scratch, names: Names::Index };
+            record(&mut v);
+        }
+        if let Some(b) = enc.finish() {
+            out.extend_from_slice(&b[hl..]);
+        }
+    });
+    out
+}
+
+/// Write the open record of a scope if nobody did yet.
+pub(crate) fn ensure_open(d: &ScopeData) {
+    if !d.take_open() {
+        return;
+    }
+    let head = Head::ScopeOpen {
+        callsite: d.callsite,
+        ts: d.created,
+        tid: d.tid,
+        scope: d.scope,
+        parent: d.parent,
+        trace: d.trace,
+        remote_parent: d.remote,
+    };
+    runtime::write_record(|ctx| {
+        let n = postcard::to_slice(&head, &mut ctx.buf[..]).ok()?.len();
+        let end = n + d.fields.len();
+        if end > ctx.buf.len() {
+            return None;
+        }
+        ctx.buf[n..end].copy_from_slice(&d.fields);
+        Some(end)
+    });
+}
+
+fn close_record(d: &ScopeData) {
+    ensure_open(d);
+    let outcome = if d.error.load(Ordering::Relaxed) { Outcome::Error } else { Outcome::Ok };
+    runtime::write_record(|ctx| {
+        let head = Head::ScopeClose { scope: d.scope, ts: crate::clock::now(), tid: ctx.tid, outcome };
+        postcard::to_slice(&head, &mut ctx.buf[..]).ok().map(|s| s.len())
+    });
+}
+
+impl<S> Layer<S> for DistlogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
+        if let Some(p) = runtime::process() {
+            let _ = callsite_id(p, meta);
+        }
+        tracing_core::Interest::always()
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(p) = runtime::process_fast() else { return };
+        let Some(callsite) = callsite_id(p, attrs.metadata()) else { return };
+        let parent = if let Some(pid) = attrs.parent() {
+            ctx.span(pid).and_then(|s| {
+                let ext = s.extensions();
+                ext.get::<ScopeData>().map(|d| {
+                    ensure_open(d);
+                    (d.scope, d.trace)
+                })
+            })
+        } else if attrs.is_contextual() {
+            scope::current().map(|c| (c.scope, c.trace))
+        } else {
+            None
+        };
+        let (parent, trace) = parent.unwrap_or_else(|| (0, scope::new_trace()));
+        let fields = if attrs.fields().is_empty() { Vec::new() } else { encode_fields(&|v| attrs.record(v)) };
+        let data = ScopeData {
+            scope: scope::new_scope_id(),
+            trace,
+            parent,
+            remote: false,
+            callsite,
+            created: crate::clock::now(),
+            tid: runtime::tid(),
+            opened: Default::default(),
+            error: Default::default(),
+            fields,
+        };
+        if let Some(span) = ctx.span(id) {
+            span.extensions_mut().insert(data);
+        }
+    }
+
+    fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let ext = span.extensions();
+        let Some(d) = ext.get::<ScopeData>() else { return };
+        ensure_open(d);
+        let mut m = ErrorMark(false);
+        values.record(&mut m);
+        if m.0 {
+            d.error.store(true, Ordering::Relaxed);
+        }
+        let scope = d.scope;
+        runtime::write_record(|ctx| {
+            let head = Head::ScopeRecord { scope, ts: crate::clock::now() };
+            encode(ctx, &head, Names::Index, &|v| values.record(v))
+        });
+    }
+
+    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
+        let Some(p) = runtime::process_fast() else { return };
+        let meta = event.metadata();
+        let (callsite, names) = if event.is_log() {
+            let Some(nm) = event.normalized_metadata() else { return };
+            let site = DynSite {
+                kind: CallsiteKind::Event,
+                level: Level::from_tracing(nm.level()),
+                name: "log",
+                target: nm.target(),
+                file: nm.file(),
+                line: nm.line(),
+                fields: &["message"],
+            };
+            match p.register_dyn(&site) {
+                Some(id) => (id, Names::Log),
+                None => return,
+            }
+        } else {
+            match callsite_id(p, meta) {
+                Some(id) => (id, Names::Index),
+                None => return,
+            }
+        };
+        let cur = if let Some(pid) = event.parent() {
+            ctx.span(pid).and_then(|s| {
+                let ext = s.extensions();
+                ext.get::<ScopeData>().map(|d| {
+                    ensure_open(d);
+                    d.current(pid.into_u64())
+                })
+            })
+        } else if event.is_contextual() {
+            scope::current()
+        } else {
+            None
+        };
+        if *meta.level() == tracing_core::Level::ERROR {
+            if let Some(c) = cur {
+                if let Some(s) = ctx.span(&Id::from_u64(c.key)) {
+                    if let Some(d) = s.extensions().get::<ScopeData>() {
+                        d.error.store(true, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        let (scope, trace) = match cur {
+            Some(c) => (c.scope, Some(c.trace)),
+            None => (0, None),
+        };
+        runtime::write_record(|ctx| {
+            let head = Head::Event { callsite, ts: crate::clock::now(), tid: ctx.tid, scope, trace };
+            encode(ctx, &head, names, &|v| event.record(v))
+        });
+    }
+
+    fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(id) else { return };
+        let ext = span.extensions();
+        if let Some(d) = ext.get::<ScopeData>() {
+            ensure_open(d);
+            scope::push(d.current(id.into_u64()));
+        }
+    }
+
+    fn on_exit(&self, id: &Id, _ctx: Context<'_, S>) {
+        scope::pop(id.into_u64());
+    }
+
+    fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        if let Some(d) = ext.get::<ScopeData>() {
+            close_record(d);
+        }
+    }
+}
+
+/// Looks for `error = true` / `outcome = "error"` recorded on a span.
+struct ErrorMark(bool);
+
+impl Visit for ErrorMark {
+    fn record_bool(&mut self, f: &TField, v: bool) {
+        if f.name() == "error" && v {
+            self.0 = true;
+        }
+    }
+    fn record_str(&mut self, f: &TField, v: &str) {
+        if f.name() == "outcome" && v == "error" {
+            self.0 = true;
+        }
+    }
+    fn record_debug(&mut self, _f: &TField, _v: &dyn std::fmt::Debug) {}
+}
+
+/// Find a span's scope data through the current dispatcher (which must be
+/// built on a `tracing_subscriber::Registry`).
+pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&mut ScopeData) -> R) -> Option<R> {
+    span.with_subscriber(|(id, dispatch)| {
+        let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+        let s = reg.span(id)?;
+        let mut ext = s.extensions_mut();
+        ext.get_mut::<ScopeData>().map(f)
+    })
+    .flatten()
+}

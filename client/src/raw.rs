@@ -1,0 +1,176 @@
+//! The client below `tracing`: call sites, events and scopes by id. The C
+//! API (`distlog-ffi`) is built on this; Rust code uses `tracing`.
+//!
+//! # Examples
+//!
+//! ```no_run
+//! use distlog::raw;
+//! use distlog::wire::{Field, Level, Value};
+//! distlog::builder("svc").start().unwrap();
+//! let site = raw::register_event(Level::Info, "svc::db", "query", None, None, &["rows"]).unwrap();
+//! if raw::enabled(Level::Info, "svc::db") {
+//!     raw::event(site, None, &[Field::Idx(0, Value::U64(3))]);
+//! }
+//! ```
+
+use crate::callsite::DynSite;
+use crate::runtime::{self, process_checked};
+use crate::scope::{self, Current};
+use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, TraceId};
+
+/// Register (or find) an event call site described at run time.
+pub fn register_event(
+    level: Level,
+    target: &str,
+    name: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+    fields: &[&str],
+) -> Option<u32> {
+    let p = runtime::process()?;
+    p.register_dyn(&DynSite { kind: CallsiteKind::Event, level, name, target, file, line, fields })
+}
+
+/// Register a call site that lives for the program under `key` (the address
+/// of a static in the caller): after the first call, a lock-free lookup.
+pub fn register_static(
+    key: usize,
+    kind: CallsiteKind,
+    level: Level,
+    target: &str,
+    name: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+    fields: &[&str],
+) -> Option<u32> {
+    let p = runtime::process()?;
+    p.register_static(key, &DynSite { kind, level, name, target, file, line, fields })
+}
+
+/// Whether a record at `level` for `target` would be written.
+#[inline]
+pub fn enabled(level: Level, target: &str) -> bool {
+    crate::filter::enabled(level, target)
+}
+
+/// Write an event of call site `callsite` in the calling thread's current
+/// scope. `message`, when given, is written as field `message`.
+pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
+    let cur = scope::current();
+    runtime::write_record(|ctx| {
+        let head = Head::Event {
+            callsite,
+            ts: crate::clock::now(),
+            tid: ctx.tid,
+            scope: cur.map_or(0, |c| c.scope),
+            trace: cur.map(|c| c.trace),
+        };
+        let mut enc = Encoder::new(ctx.buf, &head);
+        if let Some(m) = message {
+            enc.field(&Field::Named("message", crate::wire::Value::Str(crate::layer::clip(m))));
+        }
+        for f in fields {
+            enc.field(f);
+        }
+        enc.finish().map(|b| b.len())
+    });
+}
+
+/// A scope opened through this API: entered on the opening thread until
+/// closed.
+#[derive(Debug)]
+pub struct Scope {
+    key: u64,
+    scope: u64,
+    trace: TraceId,
+    error: std::sync::atomic::AtomicBool,
+}
+
+impl Scope {
+    /// Open a scope of call site `callsite` (kind `Scope`) and enter it on
+    /// the calling thread. Its parent is `traceparent` when given and valid,
+    /// else the thread's current scope. A malformed `traceparent` starts a
+    /// new trace and is recorded as field `distlog.bad_traceparent`.
+    pub fn open(callsite: u32, traceparent: Option<&str>, fields: &[Field<'_>]) -> Box<Scope> {
+        let mut bad = None;
+        let (parent, trace, remote) = match traceparent.map(scope::parse_traceparent) {
+            Some(Ok(tp)) => (tp.parent, tp.trace, true),
+            other => {
+                if let Some(Err(e)) = other {
+                    bad = Some(e);
+                }
+                match scope::current() {
+                    Some(c) => (c.scope, c.trace, false),
+                    None => (0, scope::new_trace(), false),
+                }
+            }
+        };
+        let s = Box::new(Scope {
+            key: 0,
+            scope: scope::new_scope_id(),
+            trace,
+            error: Default::default(),
+        });
+        let key = &*s as *const Scope as u64;
+        let tp_text = traceparent.unwrap_or("");
+        runtime::write_record(|ctx| {
+            let head = Head::ScopeOpen {
+                callsite,
+                ts: crate::clock::now(),
+                tid: ctx.tid,
+                scope: s.scope,
+                parent,
+                trace,
+                remote_parent: remote,
+            };
+            let mut enc = Encoder::new(ctx.buf, &head);
+            for f in fields {
+                enc.field(f);
+            }
+            if let Some(why) = bad {
+                enc.field(&Field::Named("distlog.bad_traceparent", crate::wire::Value::Str(crate::layer::clip(tp_text))));
+                enc.field(&Field::Named("distlog.bad_traceparent_reason", crate::wire::Value::Str(why)));
+            }
+            enc.finish().map(|b| b.len())
+        });
+        let mut s = s;
+        s.key = key;
+        scope::push(Current { key, scope: s.scope, trace: s.trace });
+        s
+    }
+
+    /// The W3C `traceparent` naming this scope.
+    pub fn traceparent(&self) -> String {
+        scope::format_traceparent(&self.trace, self.scope)
+    }
+
+    /// Mark the scope failed (its close then says `error`).
+    pub fn mark_error(&self) {
+        self.error.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Close the scope (leaving it on this thread).
+    pub fn close(self: Box<Self>, outcome: Outcome) {
+        scope::pop(self.key);
+        let outcome = if self.error.load(std::sync::atomic::Ordering::Relaxed) { Outcome::Error } else { outcome };
+        let id = self.scope;
+        runtime::write_record(|ctx| {
+            let head = Head::ScopeClose { scope: id, ts: crate::clock::now(), tid: ctx.tid, outcome };
+            postcard::to_slice(&head, &mut ctx.buf[..]).ok().map(|s| s.len())
+        });
+    }
+}
+
+/// Wait until the sidecar has read what this process wrote (bounded).
+/// Returns whether everything was read in time.
+pub fn flush(timeout: std::time::Duration) -> bool {
+    match process_checked() {
+        Some(p) => p.flush(timeout),
+        None => true,
+    }
+}
+
+/// Whether the runtime is started and connected to a sidecar.
+pub fn connected() -> bool {
+    runtime::process().is_some_and(|p| p.is_connected())
+}

@@ -1,0 +1,735 @@
+//! The process's client state: call-site table, ring pool, connection.
+//!
+//! # Shape
+//!
+//! One [`Process`] per process, leaked (it lives until exit) and reached
+//! through an atomic pointer. A thread's first record claims a ring from the
+//! pool (or makes one, up to `max_rings`); the ring goes back to the pool
+//! when the thread exits (TLS destructor), so thousands of short threads
+//! need no more rings than were alive at once. Threads beyond `max_rings`,
+//! and records written while a thread is being torn down, go to the shared
+//! overflow ring (index 0).
+//!
+//! A background thread connects to the sidecar, says hello, hands over the
+//! table and every ring, and reconnects with backoff when the sidecar goes
+//! away; the rings (and what is in them) survive, so the next sidecar goes
+//! on where the last one stopped.
+//!
+//! After `fork()` the child must not write into its parent's rings: an
+//! `atfork` child handler forgets the thread's ring, and the next record
+//! finds the pid changed and builds a new `Process` for the child (the call
+//! site table is copied, so ids stay valid).
+
+use std::cell::{Cell, UnsafeCell};
+use std::io::Read;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
+use std::sync::{Mutex, Once};
+use std::time::{Duration, Instant};
+
+use crate::callsite::{DynMap, DynSite, StaticMap};
+use crate::proto::{self, ClientMsg, SidecarMsg};
+use crate::ring::{self, Push, RawMemory, RingHeader, Writer};
+use crate::segment::Segment;
+use crate::table::{TableHeader, TableWriter, TABLE_HEADER_BYTES, TABLE_MAGIC, TABLE_VERSION};
+use crate::wire::{CallsiteDef, PROTOCOL_VERSION};
+
+/// Default size of one thread's ring. At a burst of one million records a
+/// second of ~64 bytes each, 256 KiB absorbs a 4 ms stall of the sidecar
+/// (a store commit, a descheduling on a busy host) without a drop, and 16
+/// threads' rings cost 4 MiB per process.
+pub const DEFAULT_RING_BYTES: usize = 256 << 10;
+/// Default number of rings a process makes before threads share the
+/// overflow ring.
+pub const DEFAULT_MAX_RINGS: usize = 16;
+
+/// Settings of the client runtime.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub service: String,
+    pub socket: PathBuf,
+    pub ring_bytes: usize,
+    pub max_rings: usize,
+    pub library: String,
+}
+
+/// One ring and its segment; never freed (rings are pooled).
+pub(crate) struct RingSlot {
+    _seg: Segment,
+    pub writer: Writer<'static, RawMemory>,
+    pub in_use: AtomicBool,
+    pub index: u32,
+    fd: OwnedFd,
+}
+
+impl RingSlot {
+    fn create(index: u32, data_bytes: usize, shared: bool) -> Result<&'static RingSlot, crate::Error> {
+        let seg = Segment::create(&format!("distlog-ring-{index}"), ring::HEADER_BYTES + data_bytes)?;
+        let mut flags = if shared { ring::FLAG_SHARED } else { 0 };
+        if crate::clock::uses_tsc() {
+            flags |= ring::FLAG_CLOCK_TSC;
+        }
+        let id = random_u128();
+        let hdr = RingHeader::new(data_bytes, [id as u64, (id >> 64) as u64], flags, index);
+        let hp = seg.as_ptr() as *mut RingHeader;
+        // SAFETY: the segment is page-aligned, at least HEADER_BYTES long
+        // (asserted at compile time to hold a RingHeader), freshly made and
+        // not yet shared, so nobody else reads it while we write.
+        unsafe { hp.write(hdr) };
+        // SAFETY: the slot (and so the segment) is leaked below and never
+        // unmapped, so the header reference is valid for 'static.
+        let hdr: &'static RingHeader = unsafe { &*hp };
+        // SAFETY: the data region lies inside the mapping, is 8-aligned
+        // (page offset 4096) and lives for 'static like the header.
+        let mem = unsafe { RawMemory::new(seg.as_ptr().add(ring::HEADER_BYTES), data_bytes) };
+        let fd = seg.fd().try_clone_to_owned().map_err(|e| crate::Error::Io(e.to_string()))?;
+        Ok(Box::leak(Box::new(RingSlot {
+            _seg: seg,
+            writer: Writer::new(hdr, mem),
+            in_use: AtomicBool::new(false),
+            index,
+            fd,
+        })))
+    }
+
+    pub fn header(&self) -> &RingHeader {
+        self.writer.header()
+    }
+}
+
+/// The call-site table of a process.
+pub(crate) struct Table {
+    seg: Segment,
+    pub writer: Mutex<TableWriter<'static, RawMemory>>,
+}
+
+impl Table {
+    fn create(bytes: usize, copy_from: Option<&Table>) -> Result<&'static Table, crate::Error> {
+        let seg = Segment::create("distlog-callsites", bytes)?;
+        let hp = seg.as_ptr() as *mut TableHeader;
+        let mut next_id = 0;
+        let mut committed = 0u64;
+        if let Some(old) = copy_from {
+            // The parent's table, inherited across fork: copy what it
+            // committed so every id this process knows stays valid.
+            // Acquire pairs with the Release store in TableWriter::append.
+            committed = old.header().committed.load(Ordering::Acquire);
+            let n = (committed as usize).min(bytes - TABLE_HEADER_BYTES);
+            committed = n as u64;
+            // SAFETY: both ranges lie inside their mappings (n is bounded
+            // by our size and by what the old table committed) and do not
+            // overlap (two different mappings).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    old.seg.as_ptr().add(TABLE_HEADER_BYTES),
+                    seg.as_ptr().add(TABLE_HEADER_BYTES),
+                    n,
+                )
+            };
+            next_id = count_entries(&seg.as_ptr(), n);
+        }
+        // SAFETY: the segment is page-aligned and larger than the header,
+        // fresh and not yet shared.
+        unsafe {
+            hp.write(TableHeader {
+                magic: TABLE_MAGIC,
+                version: TABLE_VERSION,
+                count: 0,
+                total_bytes: bytes as u64,
+                committed: crate::sync::AtomicU64::new(committed),
+            })
+        };
+        // SAFETY: the table is leaked below; the mapping lives for 'static.
+        let hdr: &'static TableHeader = unsafe { &*hp };
+        // SAFETY: entries region inside the mapping, 8-aligned, 'static.
+        let mem = unsafe { RawMemory::new(seg.as_ptr().add(TABLE_HEADER_BYTES), bytes - TABLE_HEADER_BYTES) };
+        let mut w = TableWriter::new(hdr, mem);
+        w.set_next_id(next_id);
+        Ok(Box::leak(Box::new(Table { seg, writer: Mutex::new(w) })))
+    }
+
+    fn header(&self) -> &TableHeader {
+        // SAFETY: written in `create` before the table was shared; lives as
+        // long as the mapping, which is never unmapped.
+        unsafe { &*(self.seg.as_ptr() as *const TableHeader) }
+    }
+}
+
+fn count_entries(base: &*mut u8, n: usize) -> u32 {
+    let mut pos = 0usize;
+    let mut count = 0;
+    while pos + 4 <= n {
+        let mut w = [0u8; 4];
+        // SAFETY: pos + 4 <= n, inside the copied entries region.
+        unsafe { std::ptr::copy_nonoverlapping(base.add(TABLE_HEADER_BYTES + pos), w.as_mut_ptr(), 4) };
+        let len = u32::from_le_bytes(w) as usize;
+        pos += ring::record_bytes(len);
+        count += 1;
+    }
+    count
+}
+
+/// Everything a process needs to log.
+pub(crate) struct Process {
+    pub pid: u32,
+    pub generation: u64,
+    pub cfg: Config,
+    pub table: &'static Table,
+    pub statics: &'static StaticMap,
+    pub dynamic: DynMap,
+    pub rings: Mutex<Vec<&'static RingSlot>>,
+    pub overflow: &'static RingSlot,
+    conn: Mutex<Option<UnixStream>>,
+    connected: AtomicBool,
+    /// Wake-up eventfd of the sidecar; the number stays the same across
+    /// reconnects (dup2), so a writer never writes to a reused number.
+    wake_fd: AtomicI32,
+    /// Records dropped before a ring could be had (counted, reported in the
+    /// overflow ring's dropped counter).
+    pub refused_reported: AtomicBool,
+}
+
+static PROCESS: AtomicPtr<Process> = AtomicPtr::new(std::ptr::null_mut());
+static INIT_LOCK: Mutex<()> = Mutex::new(());
+static GENERATION: AtomicU64 = AtomicU64::new(1);
+static ATFORK: Once = Once::new();
+
+/// The current process state, rebuilt after a fork. `None` before init.
+#[inline]
+pub(crate) fn process() -> Option<&'static Process> {
+    // Acquire pairs with the Release store in `install`: the Process is
+    // fully built before we see the pointer.
+    let p = PROCESS.load(Ordering::Acquire);
+    if p.is_null() {
+        None
+    } else {
+        // SAFETY: non-null pointers in PROCESS come from Box::leak and are
+        // never freed.
+        Some(unsafe { &*p })
+    }
+}
+
+/// Build the runtime for this process (idempotent: a second call keeps the
+/// first configuration and returns it).
+pub(crate) fn install(cfg: Config) -> Result<&'static Process, crate::Error> {
+    let _g = INIT_LOCK.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(p) = process() {
+        if p.pid == std::process::id() {
+            return Ok(p);
+        }
+    }
+    let p = build(cfg, None)?;
+    ATFORK.call_once(|| {
+        // SAFETY: registering a handler has no preconditions; the handler
+        // only touches this thread's TLS and atomics.
+        unsafe { libc::pthread_atfork(None, None, Some(atfork_child)) };
+    });
+    Ok(p)
+}
+
+fn build(cfg: Config, parent: Option<&'static Process>) -> Result<&'static Process, crate::Error> {
+    let table = Table::create(table_bytes(), parent.map(|p| p.table))?;
+    let overflow = RingSlot::create(0, cfg.ring_bytes, true)?;
+    let statics: &'static StaticMap = match parent {
+        // The map lives in process memory, which fork copied: ours now.
+        Some(p) => p.statics,
+        None => Box::leak(Box::new(StaticMap::new())),
+    };
+    let proc = Box::leak(Box::new(Process {
+        pid: std::process::id(),
+        generation: GENERATION.fetch_add(1, Ordering::Relaxed) + 1,
+        cfg,
+        table,
+        statics,
+        dynamic: Mutex::new(Default::default()),
+        rings: Mutex::new(Vec::new()),
+        overflow,
+        conn: Mutex::new(None),
+        connected: AtomicBool::new(false),
+        wake_fd: AtomicI32::new(-1),
+        refused_reported: AtomicBool::new(false),
+    }));
+    // Release pairs with the Acquire load in `process()`.
+    PROCESS.store(proc, Ordering::Release);
+    let p: &'static Process = proc;
+    // Connect once now, so a short-lived program that finds its sidecar
+    // hands its rings over before it can exit; then keep trying in the
+    // background.
+    let first = p.connect_once();
+    std::thread::Builder::new()
+        .name("distlog-conn".into())
+        .spawn(move || p.connection_loop(first))
+        .map_err(|e| crate::Error::Io(e.to_string()))?;
+    Ok(p)
+}
+
+fn table_bytes() -> usize {
+    crate::table::DEFAULT_TABLE_BYTES
+}
+
+extern "C" fn atfork_child() {
+    // Only the forking thread exists in the child. Forget its ring so its
+    // next record goes to the slow path, which sees the new pid.
+    let _ = LOCAL.try_with(|l| {
+        l.slot.set(None);
+        l.busy.set(false);
+        l.tid.set(0);
+    });
+}
+
+/// The process state for the calling process, rebuilding it after a fork.
+#[cold]
+#[inline(never)]
+pub(crate) fn process_checked() -> Option<&'static Process> {
+    let p = process()?;
+    if p.pid == std::process::id() {
+        return Some(p);
+    }
+    let _g = INIT_LOCK.try_lock().ok()?;
+    let p = process()?;
+    if p.pid == std::process::id() {
+        return Some(p);
+    }
+    // Our copy of the parent's connection must not be used: close our fd
+    // only (no shutdown, which would cut the parent's connection too).
+    if let Ok(mut c) = p.conn.try_lock() {
+        if let Some(s) = c.take() {
+            drop(OwnedFd::from(s));
+        }
+    }
+    build(p.cfg.clone(), Some(p)).ok()
+}
+
+fn random_u128() -> u128 {
+    let mut b = [0u8; 16];
+    if getrandom::getrandom(&mut b).is_err() {
+        let t = crate::clock::realtime_ns() as u128;
+        return t ^ (u128::from(std::process::id()) << 64) ^ 0x9E37_79B9_7F4A_7C15;
+    }
+    u128::from_le_bytes(b)
+}
+
+impl Process {
+    /// Register a dynamic call site (slow path).
+    pub(crate) fn register_dyn(&self, site: &DynSite<'_>) -> Option<u32> {
+        if let Some(id) = crate::callsite::cached_dyn(self.generation, site) {
+            return Some(id);
+        }
+        if self.pid != std::process::id() {
+            // Forked: never append to the parent's table.
+            return process_checked()?.register_dyn(site);
+        }
+        let key = crate::callsite::dyn_key(site);
+        let mut map = self.dynamic.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = map.get(&key) {
+            crate::callsite::remember_dyn(self.generation, site, *id);
+            return Some(*id);
+        }
+        let mut def = CallsiteDef {
+            id: 0,
+            kind: site.kind,
+            level: site.level,
+            name: site.name,
+            target: site.target,
+            file: site.file,
+            line: site.line,
+            fields: site.fields.to_vec(),
+        };
+        let id = self.table.writer.lock().unwrap_or_else(|e| e.into_inner()).append(&mut def).ok()?;
+        map.insert(key, id);
+        crate::callsite::remember_dyn(self.generation, site, id);
+        Some(id)
+    }
+
+    /// Register a static call site keyed by `key` (an address that lives
+    /// for the program), unless it is registered already.
+    pub(crate) fn register_static(&self, key: usize, site: &DynSite<'_>) -> Option<u32> {
+        if let Some(id) = self.statics.get(key) {
+            return Some(id);
+        }
+        if self.pid != std::process::id() {
+            return process_checked()?.register_static(key, site);
+        }
+        let mut w = self.table.writer.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(id) = self.statics.get(key) {
+            return Some(id);
+        }
+        let mut def = CallsiteDef {
+            id: 0,
+            kind: site.kind,
+            level: site.level,
+            name: site.name,
+            target: site.target,
+            file: site.file,
+            line: site.line,
+            fields: site.fields.to_vec(),
+        };
+        let id = w.append(&mut def).ok()?;
+        self.statics.insert(key, id);
+        Some(id)
+    }
+
+    /// A ring for the calling thread (slow path: first record of a thread).
+    fn claim_ring(&'static self, tid: u32) -> &'static RingSlot {
+        let mut rings = self.rings.lock().unwrap_or_else(|e| e.into_inner());
+        for r in rings.iter() {
+            // Acquire pairs with the Release store in `Local::drop`: the
+            // previous owner's writes to the ring are complete.
+            if r.in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+                r.header().prod.owner_tid.store(tid, Ordering::Relaxed);
+                return r;
+            }
+        }
+        if rings.len() >= self.cfg.max_rings {
+            return self.overflow;
+        }
+        let Ok(slot) = RingSlot::create(rings.len() as u32 + 1, self.cfg.ring_bytes, false) else {
+            return self.overflow;
+        };
+        slot.in_use.store(true, Ordering::Relaxed);
+        slot.header().prod.owner_tid.store(tid, Ordering::Relaxed);
+        rings.push(slot);
+        drop(rings);
+        // Hand it over now if connected (the connection thread hands every
+        // ring over on each connect; a duplicate is ignored by the sidecar).
+        let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = conn.as_ref() {
+            let _ = proto::send(s.as_fd(), &ClientMsg::Ring { index: slot.index }, &[slot.fd.as_fd()]);
+        }
+        slot
+    }
+
+    /// Tell the sidecar a ring has records (it said it sleeps).
+    #[cold]
+    pub(crate) fn wake(&self, slot: &RingSlot) {
+        // Relaxed: one writer clearing it is enough to stop others from
+        // signalling again before the sidecar looks.
+        slot.header().wake.sleeping.store(0, Ordering::Relaxed);
+        let fd = self.wake_fd.load(Ordering::Relaxed);
+        if fd >= 0 {
+            let one = 1u64.to_ne_bytes();
+            // SAFETY: fd is our eventfd (its number never changes once set,
+            // see `wake_fd`); writing 8 bytes from a valid buffer.
+            unsafe { libc::write(fd, one.as_ptr().cast(), 8) };
+        }
+    }
+
+    fn all_rings(&self) -> Vec<&'static RingSlot> {
+        let mut v = vec![self.overflow];
+        v.extend(self.rings.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        v
+    }
+
+    /// Whether a sidecar has our rings now.
+    pub(crate) fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    /// Wait until the sidecar has read everything written so far, or the
+    /// timeout passes. Returns whether everything was read.
+    pub(crate) fn flush(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.is_connected() {
+                let pending = self.all_rings().iter().any(|r| {
+                    let h = r.header();
+                    // Acquire pairs with the sidecar's Release store of read_pos.
+                    h.cons.read_pos.load(Ordering::Acquire) < h.prod.write_pos.load(Ordering::Relaxed)
+                });
+                if !pending {
+                    return true;
+                }
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
+    fn connect_once(&self) -> Option<UnixStream> {
+        let stream = UnixStream::connect(&self.cfg.socket).ok()?;
+        let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+        let hello = ClientMsg::Hello {
+            version: PROTOCOL_VERSION,
+            service: self.cfg.service.clone(),
+            pid: self.pid,
+            clock_tsc: crate::clock::uses_tsc(),
+            library: self.cfg.library.clone(),
+        };
+        proto::send(stream.as_fd(), &hello, &[self.table.seg.fd()]).ok()?;
+        let mut rx = proto::Receiver::new();
+        match rx.recv::<SidecarMsg>(stream.as_fd()) {
+            Ok((SidecarMsg::Welcome { .. }, mut fds)) => {
+                if let Some(fd) = fds.pop() {
+                    self.install_wake_fd(fd);
+                }
+            }
+            Ok((SidecarMsg::Refused { reason }, _)) => {
+                if !self.refused_reported.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "distlog: the sidecar at {} refused this client: {reason}",
+                        self.cfg.socket.display()
+                    );
+                }
+                return None;
+            }
+            Err(_) => return None,
+        }
+        let _ = stream.set_read_timeout(None);
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        for r in self.all_rings() {
+            proto::send(stream.as_fd(), &ClientMsg::Ring { index: r.index }, &[r.fd.as_fd()]).ok()?;
+        }
+        *conn = Some(stream.try_clone().ok()?);
+        self.connected.store(true, Ordering::Relaxed);
+        Some(stream)
+    }
+
+    fn install_wake_fd(&self, fd: OwnedFd) {
+        let cur = self.wake_fd.load(Ordering::Relaxed);
+        if cur < 0 {
+            self.wake_fd.store(std::os::fd::IntoRawFd::into_raw_fd(fd), Ordering::Relaxed);
+        } else {
+            // SAFETY: dup2 onto our own fd number atomically replaces what
+            // it refers to; writers racing with it write to the old or the
+            // new eventfd, never to an unrelated file.
+            unsafe { libc::dup2(fd.as_raw_fd(), cur) };
+        }
+    }
+
+    fn connection_loop(&'static self, mut first: Option<UnixStream>) {
+        let mut backoff = Duration::from_millis(10);
+        loop {
+            if self.pid != std::process::id() {
+                return;
+            }
+            let stream = first.take().or_else(|| self.connect_once());
+            match stream {
+                Some(mut s) => {
+                    backoff = Duration::from_millis(10);
+                    // The sidecar sends nothing more; a read returns when it
+                    // goes away.
+                    let mut b = [0u8; 64];
+                    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                    self.connected.store(false, Ordering::Relaxed);
+                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                }
+                None => {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+            }
+        }
+    }
+}
+
+/// Size of the per-thread encode buffer; larger records take the heap path.
+pub(crate) const STACK_RECORD: usize = 2048;
+
+/// Per-thread state.
+pub(crate) struct Local {
+    pub slot: Cell<Option<&'static RingSlot>>,
+    pub tid: Cell<u32>,
+    /// Set while this thread is inside a log call: a nested call (from a
+    /// `Debug` impl, a `Drop`, a signal handler) is dropped and counted.
+    pub busy: Cell<bool>,
+    pub buf: UnsafeCell<[u8; STACK_RECORD]>,
+    pub big: UnsafeCell<Vec<u8>>,
+    pub scratch: UnsafeCell<String>,
+    pub scopes: UnsafeCell<Vec<crate::scope::Current>>,
+    pub rng: Cell<u64>,
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.get() {
+            if let Some(p) = process() {
+                if std::ptr::eq(slot, p.overflow) {
+                    return;
+                }
+            }
+            slot.header().prod.owner_tid.store(0, Ordering::Relaxed);
+            // Release pairs with the Acquire CAS in `claim_ring`.
+            slot.in_use.store(false, Ordering::Release);
+        }
+    }
+}
+
+thread_local! {
+    pub(crate) static LOCAL: Local = const {
+        Local {
+            slot: Cell::new(None),
+            tid: Cell::new(0),
+            busy: Cell::new(false),
+            buf: UnsafeCell::new([0; STACK_RECORD]),
+            big: UnsafeCell::new(Vec::new()),
+            scratch: UnsafeCell::new(String::new()),
+            scopes: UnsafeCell::new(Vec::new()),
+            rng: Cell::new(0),
+        }
+    };
+}
+
+/// What the encode callback gets: a buffer and the thread id.
+pub(crate) struct Ctx<'a> {
+    pub buf: &'a mut [u8],
+    pub scratch: &'a mut String,
+    pub tid: u32,
+}
+
+#[cold]
+#[inline(never)]
+fn first_use(l: &Local) -> Option<(&'static Process, &'static RingSlot)> {
+    let p = process_checked()?;
+    if l.tid.get() == 0 {
+        // SAFETY: gettid has no preconditions.
+        l.tid.set(unsafe { libc::gettid() } as u32);
+    }
+    let slot = p.claim_ring(l.tid.get());
+    l.slot.set(Some(slot));
+    Some((p, slot))
+}
+
+/// Encode a record with `f` and push it into this thread's ring. Never
+/// blocks; drops and counts when it cannot write.
+#[inline]
+pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
+    let done = LOCAL.try_with(|l| {
+        if l.busy.get() {
+            if let Some(s) = l.slot.get() {
+                s.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            return;
+        }
+        l.busy.set(true);
+        let (proc, slot) = match l.slot.get() {
+            // Relaxed-load fast path; the process pointer only changes
+            // after a fork, when atfork_child cleared `slot`.
+            Some(s) => match process() {
+                Some(p) => (p, s),
+                None => {
+                    l.busy.set(false);
+                    return;
+                }
+            },
+            None => match first_use(l) {
+                Some(x) => x,
+                None => {
+                    l.busy.set(false);
+                    return;
+                }
+            },
+        };
+        // SAFETY: `busy` makes this the only live borrow of the buffers on
+        // this thread (a nested call returns above).
+        let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
+        let mut ctx = Ctx { buf, scratch, tid: l.tid.get() };
+        let res = match f(&mut ctx) {
+            Some(n) => push(proc, slot, &ctx.buf[..n]),
+            None => {
+                // Did not fit the stack buffer: once more on the heap.
+                // SAFETY: as above, guarded by `busy`.
+                let big = unsafe { &mut *l.big.get() };
+                if big.len() < ring::MAX_RECORD {
+                    big.resize(ring::MAX_RECORD, 0);
+                }
+                let mut ctx = Ctx { buf: &mut big[..], scratch: ctx.scratch, tid: l.tid.get() };
+                match f(&mut ctx) {
+                    Some(n) => push(proc, slot, &ctx.buf[..n]),
+                    None => {
+                        slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+                        Push::TooLarge
+                    }
+                }
+            }
+        };
+        let _ = res;
+        l.busy.set(false);
+    });
+    if done.is_err() {
+        // The thread is being torn down: the shared ring still works.
+        if let Some(p) = process_checked() {
+            let mut buf = [0u8; 1024];
+            let mut s = String::new();
+            // SAFETY: gettid has no preconditions.
+            let tid = unsafe { libc::gettid() } as u32;
+            let mut ctx = Ctx { buf: &mut buf, scratch: &mut s, tid };
+            match f(&mut ctx) {
+                Some(n) => {
+                    push(p, p.overflow, &buf[..n]);
+                }
+                None => {
+                    p.overflow.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+#[inline]
+fn push(proc: &Process, slot: &RingSlot, bytes: &[u8]) -> Push {
+    // SAFETY: an exclusive ring is used only by the thread that claimed it
+    // (its Local holds it until the thread exits); the overflow ring is
+    // shared and reserves by CAS.
+    let r = unsafe { slot.writer.push(bytes) };
+    if let Push::Done { wake: true } = r {
+        proc.wake(slot);
+    }
+    r
+}
+
+/// A random non-zero u64 from this thread's generator (xorshift, seeded
+/// from the OS once per thread).
+pub(crate) fn random_u64() -> u64 {
+    LOCAL
+        .try_with(|l| {
+            let mut x = l.rng.get();
+            if x == 0 {
+                x = (random_u128() as u64) | 1;
+            }
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            l.rng.set(x);
+            x
+        })
+        .unwrap_or_else(|_| (random_u128() as u64) | 1)
+}
+
+/// The process state without the fork check (the write path checks).
+#[inline]
+pub(crate) fn process_fast() -> Option<&'static Process> {
+    process()
+}
+
+/// This thread's kernel id (cached).
+pub(crate) fn tid() -> u32 {
+    LOCAL
+        .try_with(|l| {
+            if l.tid.get() == 0 {
+                // SAFETY: gettid has no preconditions.
+                l.tid.set(unsafe { libc::gettid() } as u32);
+            }
+            l.tid.get()
+        })
+        // SAFETY: gettid has no preconditions.
+        .unwrap_or_else(|_| unsafe { libc::gettid() } as u32)
+}
+
+/// Run `f` with this thread's encode buffer and scratch string, outside a
+/// record write (a nested call is skipped).
+pub(crate) fn write_scratch(f: impl FnOnce(&mut [u8], &mut String)) {
+    let _ = LOCAL.try_with(|l| {
+        if l.busy.get() {
+            return;
+        }
+        l.busy.set(true);
+        // SAFETY: guarded by `busy`, as in write_record.
+        let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
+        f(buf, scratch);
+        l.busy.set(false);
+    });
+}

@@ -1,0 +1,197 @@
+//! Scopes: ids, the per-thread stack of entered scopes, W3C `traceparent`.
+//!
+//! A scope is a `tracing` span (or a C API scope). It has a 64-bit id (the
+//! W3C span id), belongs to a 128-bit trace, and has a parent: the scope it
+//! was opened in, or a scope in another process named by a `traceparent`.
+//!
+//! The open record is written lazily, when the scope is first entered,
+//! gets a child or an event, or closes: so [`crate::continue_from`] can still
+//! give a freshly made span its remote parent before anything was written.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use crate::runtime::LOCAL;
+use crate::wire::TraceId;
+
+/// An entry of the thread's stack of entered scopes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Current {
+    /// Who pushed it: a `tracing` span id, or a C scope's address.
+    pub key: u64,
+    /// Scope id.
+    pub scope: u64,
+    /// Trace id.
+    pub trace: TraceId,
+}
+
+/// What the client keeps of an open scope.
+#[derive(Debug)]
+pub(crate) struct ScopeData {
+    pub scope: u64,
+    pub trace: TraceId,
+    pub parent: u64,
+    pub remote: bool,
+    pub callsite: u32,
+    pub created: u64,
+    pub tid: u32,
+    /// The open record is written (or being written).
+    pub opened: AtomicBool,
+    /// An error-level event happened in it, or the user marked it.
+    pub error: AtomicBool,
+    /// Encoded fields given at creation, written with the open record.
+    pub fields: Vec<u8>,
+}
+
+impl ScopeData {
+    pub(crate) fn current(&self, key: u64) -> Current {
+        Current { key, scope: self.scope, trace: self.trace }
+    }
+
+    /// Whether this call should write the open record (only the first).
+    pub(crate) fn take_open(&self) -> bool {
+        // Relaxed: the flag elects one writer; the data it writes was set
+        // before the scope was shared (extension insert happens-before).
+        !self.opened.swap(true, Ordering::Relaxed)
+    }
+}
+
+/// The innermost entered scope of this thread.
+pub(crate) fn current() -> Option<Current> {
+    LOCAL
+        .try_with(|l| {
+            // SAFETY: the stack is only touched by this thread, and never
+            // while another borrow of it is live (push/pop/top are short
+            // and do not call out).
+            unsafe { (*l.scopes.get()).last().copied() }
+        })
+        .ok()
+        .flatten()
+}
+
+pub(crate) fn push(c: Current) {
+    let _ = LOCAL.try_with(|l| {
+        // SAFETY: see `current`.
+        unsafe { (*l.scopes.get()).push(c) }
+    });
+}
+
+pub(crate) fn pop(key: u64) {
+    let _ = LOCAL.try_with(|l| {
+        // SAFETY: see `current`.
+        let v = unsafe { &mut *l.scopes.get() };
+        // Usually the top; async code may exit out of order.
+        if let Some(i) = v.iter().rposition(|c| c.key == key) {
+            v.remove(i);
+        }
+    });
+}
+
+/// A new trace id.
+pub(crate) fn new_trace() -> TraceId {
+    let a = crate::runtime::random_u64();
+    let b = crate::runtime::random_u64();
+    let mut t = [0u8; 16];
+    t[..8].copy_from_slice(&a.to_be_bytes());
+    t[8..].copy_from_slice(&b.to_be_bytes());
+    t
+}
+
+/// A new scope id (never 0).
+pub(crate) fn new_scope_id() -> u64 {
+    crate::runtime::random_u64()
+}
+
+/// Lowercase hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    const H: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(H[(b >> 4) as usize] as char);
+        s.push(H[(b & 15) as usize] as char);
+    }
+    s
+}
+
+/// A W3C `traceparent` string for a scope.
+pub fn format_traceparent(trace: &TraceId, scope: u64) -> String {
+    format!("00-{}-{}-01", hex(trace), hex(&scope.to_be_bytes()))
+}
+
+/// A parsed `traceparent`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TraceParent {
+    /// Trace id.
+    pub trace: TraceId,
+    /// The remote parent's span id.
+    pub parent: u64,
+    /// Trace flags (bit 0: sampled).
+    pub flags: u8,
+}
+
+/// Parse a W3C `traceparent` (`00-<32 hex>-<16 hex>-<2 hex>`). Returns a
+/// message saying what is wrong otherwise.
+pub fn parse_traceparent(s: &str) -> Result<TraceParent, &'static str> {
+    let s = s.trim();
+    let parts: Vec<&str> = s.split('-').collect();
+    if parts.len() < 4 {
+        return Err("expected version-traceid-parentid-flags");
+    }
+    let (ver, tr, sp, fl) = (parts[0], parts[1], parts[2], parts[3]);
+    if ver.len() != 2 || !ver.bytes().all(|b| b.is_ascii_hexdigit()) || ver.eq_ignore_ascii_case("ff") {
+        return Err("bad version");
+    }
+    if ver == "00" && parts.len() != 4 {
+        return Err("version 00 has exactly four parts");
+    }
+    let trace = unhex::<16>(tr).ok_or("trace id is not 32 hex digits")?;
+    if trace == [0; 16] {
+        return Err("trace id is all zero");
+    }
+    let parent = u64::from_be_bytes(unhex::<8>(sp).ok_or("parent id is not 16 hex digits")?);
+    if parent == 0 {
+        return Err("parent id is zero");
+    }
+    let flags = unhex::<1>(fl).ok_or("flags are not 2 hex digits")?[0];
+    Ok(TraceParent { trace, parent, flags })
+}
+
+fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
+    if s.len() != 2 * N {
+        return None;
+    }
+    let mut out = [0u8; N];
+    for (i, c) in s.as_bytes().chunks(2).enumerate() {
+        let d = |b: u8| (b as char).to_digit(16);
+        out[i] = (d(c[0])? * 16 + d(c[1])?) as u8;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn traceparent_roundtrip() {
+        let t = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
+        let s = format_traceparent(&t, 0x00f0_67aa_0ba9_02b7);
+        assert_eq!(s, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
+        let p = parse_traceparent(&s).unwrap();
+        assert_eq!(p, TraceParent { trace: t, parent: 0x00f0_67aa_0ba9_02b7, flags: 1 });
+    }
+
+    #[test]
+    fn malformed_traceparents() {
+        for bad in [
+            "",
+            "00-abc-def-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+        ] {
+            assert!(parse_traceparent(bad).is_err(), "{bad}");
+        }
+    }
+}
