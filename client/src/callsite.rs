@@ -90,9 +90,12 @@ pub(crate) struct DynKey {
 /// Process-wide map of dynamic call sites (slow path).
 pub(crate) type DynMap = Mutex<HashMap<DynKey, u32>>;
 
+/// Content hash → the sites with that hash and their ids.
+type DynCache = HashMap<u64, Vec<(DynKey, u32)>>;
+
 thread_local! {
     /// Per-thread cache in front of the locked map: (generation, map).
-    static DYN_CACHE: RefCell<(u64, HashMap<u64, Vec<(DynKey, u32)>>)> = RefCell::new((0, HashMap::new()));
+    static DYN_CACHE: RefCell<(u64, DynCache)> = RefCell::new((0, HashMap::new()));
 }
 
 /// A call site described at run time.

@@ -121,6 +121,9 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>])
     Ok(())
 }
 
+/// A message's bytes and the fds that came with it.
+type Message = (Vec<u8>, Vec<OwnedFd>);
+
 /// Incremental receiver: call [`Receiver::recv`] when the socket is
 /// readable; it returns a whole message and its fds, or `WouldBlock`.
 #[derive(Debug, Default)]
@@ -135,7 +138,7 @@ impl Receiver {
         Self::default()
     }
 
-    fn take_message(&mut self) -> Result<Option<(Vec<u8>, Vec<OwnedFd>)>, ProtoError> {
+    fn take_message(&mut self) -> Result<Option<Message>, ProtoError> {
         if self.buf.len() < 4 {
             return Ok(None);
         }

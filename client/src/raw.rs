@@ -33,6 +33,7 @@ pub fn register_event(
 
 /// Register a call site that lives for the program under `key` (the address
 /// of a static in the caller): after the first call, a lock-free lookup.
+#[allow(clippy::too_many_arguments)]
 pub fn register_static(
     key: usize,
     kind: CallsiteKind,
@@ -150,6 +151,7 @@ impl Scope {
     }
 
     /// Close the scope (leaving it on this thread).
+    #[allow(clippy::boxed_local)]
     pub fn close(self: Box<Self>, outcome: Outcome) {
         scope::pop(self.key);
         let outcome = if self.error.load(std::sync::atomic::Ordering::Relaxed) { Outcome::Error } else { outcome };

@@ -225,7 +225,7 @@ impl RawMemory {
 
     #[inline]
     fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
-        debug_assert!(off % 4 == 0 && off + 4 <= self.len);
+        debug_assert!(off.is_multiple_of(4) && off + 4 <= self.len);
         // SAFETY: in bounds and 4-aligned (checked by callers, asserted
         // above); AtomicU32 has the layout of u32 and the region lives as
         // long as `self` (contract of `new`).
@@ -560,7 +560,7 @@ impl<'a, M: Memory> Reader<'a, M> {
         let w = hdr.prod.write_pos.load(Ordering::Acquire);
         let r = hdr.cons.read_pos.load(Ordering::Acquire);
         let seq = hdr.cons.read_seq.load(Ordering::Relaxed);
-        if r > w || w - r > geo.cap || r % 8 != 0 {
+        if r > w || w - r > geo.cap || !r.is_multiple_of(8) {
             return Err(RingError::BadCursor("read position outside the written range"));
         }
         Ok(Reader {
@@ -911,7 +911,7 @@ mod loom_tests {
         }
     }
 
-    fn model(flags: u32, writers: u32) {
+    fn model(flags: u32, writers: u32, per: u32) {
         loom::model(move || {
             // 64 bytes: 4 records of 12 bytes payload (16 each) fill it, so
             // the model also wraps and runs full.
@@ -923,7 +923,7 @@ mod loom_tests {
                 let mem = mem.clone();
                 hs.push(loom::thread::spawn(move || {
                     let w = Writer::new(&hdr, mem);
-                    for i in 0..2u32 {
+                    for i in 0..per {
                         let mut p = [0u8; 12];
                         p[0] = t as u8;
                         p[4..8].copy_from_slice(&(i + 100).to_le_bytes());
@@ -955,18 +955,18 @@ mod loom_tests {
             r.poll(8, |_, _| { seen += 1; true }).unwrap();
             let written = hdr.prod.written.load(Ordering::Relaxed);
             let dropped = hdr.prod.dropped.load(Ordering::Relaxed);
-            assert_eq!(written + dropped, u64::from(writers) * 2);
+            assert_eq!(written + dropped, u64::from(writers * per));
             assert_eq!(seen, written);
         });
     }
 
     #[test]
     fn loom_exclusive() {
-        model(0, 1);
+        model(0, 1, 5);
     }
 
     #[test]
     fn loom_shared() {
-        model(FLAG_SHARED, 2);
+        model(FLAG_SHARED, 2, 1);
     }
 }

@@ -89,7 +89,7 @@ impl Segment {
     /// (`min..=max` bytes), then map it. The peer is not trusted.
     pub fn accept(fd: OwnedFd, min: usize, max: usize) -> Result<Segment, SegmentError> {
         let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
-        let need = (libc::F_SEAL_SHRINK | libc::F_SEAL_GROW) as i32;
+        let need = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
         if seals & need != need {
             return Err(SegmentError::NotSealed(seals));
         }
@@ -100,7 +100,7 @@ impl Segment {
         }
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys("fstat"))?;
         let size = st.st_size as usize;
-        if size < min || size > max || size % 4096 != 0 {
+        if size < min || size > max || !size.is_multiple_of(4096) {
             return Err(SegmentError::Size(format!("{size} bytes, want {min}..={max}, page multiple")));
         }
         if (st.st_blocks as u64) * 512 < size as u64 {
