@@ -1,28 +1,52 @@
-//! The process's start-up filter for records that do not come through
-//! `tracing` (the C API's runtime targets): the same directive string as the
-//! `EnvFilter` in front of the layer, read as `tracing-subscriber`'s
-//! `filter::Targets` (target and level only; span-field directives need
-//! `tracing` spans and do not apply here).
+//! Verbosity: which records are written, changed while the process runs.
+//!
+//! # Layers of a decision
+//!
+//! 1. The client's start-up directives (`DISTLOG_LOG`, `RUST_LOG`, code),
+//!    `EnvFilter` syntax, default `info`.
+//! 2. Directives from the sidecar (`distlogd ctl level set`), replacing the
+//!    start-up ones while they live (see [`crate::control`]).
+//! 3. A *boost* for one request: a scope whose trace the sidecar names
+//!    (`ctl level set debug --trace ID`), or which continued a trace whose
+//!    W3C `tracestate` carries `distlog=<level>`, records everything up to
+//!    that level, and so do its children, in this process and (through
+//!    [`crate::tracestate`]) in every process the request reaches.
+//!
+//! For `tracing`, 1 and 2 are an `EnvFilter` behind a `reload` layer: a
+//! change rebuilds `tracing-core`'s interest cache, so a disabled call site
+//! costs one load and a compare. 3 makes call sites up to the highest boost
+//! level "sometimes" interesting, checked against the current scope. For
+//! the C API the same directives are read as `filter::Targets`.
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{OnceLock, RwLock};
 
-use tracing_subscriber::filter::Targets;
+use tracing_core::{Interest, LevelFilter, Metadata, Subscriber};
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::layer::{Context, Layer};
+use tracing_subscriber::registry::LookupSpan;
 
-use crate::wire::Level;
+use crate::control::Directives;
+use crate::wire::{Level, TraceId};
 
-static TARGETS: OnceLock<Targets> = OnceLock::new();
+/// Highest boost level any scope of this process may have (0 = none). Call
+/// sites above it are decided by the directives alone.
+static BOOST_CAP: AtomicU8 = AtomicU8::new(0);
 
-/// Set the directives for non-`tracing` records (first call wins).
-pub(crate) fn set(directives: &str) {
-    let t = directives
-        .split(',')
-        .filter(|d| !d.contains('[') && !d.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(",")
-        .parse::<Targets>()
-        .unwrap_or_else(|_| Targets::new().with_default(tracing_core::LevelFilter::INFO));
-    let _ = TARGETS.set(t);
+/// The most verbose level the C API's runtime filter enables: the C macros
+/// compare against it before anything else.
+pub static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+struct State {
+    startup: String,
+    targets: Targets,
+    traces: Vec<(TraceId, Level)>,
+    applied_seq: u64,
 }
+
+static STATE: OnceLock<RwLock<State>> = OnceLock::new();
+type Reloader = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+static RELOAD: OnceLock<Reloader> = OnceLock::new();
 
 fn to_tracing(l: Level) -> tracing_core::Level {
     match l {
@@ -34,10 +58,160 @@ fn to_tracing(l: Level) -> tracing_core::Level {
     }
 }
 
-/// Whether `level` is enabled for `target`.
+fn level_num(l: &tracing_core::Level) -> u8 {
+    Level::from_tracing(l) as u8
+}
+
+/// `Targets` from `EnvFilter` directives, leaving out span-field
+/// directives (they need `tracing` spans).
+fn targets_of(directives: &str) -> Targets {
+    directives
+        .split(',')
+        .filter(|d| !d.contains('[') && !d.trim().is_empty())
+        .collect::<Vec<_>>()
+        .join(",")
+        .parse::<Targets>()
+        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+}
+
+fn max_of(t: &Targets) -> u8 {
+    match Option::<tracing_core::Level>::from(
+        t.iter().map(|(_, l)| l).chain(t.default_level()).max().unwrap_or(LevelFilter::INFO),
+    ) {
+        Some(l) => level_num(&l),
+        None => 0,
+    }
+}
+
+/// Set the start-up directives (first call wins).
+pub(crate) fn set(directives: &str) {
+    let targets = targets_of(directives);
+    MAX_LEVEL.store(max_of(&targets), Ordering::Relaxed);
+    let _ = STATE.set(RwLock::new(State {
+        startup: directives.to_owned(),
+        targets,
+        traces: Vec::new(),
+        applied_seq: 0,
+    }));
+}
+
+/// Remember how to swap the `tracing` filter (set by `install`).
+pub(crate) fn set_reloader(f: Reloader) {
+    let _ = RELOAD.set(f);
+}
+
+/// A new control segment (a new sidecar): whatever its sequence number
+/// says is news.
+pub(crate) fn forget_seq() {
+    if let Some(state) = STATE.get() {
+        state.write().unwrap_or_else(|e| e.into_inner()).applied_seq = u64::MAX;
+    }
+}
+
+/// Apply directives from the sidecar. Returns an error text when they do
+/// not parse (the sidecar validated them; then the old ones stay).
+pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
+    let Some(state) = STATE.get() else { return Ok(()) };
+    let mut st = state.write().unwrap_or_else(|e| e.into_inner());
+    if seq == st.applied_seq {
+        return Ok(());
+    }
+    let text = d.filter.clone().unwrap_or_else(|| st.startup.clone());
+    let env = EnvFilter::builder().parse(&text).map_err(|e| e.to_string())?;
+    st.targets = targets_of(&text);
+    st.traces = d.traces.clone();
+    st.applied_seq = seq;
+    let boost = d.traces.iter().map(|(_, l)| *l as u8).max().unwrap_or(0);
+    if boost > BOOST_CAP.load(Ordering::Relaxed) {
+        BOOST_CAP.store(boost, Ordering::Relaxed);
+    }
+    MAX_LEVEL.store(max_of(&st.targets).max(boost), Ordering::Relaxed);
+    drop(st);
+    if let Some(r) = RELOAD.get() {
+        // Rebuilds the interest cache of every call site.
+        r(env)?;
+    }
+    Ok(())
+}
+
+/// The boost a new scope of `trace` gets from the sidecar's trace directives.
+pub(crate) fn trace_boost(trace: &TraceId) -> u8 {
+    let Some(state) = STATE.get() else { return 0 };
+    let st = state.read().unwrap_or_else(|e| e.into_inner());
+    st.traces.iter().filter(|(t, _)| t == trace).map(|(_, l)| *l as u8).max().unwrap_or(0)
+}
+
+/// A scope got a boost from a `tracestate`: make call sites up to that level
+/// reachable (rare; rebuilds the interest cache).
+pub(crate) fn raise_boost_cap(level: u8) {
+    if level > BOOST_CAP.load(Ordering::Relaxed) {
+        BOOST_CAP.store(level, Ordering::Relaxed);
+        MAX_LEVEL.fetch_max(level, Ordering::Relaxed);
+        tracing_core::callsite::rebuild_interest_cache();
+    }
+}
+
+#[inline]
+fn boosted(level: u8) -> bool {
+    crate::scope::current().is_some_and(|c| c.boost >= level)
+}
+
+/// Whether `level` is enabled for `target` (the C API's check).
 pub(crate) fn enabled(level: Level, target: &str) -> bool {
-    match TARGETS.get() {
-        Some(t) => t.would_enable(target, &to_tracing(level)),
+    let lv = level as u8;
+    if lv > MAX_LEVEL.load(Ordering::Relaxed) {
+        return false;
+    }
+    let by_targets = match STATE.get() {
+        Some(s) => s.read().unwrap_or_else(|e| e.into_inner()).targets.would_enable(target, &to_tracing(level)),
         None => level <= Level::Info,
+    };
+    by_targets || boosted(lv)
+}
+
+/// The `tracing` filter: the current directives plus the per-request boost.
+pub(crate) struct Verbosity {
+    pub env: EnvFilter,
+}
+
+impl<S> Layer<S> for Verbosity
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
+        let i = <EnvFilter as Layer<S>>::register_callsite(&self.env, meta);
+        if !i.is_always() && level_num(meta.level()) <= BOOST_CAP.load(Ordering::Relaxed) {
+            Interest::sometimes()
+        } else {
+            i
+        }
+    }
+    fn enabled(&self, meta: &Metadata<'_>, cx: Context<'_, S>) -> bool {
+        <EnvFilter as Layer<S>>::enabled(&self.env, meta, cx) || boosted(level_num(meta.level()))
+    }
+    fn max_level_hint(&self) -> Option<LevelFilter> {
+        let cap = BOOST_CAP.load(Ordering::Relaxed);
+        let boost = Level::from_u8(cap).map(|l| LevelFilter::from_level(to_tracing(l)));
+        let env = <EnvFilter as Layer<S>>::max_level_hint(&self.env);
+        match (env, boost) {
+            (Some(e), Some(b)) => Some(e.max(b)),
+            (e, None) => e,
+            (None, _) => None,
+        }
+    }
+    fn on_new_span(&self, a: &tracing_core::span::Attributes<'_>, id: &tracing_core::span::Id, cx: Context<'_, S>) {
+        self.env.on_new_span(a, id, cx)
+    }
+    fn on_record(&self, id: &tracing_core::span::Id, v: &tracing_core::span::Record<'_>, cx: Context<'_, S>) {
+        self.env.on_record(id, v, cx)
+    }
+    fn on_enter(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
+        self.env.on_enter(id, cx)
+    }
+    fn on_exit(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
+        self.env.on_exit(id, cx)
+    }
+    fn on_close(&self, id: tracing_core::span::Id, cx: Context<'_, S>) {
+        self.env.on_close(id, cx)
     }
 }

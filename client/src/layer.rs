@@ -248,15 +248,16 @@ where
                 let ext = s.extensions();
                 ext.get::<ScopeData>().map(|d| {
                     ensure_open(d);
-                    (d.scope, d.trace)
+                    (d.scope, d.trace, d.boost)
                 })
             })
         } else if attrs.is_contextual() {
-            scope::current().map(|c| (c.scope, c.trace))
+            scope::current().map(|c| (c.scope, c.trace, c.boost))
         } else {
             None
         };
-        let (parent, trace) = parent.unwrap_or_else(|| (0, scope::new_trace()));
+        let (parent, trace, boost) = parent.unwrap_or_else(|| (0, scope::new_trace(), 0));
+        let boost = boost.max(crate::filter::trace_boost(&trace));
         let fields = if attrs.fields().is_empty() { Vec::new() } else { encode_fields(&|v| attrs.record(v)) };
         let data = ScopeData {
             scope: scope::new_scope_id(),
@@ -269,6 +270,7 @@ where
             opened: Default::default(),
             error: Default::default(),
             fields,
+            boost,
         };
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(data);

@@ -40,6 +40,7 @@
 
 mod callsite;
 pub mod clock;
+pub mod control;
 mod filter;
 mod layer;
 pub mod paths;
@@ -229,7 +230,11 @@ impl Builder {
             .parse(&directives)
             .map_err(|e| Error::BadFilter { directives: directives.clone(), msg: e.to_string() })?;
         let layer = self.layer()?;
-        let sub = tracing_subscriber::registry().with(env).with(layer);
+        let (verbosity, handle) = tracing_subscriber::reload::Layer::new(filter::Verbosity { env });
+        filter::set_reloader(Box::new(move |env| {
+            handle.modify(|v| v.env = env).map_err(|e| e.to_string())
+        }));
+        let sub = tracing_subscriber::registry().with(verbosity).with(layer);
         tracing::subscriber::set_global_default(sub).map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
         // Route `log` records into tracing; a logger installed before us is
         // not an error for tracing records, so say it and go on.
@@ -283,7 +288,16 @@ pub fn traceparent() -> Option<String> {
 /// let _e = span.enter();
 /// ```
 pub fn continue_from(traceparent: &str, span: tracing::Span) -> tracing::Span {
+    continue_from_with_state(traceparent, None, span)
+}
+
+/// [`continue_from`] with the W3C `tracestate` that came beside the
+/// `traceparent`: when it carries `distlog=<level>` (see [`tracestate`]),
+/// this process records the request at that level too, whatever its own
+/// directives say.
+pub fn continue_from_with_state(traceparent: &str, tracestate: Option<&str>, span: tracing::Span) -> tracing::Span {
     let parsed = scope::parse_traceparent(traceparent);
+    let mut raise = 0;
     layer::with_scope(&span, |d| {
         if d.opened.load(std::sync::atomic::Ordering::Relaxed) {
             return;
@@ -293,6 +307,11 @@ pub fn continue_from(traceparent: &str, span: tracing::Span) -> tracing::Span {
                 d.trace = tp.trace;
                 d.parent = tp.parent;
                 d.remote = true;
+                d.boost = d
+                    .boost
+                    .max(tracestate.map_or(0, scope::parse_tracestate))
+                    .max(filter::trace_boost(&tp.trace));
+                raise = d.boost;
             }
             Err(why) => {
                 let v = layer::clip(traceparent);
@@ -307,7 +326,20 @@ pub fn continue_from(traceparent: &str, span: tracing::Span) -> tracing::Span {
             }
         }
     });
+    if raise > 0 {
+        // Outside every lock of the subscriber: rebuilds the interest cache.
+        filter::raise_boost_cap(raise);
+    }
     span
+}
+
+/// The W3C `tracestate` to send beside [`traceparent`]: `distlog=<level>`
+/// when the current request is recorded at a raised level (by
+/// `distlogd ctl level set LEVEL --trace ID`, or because it arrived with
+/// such a `tracestate`), so the next service records it the same way.
+/// `None` when there is nothing to pass on.
+pub fn tracestate() -> Option<String> {
+    scope::current().and_then(|c| scope::format_tracestate(c.boost))
 }
 
 /// Mark a span failed: its close record says `error`. (An error-level event

@@ -53,12 +53,19 @@ pub enum ClientMsg {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum SidecarMsg {
     /// Accepted. Attached: the eventfd to write to when a ring says the
-    /// sidecar sleeps.
+    /// sidecar sleeps, then (optional) this client's control segment (see
+    /// [`crate::control`]).
     Welcome {
         /// The protocol version the sidecar will speak.
         version: u16,
         /// The sidecar's pid, for messages.
         sidecar_pid: u32,
+    },
+    /// The directives in the control segment changed (a nudge: the client
+    /// re-reads the segment).
+    Directives {
+        /// The control segment's sequence number after the change.
+        seq: u64,
     },
     /// Not accepted; the connection closes.
     Refused {

@@ -84,6 +84,7 @@ pub struct Scope {
     key: u64,
     scope: u64,
     trace: TraceId,
+    boost: u8,
     error: std::sync::atomic::AtomicBool,
 }
 
@@ -93,23 +94,40 @@ impl Scope {
     /// else the thread's current scope. A malformed `traceparent` starts a
     /// new trace and is recorded as field `distlog.bad_traceparent`.
     pub fn open(callsite: u32, traceparent: Option<&str>, fields: &[Field<'_>]) -> Box<Scope> {
+        Self::open_with_state(callsite, traceparent, None, fields)
+    }
+
+    /// [`Scope::open`] with the W3C `tracestate` that came with the
+    /// `traceparent`: `distlog=<level>` in it records this scope (and its
+    /// children) at that level.
+    pub fn open_with_state(
+        callsite: u32,
+        traceparent: Option<&str>,
+        tracestate: Option<&str>,
+        fields: &[Field<'_>],
+    ) -> Box<Scope> {
         let mut bad = None;
-        let (parent, trace, remote) = match traceparent.map(scope::parse_traceparent) {
-            Some(Ok(tp)) => (tp.parent, tp.trace, true),
+        let (parent, trace, remote, mut boost) = match traceparent.map(scope::parse_traceparent) {
+            Some(Ok(tp)) => (tp.parent, tp.trace, true, tracestate.map_or(0, scope::parse_tracestate)),
             other => {
                 if let Some(Err(e)) = other {
                     bad = Some(e);
                 }
                 match scope::current() {
-                    Some(c) => (c.scope, c.trace, false),
-                    None => (0, scope::new_trace(), false),
+                    Some(c) => (c.scope, c.trace, false, c.boost),
+                    None => (0, scope::new_trace(), false, 0),
                 }
             }
         };
+        boost = boost.max(crate::filter::trace_boost(&trace));
+        if boost > 0 {
+            crate::filter::raise_boost_cap(boost);
+        }
         let s = Box::new(Scope {
             key: 0,
             scope: scope::new_scope_id(),
             trace,
+            boost,
             error: Default::default(),
         });
         let key = &*s as *const Scope as u64;
@@ -136,13 +154,19 @@ impl Scope {
         });
         let mut s = s;
         s.key = key;
-        scope::push(Current { key, scope: s.scope, trace: s.trace });
+        scope::push(Current { key, scope: s.scope, trace: s.trace, boost: s.boost });
         s
     }
 
     /// The W3C `traceparent` naming this scope.
     pub fn traceparent(&self) -> String {
         scope::format_traceparent(&self.trace, self.scope)
+    }
+
+    /// The W3C `tracestate` to send beside [`Scope::traceparent`], when the
+    /// scope is recorded at a raised level (`None` otherwise).
+    pub fn tracestate(&self) -> Option<String> {
+        scope::format_tracestate(self.boost)
     }
 
     /// Mark the scope failed (its close then says `error`).
@@ -170,6 +194,13 @@ pub fn flush(timeout: std::time::Duration) -> bool {
         Some(p) => p.flush(timeout),
         None => true,
     }
+}
+
+/// The most verbose level the directives enable anywhere: a C macro
+/// compares a call site's level against it (one load and a compare) before
+/// anything else.
+pub fn max_level() -> &'static std::sync::atomic::AtomicU8 {
+    &crate::filter::MAX_LEVEL
 }
 
 /// Whether the runtime is started and connected to a sidecar.

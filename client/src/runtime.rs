@@ -21,7 +21,6 @@
 //! site table is copied, so ids stay valid).
 
 use std::cell::{Cell, UnsafeCell};
-use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
@@ -186,9 +185,10 @@ pub(crate) struct Process {
     /// Wake-up eventfd of the sidecar; the number stays the same across
     /// reconnects (dup2), so a writer never writes to a reused number.
     wake_fd: AtomicI32,
-    /// Records dropped before a ring could be had (counted, reported in the
-    /// overflow ring's dropped counter).
+    /// The sidecar refused us and we said so on stderr (once).
     pub refused_reported: AtomicBool,
+    /// This client's control segment from the sidecar (read-only).
+    control: Mutex<Option<Segment>>,
 }
 
 static PROCESS: AtomicPtr<Process> = AtomicPtr::new(std::ptr::null_mut());
@@ -250,6 +250,7 @@ fn build(cfg: Config, parent: Option<&'static Process>) -> Result<&'static Proce
         connected: AtomicBool::new(false),
         wake_fd: AtomicI32::new(-1),
         refused_reported: AtomicBool::new(false),
+        control: Mutex::new(None),
     }));
     // Release pairs with the Acquire load in `process()`.
     PROCESS.store(proc, Ordering::Release);
@@ -462,11 +463,19 @@ impl Process {
         proto::send(stream.as_fd(), &hello, &[self.table.seg.fd()]).ok()?;
         let mut rx = proto::Receiver::new();
         match rx.recv::<SidecarMsg>(stream.as_fd()) {
-            Ok((SidecarMsg::Welcome { .. }, mut fds)) => {
-                if let Some(fd) = fds.pop() {
+            Ok((SidecarMsg::Welcome { .. }, fds)) => {
+                let mut fds = fds.into_iter();
+                if let Some(fd) = fds.next() {
                     self.install_wake_fd(fd);
                 }
+                let ctl = fds.next().and_then(|fd| {
+                    Segment::accept_readonly(fd, crate::control::CONTROL_BYTES, crate::control::CONTROL_BYTES).ok()
+                });
+                *self.control.lock().unwrap_or_else(|e| e.into_inner()) = ctl;
+                crate::filter::forget_seq();
+                self.check_directives();
             }
+            Ok((SidecarMsg::Directives { .. }, _)) => return None,
             Ok((SidecarMsg::Refused { reason }, _)) => {
                 if !self.refused_reported.swap(true, Ordering::Relaxed) {
                     eprintln!(
@@ -486,6 +495,30 @@ impl Process {
         *conn = Some(stream.try_clone().ok()?);
         self.connected.store(true, Ordering::Relaxed);
         Some(stream)
+    }
+
+    /// Apply the sidecar's directives if they changed since we last looked.
+    fn check_directives(&self) {
+        let ctl = self.control.lock().unwrap_or_else(|e| e.into_inner());
+        let Some(seg) = ctl.as_ref() else { return };
+        let hp = seg.as_ptr() as *const crate::control::ControlHeader;
+        // SAFETY: the segment is mapped (read-only) for as long as `ctl` is
+        // borrowed and is at least CONTROL_BYTES long (checked on accept).
+        let hdr = unsafe { &*hp };
+        if crate::control::check(hdr, seg.len()).is_err() {
+            return;
+        }
+        // SAFETY: the payload region lies inside the mapping; we only read.
+        let mem = unsafe {
+            RawMemory::new(
+                seg.as_ptr().add(crate::control::CONTROL_HEADER_BYTES),
+                seg.len() - crate::control::CONTROL_HEADER_BYTES,
+            )
+        };
+        if let Some((seq, d)) = crate::control::read(hdr, &mem) {
+            drop(ctl);
+            let _ = crate::filter::apply(seq, &d);
+        }
     }
 
     fn install_wake_fd(&self, fd: OwnedFd) {
@@ -508,12 +541,26 @@ impl Process {
             }
             let stream = first.take().or_else(|| self.connect_once());
             match stream {
-                Some(mut s) => {
+                Some(s) => {
                     backoff = Duration::from_millis(10);
-                    // The sidecar sends nothing more; a read returns when it
-                    // goes away.
-                    let mut b = [0u8; 64];
-                    while matches!(s.read(&mut b), Ok(n) if n > 0) {}
+                    // The sidecar nudges us when our directives change; a
+                    // periodic look at the control segment is the backstop.
+                    let _ = s.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut rx = proto::Receiver::new();
+                    loop {
+                        match rx.recv::<SidecarMsg>(s.as_fd()) {
+                            Ok((SidecarMsg::Directives { .. }, _)) => self.check_directives(),
+                            Ok(_) => {}
+                            Err(proto::ProtoError::WouldBlock) => self.check_directives(),
+                            Err(proto::ProtoError::Io(e))
+                                if e.kind() == std::io::ErrorKind::WouldBlock
+                                    || e.kind() == std::io::ErrorKind::TimedOut =>
+                            {
+                                self.check_directives()
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     self.connected.store(false, Ordering::Relaxed);
                     *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }

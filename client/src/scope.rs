@@ -11,7 +11,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::runtime::LOCAL;
-use crate::wire::TraceId;
+use crate::wire::{Level, TraceId};
 
 /// An entry of the thread's stack of entered scopes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub(crate) struct Current {
     pub scope: u64,
     /// Trace id.
     pub trace: TraceId,
+    /// Records up to this level are written in this scope whatever the
+    /// directives say (0 = no boost); see [`crate::filter`].
+    pub boost: u8,
 }
 
 /// What the client keeps of an open scope.
@@ -40,11 +43,13 @@ pub(crate) struct ScopeData {
     pub error: AtomicBool,
     /// Encoded fields given at creation, written with the open record.
     pub fields: Vec<u8>,
+    /// See [`Current::boost`].
+    pub boost: u8,
 }
 
 impl ScopeData {
     pub(crate) fn current(&self, key: u64) -> Current {
-        Current { key, scope: self.scope, trace: self.trace }
+        Current { key, scope: self.scope, trace: self.trace, boost: self.boost }
     }
 
     /// Whether this call should write the open record (only the first).
@@ -99,6 +104,31 @@ pub(crate) fn new_trace() -> TraceId {
 /// A new scope id (never 0).
 pub(crate) fn new_scope_id() -> u64 {
     crate::runtime::random_u64()
+}
+
+/// The `tracestate` member distlog uses: `distlog=<level>` asks every
+/// service that continues the trace to record it at that level.
+pub fn format_tracestate(boost: u8) -> Option<String> {
+    Level::from_u8(boost).map(|l| format!("distlog={}", l.as_str().to_ascii_lowercase()))
+}
+
+/// The boost level a W3C `tracestate` header asks for (0 = none).
+/// Unknown members and malformed entries are ignored.
+pub fn parse_tracestate(s: &str) -> u8 {
+    s.split(',')
+        .filter_map(|m| m.trim().split_once('='))
+        .filter(|(k, _)| k.trim() == "distlog")
+        .filter_map(|(_, v)| match v.trim().to_ascii_lowercase().as_str() {
+            "error" => Some(Level::Error),
+            "warn" => Some(Level::Warn),
+            "info" => Some(Level::Info),
+            "debug" => Some(Level::Debug),
+            "trace" => Some(Level::Trace),
+            _ => None,
+        })
+        .map(|l| l as u8)
+        .max()
+        .unwrap_or(0)
 }
 
 /// Lowercase hex of bytes.
@@ -178,6 +208,15 @@ mod tests {
         assert_eq!(s, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let p = parse_traceparent(&s).unwrap();
         assert_eq!(p, TraceParent { trace: t, parent: 0x00f0_67aa_0ba9_02b7, flags: 1 });
+    }
+
+    #[test]
+    fn tracestate() {
+        assert_eq!(parse_tracestate("congo=t61rcWkgMzE, distlog=debug"), Level::Debug as u8);
+        assert_eq!(parse_tracestate("distlog=loud"), 0);
+        assert_eq!(parse_tracestate(""), 0);
+        assert_eq!(format_tracestate(Level::Trace as u8).as_deref(), Some("distlog=trace"));
+        assert_eq!(format_tracestate(0), None);
     }
 
     #[test]

@@ -82,12 +82,24 @@ impl Segment {
             FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
         )
         .map_err(sys("F_ADD_SEALS"))?;
-        Self::map(fd, len)
+        Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
     }
 
     /// Accept a segment a peer sent: check seals, file system and size
     /// (`min..=max` bytes), then map it. The peer is not trusted.
     pub fn accept(fd: OwnedFd, min: usize, max: usize) -> Result<Segment, SegmentError> {
+        let size = Self::check(&fd, min, max)?;
+        Self::map(fd, size, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+    }
+
+    /// Like [`Segment::accept`], mapped read-only (a segment the peer
+    /// writes and we only read, such as the sidecar's control segment).
+    pub fn accept_readonly(fd: OwnedFd, min: usize, max: usize) -> Result<Segment, SegmentError> {
+        let size = Self::check(&fd, min, max)?;
+        Self::map(fd, size, ProtFlags::PROT_READ)
+    }
+
+    fn check(fd: &OwnedFd, min: usize, max: usize) -> Result<usize, SegmentError> {
         let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).map_err(sys("F_GET_SEALS"))?;
         let need = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
         if seals & need != need {
@@ -109,18 +121,39 @@ impl Segment {
                 st.st_blocks * 512
             )));
         }
-        Self::map(fd, size)
+        Ok(size)
     }
 
-    fn map(fd: OwnedFd, len: usize) -> Result<Segment, SegmentError> {
+    fn map(fd: OwnedFd, len: usize, prot: ProtFlags) -> Result<Segment, SegmentError> {
         let nz = std::num::NonZeroUsize::new(len).ok_or_else(|| SegmentError::Size("empty".into()))?;
         // SAFETY: a fresh shared mapping of a file we hold; no existing
         // memory is affected. The pointer is valid until `munmap` in Drop.
         let ptr = unsafe {
-            mmap(None, nz, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE, MapFlags::MAP_SHARED, &fd, 0)
+            mmap(None, nz, prot, MapFlags::MAP_SHARED, &fd, 0)
         }
         .map_err(sys("mmap"))?;
         Ok(Segment { fd, ptr: ptr.cast(), len })
+    }
+
+    /// Forbid new writable mappings (`F_SEAL_FUTURE_WRITE`): a peer that
+    /// gets the fd can only read. Our own mapping stays writable.
+    pub fn seal_future_write(&self) -> Result<(), SegmentError> {
+        fcntl(self.fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(libc::F_SEAL_FUTURE_WRITE)))
+            .map_err(sys("F_SEAL_FUTURE_WRITE"))?;
+        Ok(())
+    }
+
+    /// Create like [`Segment::create`] but leave sealing against writes
+    /// possible (no `F_SEAL_SEAL`), for [`Segment::seal_future_write`].
+    pub fn create_sealable(name: &str, len: usize) -> Result<Segment, SegmentError> {
+        let cname = std::ffi::CString::new(name).unwrap_or_default();
+        let fd = memfd_create(&cname, MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING)
+            .map_err(sys("memfd_create"))?;
+        nix::fcntl::fallocate(fd.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, len as i64)
+            .map_err(sys("fallocate"))?;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW))
+            .map_err(sys("F_ADD_SEALS"))?;
+        Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
     }
 
     /// Base address (page-aligned).
