@@ -1,1 +1,16 @@
-fn main(){}
+//! `distlogd`: parse the command line and hand over to the library.
+
+use clap::Parser as _;
+use distlogd::cli::{Cli, Command};
+
+fn main() {
+    let cli = Cli::parse();
+    let result: anyhow::Result<()> = match &cli.command {
+        Command::Run(args) => distlogd::run_daemon(args).map_err(Into::into),
+        Command::Demo(args) => distlogd::demo::run(args).map_err(Into::into),
+    };
+    if let Err(e) = result {
+        distlogd::diag!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

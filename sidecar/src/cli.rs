@@ -1,0 +1,67 @@
+//! The command line. The doc comments below are the `--help` text.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// distlogd: the distlog per-host sidecar. Collects the records of every
+/// local process that logs through distlog, from shared-memory rings.
+#[derive(Debug, Parser)]
+#[command(name = "distlogd", version)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the sidecar: listen on the data socket and drain the clients'
+    /// rings until SIGINT or SIGTERM, then drain what is left and exit.
+    Run(RunArgs),
+    /// Run a demo client that logs into a running sidecar.
+    Demo(DemoArgs),
+}
+
+/// Arguments of `distlogd run`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
+    /// Path of the data socket clients connect to. Default:
+    /// $XDG_RUNTIME_DIR/distlog/distlogd.sock, else /run/distlog/distlogd.sock.
+    /// Its directory is created (mode 0755) if missing; the socket is made
+    /// mode 0666 so every local process may log.
+    #[arg(long, env = "DISTLOG_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// Write every record to standard output, one JSON object per line.
+    #[arg(long)]
+    pub stdout: bool,
+}
+
+/// Arguments of `distlogd demo`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DemoArgs {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_flags() {
+        let cli = Cli::parse_from(["distlogd", "run", "--socket", "/x/s.sock", "--stdout"]);
+        match cli.command {
+            Command::Run(a) => {
+                assert_eq!(a.socket.as_deref(), Some(std::path::Path::new("/x/s.sock")));
+                assert!(a.stdout);
+            }
+            Command::Demo(_) => panic!("parsed as demo"),
+        }
+    }
+}

@@ -1,0 +1,86 @@
+//! What `distlogd run` needs to know, from the command line or a caller.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::cli::RunArgs;
+
+/// Configuration of a sidecar server.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Path of the data socket.
+    pub socket: PathBuf,
+    /// Bounds on what one client may cost.
+    pub limits: Limits,
+}
+
+impl Config {
+    /// Defaults for a socket path.
+    pub fn new(socket: PathBuf) -> Self {
+        Config {
+            socket,
+            limits: Limits::default(),
+        }
+    }
+
+    /// From `distlogd run`'s arguments: `--socket`, else `DISTLOG_SOCKET`,
+    /// else [`distlog::paths::default_socket`].
+    pub fn from_args(args: &RunArgs) -> Self {
+        let socket = args
+            .socket
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(distlog::paths::default_socket);
+        Config::new(socket)
+    }
+}
+
+/// Limits that bound what one client (or the host) can make the sidecar do.
+///
+/// | limit | default | when exceeded |
+/// |---|---|---|
+/// | `hello_timeout` | 5 s | the connection is closed (costs only it) |
+/// | `max_clients` | 4096 | the hello is refused ("too many clients") |
+/// | `max_rings_per_client` | 256 | the client is cut off |
+/// | `max_defs_per_client` | 65 536 | the client is cut off |
+/// | `max_open_scopes_per_client` | 65 536 | further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
+/// | `ring_budget` | 256 | records read from one ring per round, so a flooding client cannot starve the others |
+/// | `idle_backstop` | 1 ms | longest sleep of the idle drain thread without a wake-up (bounds the latency of a missed wake-up) |
+/// | `shutdown_drain` | 10 s | longest final drain on shutdown (a client that keeps writing cannot hold the exit) |
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Time a new connection has to complete its hello.
+    pub hello_timeout: Duration,
+    /// Connected clients at once.
+    pub max_clients: usize,
+    /// Rings one client may hand over.
+    pub max_rings_per_client: usize,
+    /// Call-site definitions one client may make.
+    pub max_defs_per_client: usize,
+    /// Open scopes remembered per client (for durations and abandonment).
+    pub max_open_scopes_per_client: usize,
+    /// Records read from one ring per round.
+    pub ring_budget: usize,
+    /// Longest idle wait between checks of the rings.
+    pub idle_backstop: Duration,
+    /// Longest final drain on shutdown.
+    pub shutdown_drain: Duration,
+    /// Longest service name accepted in a hello, in bytes.
+    pub max_service_len: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            hello_timeout: Duration::from_secs(5),
+            max_clients: 4096,
+            max_rings_per_client: 256,
+            max_defs_per_client: 65_536,
+            max_open_scopes_per_client: 65_536,
+            ring_budget: 256,
+            idle_backstop: Duration::from_millis(1),
+            shutdown_drain: Duration::from_secs(10),
+            max_service_len: 256,
+        }
+    }
+}

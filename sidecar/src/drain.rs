@@ -1,0 +1,498 @@
+//! The drain thread: reads every ring, hands records to the sinks, gives
+//! ring space back.
+//!
+//! # Shape
+//!
+//! One dedicated OS thread (not a tokio task: it spins through shared
+//! memory and sleeps on an eventfd) owns every mapped segment and reader.
+//! The server tells it about clients, rings and disconnects with
+//! [`DrainMsg`]s over a channel and writes the [wake-up eventfd](crate::wake)
+//! after each message, so a sleeping drain thread notices them.
+//!
+//! A *round* polls every ring of every client once, at most
+//! `Limits::ring_budget` records each, so a flooding client cannot starve the
+//! others. The round's records go to every sink as one batch; only when the
+//! sinks returned does the thread `release` the rings (durability: a ring's
+//! read position never passes a record that was not written).
+//!
+//! # Sleeping
+//!
+//! After a round that found nothing, the thread sets every ring's sleep
+//! flag, checks all rings once more (a record committed before the flag was
+//! visible is found here), and waits on the eventfd with a
+//! `Limits::idle_backstop` timeout (bounding the delay of a wake-up a client
+//! missed, as it checks the flag without a fence). It stays in that loop,
+//! flags set, until a round finds something or a message arrives.
+//!
+//! # Failures
+//!
+//! A ring error, an undecodable record or an unknown call site cuts that
+//! client off: one stderr line, one `control` record, its connection closed
+//! (through its closer), its rings dropped after the round's records were
+//! written. A sink that fails is dropped.
+//!
+//! # Ring ids
+//!
+//! A ring handed again (same `ring_id`) on the same connection is ignored.
+//! Handed by another connection of the same process (a reconnect whose old
+//! connection's end was not processed yet) or while its old holder is gone,
+//! the old reader is drained, released and dropped first, and the new reader
+//! resumes where it released: no record is read twice. Any other process
+//! handing a ring someone else holds is cut off.
+
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use distlog::ring::Stop;
+use distlog::wire::Level;
+
+use crate::client::{AttachedRing, Client, ClientTable, Context, CutOff, Identity, RingSegment};
+use crate::clock::Clock;
+use crate::convert::Env;
+use crate::record::Record;
+use crate::sink::Sink;
+use crate::wake::Wake;
+use crate::{Limits, Shutdown};
+
+/// What the server tells the drain thread.
+#[derive(Debug)]
+pub enum DrainMsg {
+    /// A client completed its hello.
+    Client {
+        /// Connection number.
+        id: u64,
+        /// Who it is.
+        identity: Identity,
+        /// Its call-site table.
+        table: ClientTable,
+        /// Triggered by the drain thread to close the connection.
+        closer: Shutdown,
+    },
+    /// A client handed a ring.
+    Ring {
+        /// Connection number.
+        id: u64,
+        /// The checked, mapped ring.
+        ring: RingSegment,
+    },
+    /// A client's connection ended.
+    Gone {
+        /// Connection number.
+        id: u64,
+    },
+    /// Drain what is left and stop.
+    Shutdown,
+}
+
+/// Counters over the drain thread's life.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DrainStats {
+    /// Records handed to the sinks (including loss and control records).
+    pub records: u64,
+    /// Clients registered.
+    pub clients: u64,
+    /// Clients cut off.
+    pub cut_off: u64,
+    /// Records reported lost by clients.
+    pub lost: u64,
+}
+
+/// Sends messages to the drain thread and wakes it. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct DrainSender {
+    tx: mpsc::Sender<DrainMsg>,
+    wake: Arc<Wake>,
+}
+
+impl DrainSender {
+    /// Send a message and wake the drain thread. False if it is gone.
+    pub fn send(&self, msg: DrainMsg) -> bool {
+        let ok = self.tx.send(msg).is_ok();
+        self.wake.notify();
+        ok
+    }
+}
+
+/// The running drain thread.
+#[derive(Debug)]
+pub struct DrainHandle {
+    sender: DrainSender,
+    thread: JoinHandle<DrainStats>,
+}
+
+impl DrainHandle {
+    /// Start the drain thread. It calibrates the TSC (≈25 ms) before it
+    /// reads anything; messages sent meanwhile wait in the channel.
+    /// `exited` is dropped when the thread ends, however it ends.
+    pub fn spawn(
+        limits: Limits,
+        sinks: Vec<Box<dyn Sink>>,
+        wake: Arc<Wake>,
+        host: String,
+        exited: impl Send + 'static,
+    ) -> std::io::Result<DrainHandle> {
+        let (tx, rx) = mpsc::channel();
+        let w = wake.clone();
+        let thread = std::thread::Builder::new()
+            .name("distlogd-drain".into())
+            .spawn(move || {
+                let _exited = exited;
+                let drain = Drain {
+                    rx,
+                    wake: w,
+                    clients: Vec::new(),
+                    sinks,
+                    batch: Vec::new(),
+                    clock: Clock::calibrate(),
+                    host,
+                    limits,
+                    shutting_down: false,
+                    sleeping: false,
+                    stats: DrainStats::default(),
+                };
+                drain.run()
+            })?;
+        Ok(DrainHandle {
+            sender: DrainSender { tx, wake },
+            thread,
+        })
+    }
+
+    /// A sender for the server's tasks.
+    pub fn sender(&self) -> DrainSender {
+        self.sender.clone()
+    }
+
+    /// Tell the thread to drain what is left and stop; wait for it.
+    pub fn finish(self) -> std::thread::Result<DrainStats> {
+        self.sender.send(DrainMsg::Shutdown);
+        self.thread.join()
+    }
+}
+
+struct Drain {
+    rx: mpsc::Receiver<DrainMsg>,
+    wake: Arc<Wake>,
+    clients: Vec<Client>,
+    sinks: Vec<Box<dyn Sink>>,
+    batch: Vec<Record>,
+    clock: Clock,
+    host: String,
+    limits: Limits,
+    shutting_down: bool,
+    /// Rings have their sleep flag set.
+    sleeping: bool,
+    stats: DrainStats,
+}
+
+/// Read one ring: up to `budget` records into `batch`, then a loss record
+/// if its `dropped` counter grew (added to `lost_total`). Returns the
+/// number of records read.
+fn poll_ring(
+    ring: &mut AttachedRing,
+    ctx: &mut Context,
+    env: &Env<'_>,
+    budget: usize,
+    batch: &mut Vec<Record>,
+    lost_total: &mut u64,
+) -> Result<u64, CutOff> {
+    let mut n = 0u64;
+    let mut bad = None;
+    let stop = ring.poll(budget, |_seq, payload| match ctx.convert(env, payload) {
+        Ok(r) => {
+            batch.push(r);
+            n += 1;
+            true
+        }
+        Err(e) => {
+            bad = Some(e);
+            false
+        }
+    });
+    ring.ledger.read += n;
+    let dropped = ring.dropped();
+    if dropped > ring.ledger.dropped_seen {
+        let lost = dropped - ring.ledger.dropped_seen;
+        batch.push(ctx.loss(env, lost, ring.geometry().index, ring.owner_tid()));
+        ring.ledger.lost += lost;
+        *lost_total += lost;
+    }
+    // A counter that went down is a hostile or restarted ring: follow it.
+    ring.ledger.dropped_seen = dropped;
+    if let Some(e) = bad {
+        return Err(e);
+    }
+    stop?;
+    Ok(n)
+}
+
+/// Cut a client off: read no more, report, close its connection.
+fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Vec<Record>) {
+    if c.cut_off {
+        return;
+    }
+    c.cut_off = true;
+    let id = &c.ctx.identity;
+    diag!("pid {} ({}): cut off: {why}", id.pid, id.service);
+    batch.push(c.ctx.control(
+        env,
+        Level::Error,
+        format!("client cut off by the sidecar: {why}"),
+    ));
+    c.closer.trigger();
+}
+
+impl Drain {
+    fn run(mut self) -> DrainStats {
+        let mut deadline: Option<Instant> = None;
+        loop {
+            let msgs = self.take_messages();
+            self.clock.refine();
+            let n = self.round();
+            if self.shutting_down {
+                let d =
+                    *deadline.get_or_insert_with(|| Instant::now() + self.limits.shutdown_drain);
+                if (n == 0 && !msgs) || Instant::now() >= d {
+                    break;
+                }
+            } else if n == 0 && !msgs {
+                self.idle();
+            }
+        }
+        self.set_sleeping(false);
+        self.stats
+    }
+
+    /// Sleep until a ring has records or a message arrives.
+    fn idle(&mut self) {
+        self.set_sleeping(true);
+        loop {
+            // The re-check after setting the flags: anything committed
+            // before a producer could see them is found here.
+            let msgs = self.take_messages();
+            let n = self.round();
+            if n > 0 || msgs || self.shutting_down {
+                break;
+            }
+            self.wake.wait(self.limits.idle_backstop);
+            self.clock.refine();
+        }
+        self.set_sleeping(false);
+    }
+
+    fn set_sleeping(&mut self, on: bool) {
+        self.sleeping = on;
+        for r in self.clients.iter().flat_map(|c| c.rings.iter()) {
+            r.set_sleeping(on);
+        }
+    }
+
+    /// Handle every waiting message; whether there was any.
+    fn take_messages(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            match self.rx.try_recv() {
+                Ok(m) => {
+                    any = true;
+                    self.on_message(m);
+                }
+                Err(mpsc::TryRecvError::Empty) => return any,
+                Err(mpsc::TryRecvError::Disconnected) => {
+                    self.shutting_down = true;
+                    return any;
+                }
+            }
+        }
+    }
+
+    fn on_message(&mut self, m: DrainMsg) {
+        match m {
+            DrainMsg::Client {
+                id,
+                identity,
+                table,
+                closer,
+            } => {
+                self.stats.clients += 1;
+                self.clients.push(Client::new(id, identity, table, closer));
+            }
+            DrainMsg::Ring { id, ring } => self.add_ring(id, ring),
+            DrainMsg::Gone { id } => {
+                // On shutdown the clients live on (they reconnect to the
+                // next sidecar): their scopes are not abandoned.
+                if !self.shutting_down {
+                    if let Some(c) = self.clients.iter_mut().find(|c| c.id == id) {
+                        c.gone = true;
+                    }
+                }
+            }
+            DrainMsg::Shutdown => self.shutting_down = true,
+        }
+    }
+
+    fn add_ring(&mut self, id: u64, ring: RingSegment) {
+        let Some(ci) = self.clients.iter().position(|c| c.id == id) else {
+            return;
+        };
+        if self.clients[ci].cut_off {
+            return;
+        }
+        let rid = ring.geometry().ring_id;
+        let held = self.clients.iter().enumerate().find_map(|(i, c)| {
+            c.rings
+                .iter()
+                .position(|r| r.geometry().ring_id == rid)
+                .map(|j| (i, j))
+        });
+        if let Some((hi, rj)) = held {
+            if hi == ci {
+                return; // the same connection sent it twice
+            }
+            let (h, me) = (
+                &self.clients[hi].ctx.identity,
+                &self.clients[ci].ctx.identity,
+            );
+            let same_process = h.pid == me.pid && h.uid == me.uid;
+            if !(self.clients[hi].gone || same_process) {
+                let why = CutOff::Refused(format!(
+                    "ring {:016x}{:016x} is already attached by pid {}",
+                    rid[0], rid[1], h.pid
+                ));
+                self.cut_off_client(ci, &why);
+                return;
+            }
+            self.retire_ring(hi, rj);
+        }
+        if self.clients[ci].rings.len() >= self.limits.max_rings_per_client {
+            let why = CutOff::Refused(format!(
+                "more than {} rings",
+                self.limits.max_rings_per_client
+            ));
+            self.cut_off_client(ci, &why);
+            return;
+        }
+        match ring.attach() {
+            Ok(r) => {
+                r.set_sleeping(self.sleeping);
+                self.clients[ci].rings.push(r);
+            }
+            Err(e) => self.cut_off_client(ci, &e.into()),
+        }
+    }
+
+    fn cut_off_client(&mut self, ci: usize, why: &CutOff) {
+        let env = Env {
+            clock: &self.clock,
+            host: &self.host,
+            limits: &self.limits,
+        };
+        if !self.clients[ci].cut_off {
+            self.stats.cut_off += 1;
+        }
+        cut_off(&mut self.clients[ci], &env, why, &mut self.batch);
+    }
+
+    /// Read ring `rj` of client `hi` to its end, write and release, drop it.
+    fn retire_ring(&mut self, hi: usize, rj: usize) {
+        let env = Env {
+            clock: &self.clock,
+            host: &self.host,
+            limits: &self.limits,
+        };
+        let c = &mut self.clients[hi];
+        let ring = &mut c.rings[rj];
+        loop {
+            match poll_ring(
+                ring,
+                &mut c.ctx,
+                &env,
+                self.limits.ring_budget,
+                &mut self.batch,
+                &mut self.stats.lost,
+            ) {
+                Ok(n) => {
+                    c.records += n;
+                    if ring.last_stop != Stop::Budget {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.stats.cut_off += u64::from(!c.cut_off);
+                    cut_off(c, &env, &e, &mut self.batch);
+                    break;
+                }
+            }
+        }
+        self.commit();
+        drop(self.clients[hi].rings.remove(rj));
+    }
+
+    /// One pass over every ring; the number of ring records read.
+    fn round(&mut self) -> u64 {
+        let env = Env {
+            clock: &self.clock,
+            host: &self.host,
+            limits: &self.limits,
+        };
+        let budget = self.limits.ring_budget;
+        let mut total = 0;
+        for c in self.clients.iter_mut() {
+            if c.cut_off {
+                continue;
+            }
+            let mut failed = None;
+            for ring in c.rings.iter_mut() {
+                match poll_ring(
+                    ring,
+                    &mut c.ctx,
+                    &env,
+                    budget,
+                    &mut self.batch,
+                    &mut self.stats.lost,
+                ) {
+                    Ok(n) => {
+                        c.records += n;
+                        total += n;
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        break;
+                    }
+                }
+            }
+            if let Some(e) = failed {
+                self.stats.cut_off += 1;
+                cut_off(c, &env, &e, &mut self.batch);
+            } else if c.gone && c.rings.iter().all(|r| r.last_stop != Stop::Budget) {
+                c.ctx.abandon_scopes(&env, &mut self.batch);
+                c.finished = true;
+            }
+        }
+        self.commit();
+        // Rings were released in `commit`: dropping them now unmaps memory
+        // whose records are all written.
+        self.clients.retain(|c| !(c.cut_off || c.finished));
+        total
+    }
+
+    /// Hand the batch to every sink, then release every ring.
+    fn commit(&mut self) {
+        if !self.batch.is_empty() {
+            let batch = &self.batch;
+            self.sinks.retain_mut(|s| match s.write_batch(batch) {
+                Ok(()) => true,
+                Err(e) => {
+                    diag!("sink {}: {e}; dropping it", s.name());
+                    false
+                }
+            });
+            self.stats.records += self.batch.len() as u64;
+            self.batch.clear();
+        }
+        for r in self.clients.iter_mut().flat_map(|c| c.rings.iter_mut()) {
+            r.release();
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! The record: what every sink receives and what `--stdout` prints.
+//!
+//! One [`Record`] per event, scope transition, loss report or control
+//! message. It is the schema of the JSON lines on stdout and of every later
+//! sink (store, tail, collector), so field names are part of the interface:
+//!
+//! | field | type | when |
+//! |---|---|---|
+//! | `kind` | `"event"`, `"scope_open"`, `"scope_record"`, `"scope_close"`, `"loss"`, `"control"` | always |
+//! | `ts` | RFC 3339 UTC, 9 fractional digits | always |
+//! | `level` | `"ERROR"` .. `"TRACE"` | always |
+//! | `service`, `host`, `pid` | string, string, number | always |
+//! | `pid_unverified` | `true` | the kernel reported no pid (another pid namespace): `pid` is what the client said |
+//! | `tid` | number | the thread that wrote it, when known |
+//! | `target`, `file`, `line` | string, string, number | from the call site, when known |
+//! | `name` | string | scope records: the scope's name |
+//! | `message` | string | the field named `message`, taken out of `fields` |
+//! | `fields` | object | always (maybe empty); integers over the full `i64`/`u64` range, 128-bit integers as numbers when they fit 64 bits else as strings, floats (non-finite as the strings `"NaN"`, `"inf"`, `"-inf"`), booleans, strings; `Debug` values as strings |
+//! | `trace_id` | 32 lowercase hex | in a scope |
+//! | `scope_id` | 16 lowercase hex | in a scope |
+//! | `parent_id` | 16 lowercase hex | the scope's parent, when it has one and it is known |
+//! | `remote_parent` | `true` | scope opens whose parent lives in another process |
+//! | `outcome` | `"ok"`, `"error"`, `"abandoned"` | `scope_close` |
+//! | `duration_ns` | number | `scope_close`, when its open was seen |
+//!
+//! Absent values are left out of the JSON rather than written as `null`;
+//! reading accepts both.
+
+use std::fmt;
+
+use distlog::wire::Level;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::timestamp::Timestamp;
+
+/// Field values, by name.
+pub type Fields = serde_json::Map<String, serde_json::Value>;
+
+/// What a record says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// A log event.
+    Event,
+    /// A scope opened.
+    ScopeOpen,
+    /// Fields recorded on an open scope.
+    ScopeRecord,
+    /// A scope closed (or was abandoned).
+    ScopeClose,
+    /// Records were lost (a ring was full).
+    Loss,
+    /// A message of the sidecar about a client (e.g. it was cut off).
+    Control,
+    /// A kind this version does not know (reading newer records).
+    #[serde(other)]
+    Other,
+}
+
+/// How a scope ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Closed normally.
+    Ok,
+    /// Closed with an error.
+    Error,
+    /// Its process went away with it still open.
+    Abandoned,
+}
+
+/// A 128-bit trace id; JSON: 32 lowercase hex digits (W3C `traceparent`).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TraceId(pub [u8; 16]);
+
+/// A 64-bit scope (span) id; JSON: 16 lowercase hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ScopeId(pub u64);
+
+impl fmt::Display for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
+}
+
+impl fmt::Debug for TraceId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "TraceId({self})")
+    }
+}
+
+impl fmt::Display for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:016x}", self.0)
+    }
+}
+
+impl fmt::Debug for ScopeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopeId({self})")
+    }
+}
+
+/// Why an id string is not hex of the right length (upper case is
+/// accepted on read).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("want {0} lowercase hex digits")]
+pub struct ParseIdError(usize);
+
+impl std::str::FromStr for TraceId {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 32 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ParseIdError(32));
+        }
+        let n = u128::from_str_radix(s, 16).map_err(|_| ParseIdError(32))?;
+        Ok(TraceId(n.to_be_bytes()))
+    }
+}
+
+impl std::str::FromStr for ScopeId {
+    type Err = ParseIdError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.len() != 16 || !s.bytes().all(|c| c.is_ascii_hexdigit()) {
+            return Err(ParseIdError(16));
+        }
+        u64::from_str_radix(s, 16)
+            .map(ScopeId)
+            .map_err(|_| ParseIdError(16))
+    }
+}
+
+macro_rules! serde_via_str {
+    ($t:ty) => {
+        impl Serialize for $t {
+            fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                s.collect_str(self)
+            }
+        }
+        impl<'de> Deserialize<'de> for $t {
+            fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+                s.parse().map_err(serde::de::Error::custom)
+            }
+        }
+    };
+}
+serde_via_str!(TraceId);
+serde_via_str!(ScopeId);
+
+/// `Level` as `"ERROR"` .. `"TRACE"`.
+mod level_name {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(l: &Level, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(l.as_str())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Level, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        parse_level(&s).ok_or_else(|| serde::de::Error::custom(format!("unknown level {s:?}")))
+    }
+}
+
+/// A level from its name, any case (`"warn"`, `"WARN"`, `"Warning"`).
+pub fn parse_level(s: &str) -> Option<Level> {
+    Some(match s.to_ascii_uppercase().as_str() {
+        "ERROR" => Level::Error,
+        "WARN" | "WARNING" => Level::Warn,
+        "INFO" => Level::Info,
+        "DEBUG" => Level::Debug,
+        "TRACE" => Level::Trace,
+        _ => return None,
+    })
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// One record. See the [module docs](self) for the JSON schema.
+///
+/// # Examples
+///
+/// ```
+/// use distlogd::record::{Kind, Record};
+/// use distlogd::timestamp::Timestamp;
+/// use distlog::wire::Level;
+///
+/// let mut r = Record::new(Kind::Event, Timestamp(0), Level::Info);
+/// r.service = "svc".into();
+/// r.message = Some("hello".into());
+/// r.fields.insert("n".into(), 7.into());
+/// let line = r.to_json_line();
+/// assert!(line.starts_with(r#"{"kind":"event","ts":"1970-01-01T00:00:00.000000000Z","level":"INFO""#));
+/// assert_eq!(Record::from_json(&line).unwrap(), r);
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// What it says.
+    pub kind: Kind,
+    /// When (wall clock, UTC).
+    pub ts: Timestamp,
+    /// Severity.
+    #[serde(with = "level_name")]
+    pub level: Level,
+    /// Service name from the client's hello.
+    #[serde(default)]
+    pub service: String,
+    /// Host name of the sidecar that read it.
+    #[serde(default)]
+    pub host: String,
+    /// Process id (from the kernel unless `pid_unverified`).
+    #[serde(default)]
+    pub pid: u32,
+    /// `pid` is what the client claimed; the kernel did not say.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub pid_unverified: bool,
+    /// Kernel thread id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tid: Option<u32>,
+    /// Target (module path or what the user set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Source file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    /// Source line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u32>,
+    /// Scope name (scope records).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The message (the field named `message`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// The other fields.
+    #[serde(default)]
+    pub fields: Fields,
+    /// Trace the record belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<TraceId>,
+    /// Scope the record was written in (or that it opens/closes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope_id: Option<ScopeId>,
+    /// Parent of that scope.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent_id: Option<ScopeId>,
+    /// The parent lives in another process (scope opens).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub remote_parent: bool,
+    /// How the scope ended (`scope_close`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<Outcome>,
+    /// How long the scope was open (`scope_close`, when its open was seen).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
+}
+
+impl Record {
+    /// A record with the given kind, time and level and nothing else.
+    pub fn new(kind: Kind, ts: Timestamp, level: Level) -> Record {
+        Record {
+            kind,
+            ts,
+            level,
+            service: String::new(),
+            host: String::new(),
+            pid: 0,
+            pid_unverified: false,
+            tid: None,
+            target: None,
+            file: None,
+            line: None,
+            name: None,
+            message: None,
+            fields: Fields::new(),
+            trace_id: None,
+            scope_id: None,
+            parent_id: None,
+            remote_parent: false,
+            outcome: None,
+            duration_ns: None,
+        }
+    }
+
+    /// Append the record as one JSON line (with its `\n`) to `out`.
+    pub fn write_json_line(&self, out: &mut Vec<u8>) {
+        // Serializing this struct into a Vec cannot fail: every key is a
+        // string and no Serialize impl here returns an error.
+        if serde_json::to_writer(&mut *out, self).is_ok() {
+            out.push(b'\n');
+        }
+    }
+
+    /// The record as one JSON line (with its `\n`).
+    pub fn to_json_line(&self) -> String {
+        let mut v = Vec::with_capacity(256);
+        self.write_json_line(&mut v);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    /// Parse one JSON line (trailing whitespace allowed).
+    pub fn from_json(line: &str) -> serde_json::Result<Record> {
+        serde_json::from_str(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_hex() {
+        let t = TraceId([0xab; 16]);
+        assert_eq!(t.to_string(), "abababababababababababababababab");
+        assert_eq!(t.to_string().parse::<TraceId>().unwrap(), t);
+        let mut b = [0u8; 16];
+        b[15] = 1;
+        assert_eq!(TraceId(b).to_string(), "00000000000000000000000000000001");
+        assert_eq!(ScopeId(0x1f).to_string(), "000000000000001f");
+        assert_eq!(
+            "000000000000001f".parse::<ScopeId>().unwrap(),
+            ScopeId(0x1f)
+        );
+        assert!("1f".parse::<ScopeId>().is_err());
+        assert!("+00000000000001f".parse::<ScopeId>().is_err());
+    }
+
+    #[test]
+    fn full_roundtrip_and_names() {
+        let mut r = Record::new(Kind::ScopeClose, Timestamp(1), Level::Warn);
+        r.pid_unverified = true;
+        r.tid = Some(9);
+        r.trace_id = Some(TraceId([1; 16]));
+        r.scope_id = Some(ScopeId(2));
+        r.parent_id = Some(ScopeId(3));
+        r.outcome = Some(Outcome::Abandoned);
+        r.duration_ns = Some(u64::MAX);
+        r.fields
+            .insert("big".into(), serde_json::Value::from(u64::MAX));
+        r.fields
+            .insert("neg".into(), serde_json::Value::from(i64::MIN));
+        let line = r.to_json_line();
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["kind"], "scope_close");
+        assert_eq!(v["level"], "WARN");
+        assert_eq!(v["outcome"], "abandoned");
+        assert_eq!(v["pid_unverified"], true);
+        assert_eq!(v["trace_id"], "01010101010101010101010101010101");
+        assert_eq!(v["fields"]["big"].as_u64(), Some(u64::MAX));
+        assert_eq!(v["fields"]["neg"].as_i64(), Some(i64::MIN));
+        assert_eq!(Record::from_json(&line).unwrap(), r);
+        // absent optional fields are omitted; nulls are accepted on read
+        let plain = Record::new(Kind::Event, Timestamp(1), Level::Info).to_json_line();
+        assert!(!plain.contains("null") && !plain.contains("pid_unverified"));
+        let with_null = plain.replace("\"fields\":{}", "\"fields\":{},\"tid\":null");
+        assert!(Record::from_json(&with_null).is_ok());
+        assert_eq!(
+            Record::from_json(&plain.replace("\"event\"", "\"future\""))
+                .unwrap()
+                .kind,
+            Kind::Other
+        );
+    }
+}
