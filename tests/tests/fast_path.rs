@@ -211,7 +211,7 @@ fn fork_child_gets_its_own_ring() {
     let recs = sc.wait_for("parent and child records", |r| {
         r.iter().filter(|e| e["message"] == "fork").count() >= 1500
     });
-    let parent: Vec<_> = events(&recs, pid).collect();
+    let parent = events(&recs, pid);
     assert_eq!(parent.len(), 1000);
     assert!(parent.iter().all(|e| e["fields"]["who"] != "child"));
     let child: Vec<_> = recs.iter().filter(|e| e["fields"]["who"] == "child").collect();

@@ -47,13 +47,20 @@ enum Cmd {
         name: String,
         #[arg(long)]
         traceparent: Option<String>,
+        /// W3C tracestate that came with the traceparent.
+        #[arg(long)]
+        tracestate: Option<String>,
+        /// Log at debug too (seen only when the request is boosted).
+        #[arg(long)]
+        debug: bool,
         /// Fail this step (error event in the scope).
         #[arg(long)]
         fail: bool,
         /// Then hang inside the scope until killed.
         #[arg(long)]
         hang: bool,
-        /// Further steps: each "name" runs as a child process of this one.
+        /// Further steps: each "name" (or "name:fail") runs as a child
+        /// process of the one before, receiving its traceparent.
         #[arg(long)]
         next: Vec<String>,
     },
@@ -142,20 +149,32 @@ fn main() {
                 }
             }
         }
-        Cmd::Chain { name, traceparent, fail, hang, next } => {
+        Cmd::Chain { name, traceparent, tracestate, debug, fail, hang, next } => {
             let span = tracing::info_span!("step", step = name.as_str());
             let span = match &traceparent {
-                Some(tp) => distlog::continue_from(tp, span),
+                Some(tp) => distlog::continue_from_with_state(tp, tracestate.as_deref(), span),
                 None => span,
             };
             let _e = span.enter();
             tracing::info!(at = name.as_str(), "working");
+            tracing::debug!(at = name.as_str(), "debug detail");
+            let _ = debug;
             let tp = distlog::traceparent().expect("in a scope");
             println!("{tp}");
             std::io::stdout().flush().unwrap();
             if let Some((first, rest)) = next.split_first() {
                 let mut cmd = std::process::Command::new(std::env::current_exe().unwrap());
-                cmd.args(["--service", first, "chain", first, "--traceparent", &tp]);
+                let (svc, fail_next) = match first.split_once(':') {
+                    Some((s, f)) => (s, f == "fail"),
+                    None => (first.as_str(), false),
+                };
+                cmd.args(["--service", svc, "chain", svc, "--traceparent", &tp]);
+                if fail_next {
+                    cmd.arg("--fail");
+                }
+                if let Some(ts) = distlog::tracestate() {
+                    cmd.args(["--tracestate", &ts]);
+                }
                 for r in rest {
                     cmd.args(["--next", r]);
                 }
