@@ -1,0 +1,233 @@
+//! The few typed helpers every conversion from C goes through: C strings
+//! to `&str` (lossy), pointer + length to a slice, numbers to levels, C
+//! fields to wire fields. No other module casts raw pointers.
+
+use std::borrow::Cow;
+use std::ffi::CStr;
+use std::os::raw::{c_char, c_int};
+
+use distlog::wire::{Field, Level, Value};
+
+use crate::result::distlog_result;
+
+/// Most fields one call may pass (`DISTLOG_MAX_FIELDS` in the header). The
+/// decoder in the sidecar stops at `distlog::wire::MAX_FIELDS` (256) per
+/// record, and a record also carries `message` and, for scopes, up to two
+/// `distlog.*` fields: 128 keeps well clear of it.
+pub const MAX_FIELDS: usize = 128;
+
+/// The type tag of a [`distlog_field`] (`distlog_field_type` in C).
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum distlog_field_type {
+    /// `int64_t`, in `value.i64`.
+    DISTLOG_FIELD_TYPE_I64 = 1,
+    /// `uint64_t`, in `value.u64`.
+    DISTLOG_FIELD_TYPE_U64 = 2,
+    /// `double`, in `value.f64`.
+    DISTLOG_FIELD_TYPE_F64 = 3,
+    /// boolean (`int`, nonzero = true), in `value.boolean`.
+    DISTLOG_FIELD_TYPE_BOOL = 4,
+    /// NUL-terminated string, in `value.str`.
+    DISTLOG_FIELD_TYPE_STR = 5,
+}
+
+/// The value of a [`distlog_field`]; which member is read is decided by
+/// its `type`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union distlog_value {
+    /// `DISTLOG_FIELD_TYPE_I64`
+    pub i64: i64,
+    /// `DISTLOG_FIELD_TYPE_U64`
+    pub u64: u64,
+    /// `DISTLOG_FIELD_TYPE_F64`
+    pub f64: f64,
+    /// `DISTLOG_FIELD_TYPE_BOOL`
+    pub boolean: c_int,
+    /// `DISTLOG_FIELD_TYPE_STR`
+    pub str: *const c_char,
+}
+
+/// One typed key/value pair, built by the C macros `DISTLOG_FIELD_*`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct distlog_field {
+    /// NUL-terminated key; a field with a NULL key is skipped.
+    pub key: *const c_char,
+    /// A `distlog_field_type` number; unknown numbers skip the field.
+    pub r#type: c_int,
+    /// The value.
+    pub value: distlog_value,
+}
+
+/// A C string as `&str`: borrowed when it is UTF-8, else converted lossily
+/// (U+FFFD for bad bytes). `None` for NULL.
+///
+/// # Safety
+///
+/// `p` is NULL or points to a NUL-terminated string that stays valid and
+/// unchanged for `'a`.
+pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: non-null, and the caller promises a NUL-terminated string
+    // valid for 'a.
+    let c = unsafe { CStr::from_ptr(p) };
+    Some(String::from_utf8_lossy(c.to_bytes()))
+}
+
+/// A C string as `&str` only when it is valid UTF-8 (no allocation).
+///
+/// # Safety
+///
+/// As [`cstr`].
+unsafe fn cstr_utf8<'a>(p: *const c_char) -> Result<&'a str, ()> {
+    // SAFETY: non-null checked by the callers, string promised by ours.
+    unsafe { CStr::from_ptr(p) }.to_str().map_err(|_| ())
+}
+
+/// The array `p[0..n]`, checked: `(NULL, 0)` is the empty slice, NULL with
+/// `n > 0` is `DISTLOG_NULL_PARAMETER`, `n > MAX_FIELDS` is
+/// `DISTLOG_INVALID_ARGUMENT`.
+///
+/// # Safety
+///
+/// When `p` is non-null it points to `n` initialised, properly aligned `T`s
+/// that stay valid and unchanged for `'a`.
+pub(crate) unsafe fn fields_slice<'a>(
+    p: *const distlog_field,
+    n: usize,
+) -> Result<&'a [distlog_field], distlog_result> {
+    if n > MAX_FIELDS {
+        return Err(distlog_result::DISTLOG_INVALID_ARGUMENT);
+    }
+    if n == 0 {
+        return Ok(&[]);
+    }
+    if p.is_null() {
+        return Err(distlog_result::DISTLOG_NULL_PARAMETER);
+    }
+    if !p.is_aligned() {
+        return Err(distlog_result::DISTLOG_INVALID_ARGUMENT);
+    }
+    // SAFETY: non-null and aligned (checked), n elements valid for 'a
+    // (caller), n <= MAX_FIELDS so the byte size cannot overflow isize.
+    Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// A level from the C number, `None` outside 1..=5.
+pub(crate) fn level(n: c_int) -> Option<Level> {
+    u8::try_from(n).ok().and_then(Level::from_u8)
+}
+
+/// A field's value with its string (if any) still a C pointer.
+enum Raw {
+    Num(Value<'static>),
+    Str(*const c_char),
+}
+
+/// The key pointer and the value of a field, `None` for a NULL key or an
+/// unknown type (the field is skipped).
+///
+/// # Safety
+///
+/// `f` was initialised by C as the header describes: the union member named
+/// by `type` is the one written.
+unsafe fn raw_field(f: &distlog_field) -> Option<(*const c_char, Raw)> {
+    if f.key.is_null() {
+        return None;
+    }
+    // SAFETY (all arms): `type` names the member the caller wrote.
+    let v = unsafe {
+        match f.r#type {
+            1 => Raw::Num(Value::I64(f.value.i64)),
+            2 => Raw::Num(Value::U64(f.value.u64)),
+            3 => Raw::Num(Value::F64(f.value.f64)),
+            4 => Raw::Num(Value::Bool(f.value.boolean != 0)),
+            5 => Raw::Str(f.value.str),
+            _ => return None,
+        }
+    };
+    Some((f.key, v))
+}
+
+const NULL_STR: &str = "(null)";
+
+/// Convert C fields to wire fields (named) and call `f` with them. Fields
+/// with a NULL key or an unknown type are skipped; a NULL string value is
+/// written as `"(null)"`; strings that are not UTF-8 are converted lossily.
+/// Up to 16 UTF-8 fields are converted on the stack, without allocating.
+///
+/// # Safety
+///
+/// Every key and string value in `fields` is NULL or a NUL-terminated
+/// string valid for the duration of the call, and each field's union member
+/// matches its type.
+pub(crate) unsafe fn with_fields<R>(fields: &[distlog_field], f: impl FnOnce(&[Field<'_>]) -> R) -> R {
+    const STACK: usize = 16;
+    if fields.len() <= STACK {
+        let mut buf = [Field::Named("", Value::Bool(false)); STACK];
+        let mut n = 0;
+        let mut utf8 = true;
+        for fl in fields {
+            // SAFETY: forwarded from our caller.
+            let Some((k, v)) = (unsafe { raw_field(fl) }) else { continue };
+            // SAFETY: k non-null (raw_field), string promised by our caller.
+            let Ok(key) = (unsafe { cstr_utf8(k) }) else {
+                utf8 = false;
+                break;
+            };
+            let value = match v {
+                Raw::Num(v) => v,
+                Raw::Str(p) if p.is_null() => Value::Str(NULL_STR),
+                // SAFETY: p non-null, string promised by our caller.
+                Raw::Str(p) => match unsafe { cstr_utf8(p) } {
+                    Ok(s) => Value::Str(s),
+                    Err(()) => {
+                        utf8 = false;
+                        break;
+                    }
+                },
+            };
+            buf[n] = Field::Named(key, value);
+            n += 1;
+        }
+        if utf8 {
+            return f(&buf[..n]);
+        }
+    }
+    // The slow path: many fields, or some not UTF-8.
+    let owned: Vec<(Cow<'_, str>, Result<Value<'static>, Cow<'_, str>>)> = fields
+        .iter()
+        .filter_map(|fl| {
+            // SAFETY: forwarded from our caller.
+            let (k, v) = unsafe { raw_field(fl) }?;
+            // SAFETY: k non-null, string promised by our caller.
+            let key = unsafe { cstr(k) }?;
+            let value = match v {
+                Raw::Num(v) => Ok(v),
+                // SAFETY: NULL or a string promised by our caller.
+                Raw::Str(p) => Err(unsafe { cstr(p) }.unwrap_or(Cow::Borrowed(NULL_STR))),
+            };
+            Some((key, value))
+        })
+        .collect();
+    let wire: Vec<Field<'_>> = owned
+        .iter()
+        .map(|(k, v)| {
+            Field::Named(
+                k,
+                match v {
+                    Ok(v) => *v,
+                    Err(s) => Value::Str(s),
+                },
+            )
+        })
+        .collect();
+    f(&wire)
+}

@@ -1,0 +1,227 @@
+//! Events: `distlog_log` (runtime strings) and the static call sites behind
+//! the `DISTLOG_EVENT` / `DISTLOG_INFO`... macros.
+//!
+//! A C macro expansion owns one `static distlog_callsite`. Its first use
+//! registers it with the client (keyed by its address, so later lookups
+//! are lock-free) and caches the id and the filter's verdict in the struct
+//! itself; the verdict is stamped with [`EPOCH`] and re-evaluated when the
+//! epoch changes.
+
+use std::borrow::Cow;
+use std::os::raw::{c_char, c_int};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use distlog::wire::{CallsiteKind, Level};
+
+use crate::conv::{self, distlog_field};
+use crate::init::{level_on, EPOCH};
+use crate::panic::ffi_panic_boundary;
+
+/// `flags` bit: `message` is a printf template; the text is formatted by
+/// the macro and passed to `distlog_callsite_log`.
+pub const DISTLOG_CALLSITE_FORMATTED: u32 = 1;
+
+/// The static part of a C call site, one per macro expansion (see the
+/// header's `distlog_callsite`). C initialises it statically and never
+/// writes it; the library writes only the two atomics.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug)]
+pub struct distlog_callsite {
+    /// Call-site id + 1; 0 = not registered yet. Written by the library.
+    id_plus_one: AtomicU32,
+    /// Filter verdict: `epoch << 2 | 1` (off) or `| 2` (on); 0 = unknown.
+    /// Written by the library.
+    interest: AtomicU32,
+    /// A `distlog_level` number.
+    pub level: c_int,
+    /// `DISTLOG_CALLSITE_*` bits.
+    pub flags: u32,
+    /// `__LINE__`.
+    pub line: u32,
+    /// The target (a string literal).
+    pub target: *const c_char,
+    /// The message, or the printf template when `FORMATTED`.
+    pub message: *const c_char,
+    /// `__FILE__`.
+    pub file: *const c_char,
+}
+
+const EPOCH_MASK: u32 = u32::MAX >> 2;
+
+impl distlog_callsite {
+    /// The level and whether the filter lets this call site through.
+    ///
+    /// # Safety
+    ///
+    /// The string fields are NULL or NUL-terminated strings living for the
+    /// program (string literals).
+    #[inline]
+    unsafe fn enabled(&self) -> Option<Level> {
+        let level = conv::level(self.level)?;
+        if !level_on(level) {
+            return None;
+        }
+        let epoch = EPOCH.load(Ordering::Relaxed) & EPOCH_MASK;
+        // Relaxed: the verdict is a pure function of the filter and the
+        // epoch; a stale one costs one extra evaluation.
+        let st = self.interest.load(Ordering::Relaxed);
+        let on = if st >> 2 == epoch {
+            st & 2 != 0
+        } else {
+            // SAFETY: forwarded from our caller.
+            let on = unsafe { self.evaluate(level) };
+            self.interest.store(epoch << 2 | if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        };
+        on.then_some(level)
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::enabled`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn evaluate(&self, level: Level) -> bool {
+        // SAFETY: forwarded from our caller.
+        match unsafe { conv::cstr(self.target) } {
+            Some(t) => distlog::raw::enabled(level, &t),
+            None => false,
+        }
+    }
+
+    /// The call-site id, registering on first use.
+    ///
+    /// # Safety
+    ///
+    /// As [`Self::enabled`]; `self` lives for the program (a `static`).
+    #[inline]
+    unsafe fn id(&self, level: Level) -> Option<u32> {
+        // Acquire pairs with the Release store below (the id itself is all
+        // that is published; the table entry is ordered by the client).
+        match self.id_plus_one.load(Ordering::Acquire) {
+            0 => {
+                // SAFETY: forwarded from our caller.
+                let id = unsafe { self.register(level) }?;
+                // Release pairs with the Acquire load above.
+                self.id_plus_one.store(id.wrapping_add(1), Ordering::Release);
+                Some(id)
+            }
+            n => Some(n - 1),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::id`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn register(&self, level: Level) -> Option<u32> {
+        // SAFETY (three calls): forwarded from our caller.
+        let target = unsafe { conv::cstr(self.target) }?;
+        let file = unsafe { conv::cstr(self.file) };
+        let message = unsafe { conv::cstr(self.message) };
+        // Named as `tracing` names events, unless the site is a template.
+        let name: Cow<'_, str> = match (&message, self.flags & DISTLOG_CALLSITE_FORMATTED != 0) {
+            (Some(m), true) => Cow::Borrowed(m),
+            _ => Cow::Owned(format!("event {}:{}", file.as_deref().unwrap_or("?"), self.line)),
+        };
+        distlog::raw::register_static(
+            self as *const Self as usize,
+            CallsiteKind::Event,
+            level,
+            &target,
+            &name,
+            file.as_deref(),
+            file.as_ref().map(|_| self.line),
+            &[],
+        )
+    }
+}
+
+/// Whether the call site `cs` is enabled now (1) or not (0). The printf
+/// macros call it before formatting.
+///
+/// # Safety
+///
+/// `cs` is NULL or points to a `distlog_callsite` initialised with
+/// `DISTLOG_CALLSITE_INIT` that lives for the program (a `static`).
+#[no_mangle]
+pub unsafe extern "C" fn distlog_callsite_enabled(cs: *const distlog_callsite) -> c_int {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(cs) = (unsafe { cs.as_ref() }) else { return 0 };
+        // SAFETY: the string fields are literals, per the contract.
+        c_int::from(unsafe { cs.enabled() }.is_some())
+    }
+}
+
+/// Write an event of the static call site `cs` (what the macros call).
+/// `message` NULL means the call site's own message; the printf macros pass
+/// the formatted text. Bad arguments (NULL `cs`, `fields` NULL with
+/// `nfields > 0`, `nfields > DISTLOG_MAX_FIELDS`) drop the record.
+///
+/// # Safety
+///
+/// `cs` as for [`distlog_callsite_enabled`]; `message` is NULL or a
+/// NUL-terminated string; `fields` is NULL or points to `nfields` fields
+/// whose strings are valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_callsite_log(
+    cs: *const distlog_callsite,
+    message: *const c_char,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(cs) = (unsafe { cs.as_ref() }) else { return };
+        // SAFETY (both): the string fields are literals, `cs` is static.
+        let Some(level) = (unsafe { cs.enabled() }) else { return };
+        let Some(id) = (unsafe { cs.id(level) }) else { return };
+        // SAFETY: NULL or `nfields` fields, per the contract.
+        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
+        let msg_ptr = if message.is_null() { cs.message } else { message };
+        // SAFETY: NULL or a string valid for the call.
+        let msg = unsafe { conv::cstr(msg_ptr) };
+        // SAFETY: the fields' strings are valid for the call.
+        unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
+    }
+}
+
+/// Write an event described at run time: the convenient, slower path
+/// (every call looks its call site up by content). `message` may be NULL
+/// (no message). Bad arguments (level outside 1..=5, NULL target, `fields`
+/// NULL with `nfields > 0`, `nfields > DISTLOG_MAX_FIELDS`) drop the record.
+///
+/// # Safety
+///
+/// `target` and `message` are NULL or NUL-terminated strings; `fields` is
+/// NULL or points to `nfields` fields whose strings are valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_log(
+    level: c_int,
+    target: *const c_char,
+    message: *const c_char,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    ffi_panic_boundary! {
+        let Some(level) = conv::level(level) else { return };
+        if !level_on(level) {
+            return;
+        }
+        // SAFETY: NULL or a string, per the contract.
+        let Some(target) = (unsafe { conv::cstr(target) }) else { return };
+        if !distlog::raw::enabled(level, &target) {
+            return;
+        }
+        // SAFETY: NULL or `nfields` fields, per the contract.
+        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
+        let Some(id) = distlog::raw::register_event(level, &target, "event", None, None, &[]) else { return };
+        // SAFETY: NULL or a string, per the contract.
+        let msg = unsafe { conv::cstr(message) };
+        // SAFETY: the fields' strings are valid for the call.
+        unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
+    }
+}

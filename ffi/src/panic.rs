@@ -1,0 +1,58 @@
+//! No unwinding across the C ABI.
+//!
+//! Every exported function runs its body inside [`ffi_panic_boundary!`],
+//! which catches a panic and returns the function's "on panic" value
+//! instead ([`OnPanic`]): `DISTLOG_PANIC` for a `distlog_result`, NULL for a
+//! pointer, 0 for an `int`, nothing for `void`. Modelled on rustls-ffi's
+//! `panic.rs`.
+
+use std::os::raw::c_int;
+
+use crate::result::distlog_result;
+
+/// What an export returns when its body panicked.
+pub(crate) trait OnPanic {
+    /// The value.
+    fn on_panic() -> Self;
+}
+
+impl OnPanic for distlog_result {
+    fn on_panic() -> Self {
+        distlog_result::DISTLOG_PANIC
+    }
+}
+
+impl OnPanic for () {
+    fn on_panic() -> Self {}
+}
+
+impl OnPanic for c_int {
+    fn on_panic() -> Self {
+        0
+    }
+}
+
+impl<T> OnPanic for *mut T {
+    fn on_panic() -> Self {
+        std::ptr::null_mut()
+    }
+}
+
+impl<T> OnPanic for *const T {
+    fn on_panic() -> Self {
+        std::ptr::null()
+    }
+}
+
+/// Run the body of an `extern "C"` function, turning a panic into the
+/// return type's [`OnPanic`] value. `return` inside the body returns from
+/// the body.
+macro_rules! ffi_panic_boundary {
+    ($($body:tt)*) => {
+        match ::std::panic::catch_unwind(::std::panic::AssertUnwindSafe(|| { $($body)* })) {
+            Ok(v) => v,
+            Err(_) => $crate::panic::OnPanic::on_panic(),
+        }
+    };
+}
+pub(crate) use ffi_panic_boundary;

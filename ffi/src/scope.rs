@@ -1,0 +1,211 @@
+//! Scopes opened from C.
+//!
+//! A scope's name is known only at run time, so its call site is keyed by
+//! an interned name: each distinct name gets one leaked byte whose address
+//! is the key of a static call site (a thread-local map finds it without a
+//! lock after the first use on a thread). Past [`MAX_NAMES`] names, scopes
+//! share one call site named `scope` and carry their name in the field
+//! `distlog.scope_name`.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::os::raw::{c_char, c_int};
+use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+
+use distlog::raw::Scope;
+use distlog::wire::{CallsiteKind, Field, Level, Outcome, Value};
+
+use crate::conv::{self, distlog_field};
+use crate::init::{RUNNING, SERVICE};
+use crate::panic::ffi_panic_boundary;
+use crate::result::distlog_result;
+
+/// An open scope (opaque to C). Really a `distlog::raw::Scope`.
+#[allow(non_camel_case_types)]
+#[derive(Debug)]
+pub struct distlog_scope {
+    _opaque: [u8; 0],
+}
+
+/// Length of a W3C `traceparent` plus its NUL (`DISTLOG_TRACEPARENT_LEN`).
+pub const TRACEPARENT_LEN: usize = 56;
+
+/// Distinct scope names with a call site of their own.
+const MAX_NAMES: usize = 4096;
+
+/// Name → interned key (the address of a leaked byte).
+static NAMES: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
+/// The key of the shared call site for names past `MAX_NAMES`.
+static OVERFLOW_KEY: u8 = 0;
+
+thread_local! {
+    static LOCAL_NAMES: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
+}
+
+/// The key for `name`, `None` when past `MAX_NAMES`.
+fn name_key(name: &str) -> Option<usize> {
+    let cached = LOCAL_NAMES.try_with(|m| m.borrow().get(name).copied()).ok().flatten();
+    if cached.is_some() {
+        return cached;
+    }
+    let key = {
+        let mut g = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let map = g.get_or_insert_with(HashMap::new);
+        match map.get(name) {
+            Some(k) => *k,
+            None if map.len() >= MAX_NAMES => return None,
+            None => {
+                let k = Box::leak(Box::new(0u8)) as *mut u8 as usize;
+                map.insert(name.to_owned(), k);
+                k
+            }
+        }
+    };
+    let _ = LOCAL_NAMES.try_with(|m| m.borrow_mut().insert(name.to_owned(), key));
+    Some(key)
+}
+
+/// The call-site id of scopes named `name`, and whether the name must go
+/// in a field (overflow).
+fn scope_site(name: &str) -> Option<(u32, bool)> {
+    let target = SERVICE.get().map_or("c", String::as_str);
+    let (key, site_name, overflow) = match name_key(name) {
+        Some(k) => (k, name, false),
+        None => (&OVERFLOW_KEY as *const u8 as usize, "scope", true),
+    };
+    let id = distlog::raw::register_static(key, CallsiteKind::Scope, Level::Info, target, site_name, None, None, &[])?;
+    Some((id, overflow))
+}
+
+/// The Rust scope behind a C handle.
+///
+/// # Safety
+///
+/// `s` is NULL or a live handle from `distlog_scope_open`.
+unsafe fn scope_ref<'a>(s: *const distlog_scope) -> Option<&'a Scope> {
+    // SAFETY: handles are `Box<Scope>` pointers (see distlog_scope_open).
+    unsafe { s.cast::<Scope>().as_ref() }
+}
+
+/// Open a scope named `name` and enter it on the calling thread. Its parent
+/// is the remote scope named by `traceparent_or_null` (a W3C `traceparent`)
+/// when given, else the calling thread's current scope (none: the root of
+/// a new trace). A malformed traceparent starts a new trace and is recorded
+/// in the field `distlog.bad_traceparent`.
+///
+/// Scopes are not filtered by level (they carry the trace). Close every
+/// scope with `distlog_scope_close` on the thread that opened it,
+/// innermost first.
+///
+/// Returns NULL (and opens nothing) when `name` is NULL or empty, `fields`
+/// is NULL with `nfields > 0`, `nfields > DISTLOG_MAX_FIELDS`, or
+/// `distlog_init` has not succeeded.
+///
+/// # Safety
+///
+/// `name` and `traceparent_or_null` are NULL or NUL-terminated strings;
+/// `fields` is NULL or points to `nfields` fields whose strings are valid
+/// for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_scope_open(
+    name: *const c_char,
+    traceparent_or_null: *const c_char,
+    fields: *const distlog_field,
+    nfields: usize,
+) -> *mut distlog_scope {
+    ffi_panic_boundary! {
+        if !RUNNING.load(Ordering::Relaxed) {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: NULL or a string, per the contract.
+        let Some(name) = (unsafe { conv::cstr(name) }) else { return std::ptr::null_mut() };
+        if name.is_empty() {
+            return std::ptr::null_mut();
+        }
+        // SAFETY: NULL or `nfields` fields, per the contract.
+        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
+            return std::ptr::null_mut();
+        };
+        // SAFETY: NULL or a string, per the contract.
+        let tp = unsafe { conv::cstr(traceparent_or_null) };
+        let Some((id, overflow)) = scope_site(&name) else { return std::ptr::null_mut() };
+        // SAFETY: the fields' strings are valid for the call.
+        let scope = unsafe {
+            conv::with_fields(fields, |f| {
+                if overflow {
+                    let mut v = f.to_vec();
+                    v.push(Field::Named("distlog.scope_name", Value::Str(&name)));
+                    Scope::open(id, tp.as_deref(), &v)
+                } else {
+                    Scope::open(id, tp.as_deref(), f)
+                }
+            })
+        };
+        Box::into_raw(scope).cast::<distlog_scope>()
+    }
+}
+
+/// Write the W3C `traceparent` of scope `s` (55 characters and a NUL) into
+/// `buf` of `len` bytes, to hand to another process. `buf` is written only
+/// on success.
+///
+/// Errors: `DISTLOG_NULL_PARAMETER` (`s` or `buf` NULL),
+/// `DISTLOG_BUFFER_TOO_SMALL` (`len < DISTLOG_TRACEPARENT_LEN`).
+///
+/// # Safety
+///
+/// `s` is NULL or a live handle from `distlog_scope_open`; `buf` is NULL
+/// or points to `len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_scope_traceparent(
+    s: *const distlog_scope,
+    buf: *mut c_char,
+    len: usize,
+) -> distlog_result {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a live handle, per the contract.
+        let Some(scope) = (unsafe { scope_ref(s) }) else { return distlog_result::DISTLOG_NULL_PARAMETER };
+        if buf.is_null() {
+            return distlog_result::DISTLOG_NULL_PARAMETER;
+        }
+        let tp = scope.traceparent();
+        if tp.len() + 1 > len {
+            return distlog_result::DISTLOG_BUFFER_TOO_SMALL;
+        }
+        // SAFETY: buf is non-null with `len` writable bytes (contract) and
+        // we write tp.len() + 1 <= len bytes; a Rust String does not
+        // overlap a caller's buffer.
+        unsafe {
+            std::ptr::copy_nonoverlapping(tp.as_ptr(), buf.cast::<u8>(), tp.len());
+            *buf.add(tp.len()) = 0;
+        }
+        distlog_result::DISTLOG_OK
+    }
+}
+
+/// Close scope `s` with `outcome` (`DISTLOG_OUTCOME_OK`; any other number
+/// is an error), leave it on this thread, and free the handle. NULL is a
+/// no-op.
+///
+/// # Safety
+///
+/// `s` is NULL or a live handle from `distlog_scope_open`, not used again
+/// afterwards (like `free`).
+#[no_mangle]
+pub unsafe extern "C" fn distlog_scope_close(s: *mut distlog_scope, outcome: c_int) {
+    ffi_panic_boundary! {
+        if s.is_null() {
+            return;
+        }
+        // SAFETY: a live handle is a `Box<Scope>` from `Box::into_raw` in
+        // distlog_scope_open, given back exactly once (contract).
+        let scope = unsafe { Box::from_raw(s.cast::<Scope>()) };
+        scope.close(if outcome == DISTLOG_OUTCOME_OK { Outcome::Ok } else { Outcome::Error });
+    }
+}
+
+/// `DISTLOG_OUTCOME_OK` in C.
+pub const DISTLOG_OUTCOME_OK: c_int = 0;
+/// `DISTLOG_OUTCOME_ERROR` in C.
+pub const DISTLOG_OUTCOME_ERROR: c_int = 1;

@@ -1,0 +1,97 @@
+/* The end-to-end demo: typed fields, nested and remote scopes, printf
+ * macros, the runtime path, several threads. Prints what the test checks
+ * against the sidecar's records as "KEY value" lines on stdout. */
+#include <distlog.h>
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NTHREADS 4
+#define PER_THREAD 25
+
+static char root_tp[DISTLOG_TRACEPARENT_LEN];
+
+static void check(distlog_result r, const char *what) {
+    if (r != DISTLOG_OK) {
+        fprintf(stderr, "%s: %s\n", what, distlog_result_str(r));
+        exit(1);
+    }
+}
+
+static void *worker(void *arg) {
+    long n = (long)arg;
+    char name[32];
+    char tp[DISTLOG_TRACEPARENT_LEN];
+    snprintf(name, sizeof name, "worker-%ld", n);
+    /* A remote parent: the root scope's traceparent, as another process
+     * would receive it. */
+    distlog_field sf[1] = {DISTLOG_FIELD_I64("worker", n)};
+    distlog_scope *s = distlog_scope_open(name, root_tp, sf, 1);
+    if (!s) {
+        fprintf(stderr, "scope_open failed\n");
+        exit(1);
+    }
+    check(distlog_scope_traceparent(s, tp, sizeof tp), "worker traceparent");
+    printf("TP_WORKER %ld %s\n", n, tp);
+    for (int i = 0; i < PER_THREAD; i++) {
+        distlog_field f[2] = {DISTLOG_FIELD_I64("thread", n), DISTLOG_FIELD_I64("i", i)};
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::worker", "tick", f, 2);
+    }
+    distlog_scope_close(s, DISTLOG_OUTCOME_OK);
+    return NULL;
+}
+
+int main(void) {
+    check(distlog_init("c-demo"), "distlog_init");
+
+    distlog_field rf[2] = {DISTLOG_FIELD_U64("order", 42), DISTLOG_FIELD_STR("user", "ada")};
+    distlog_scope *root = distlog_scope_open("request", NULL, rf, 2);
+    if (!root) {
+        fprintf(stderr, "scope_open failed\n");
+        return 1;
+    }
+    check(distlog_scope_traceparent(root, root_tp, sizeof root_tp), "root traceparent");
+    printf("TP_ROOT %s\n", root_tp);
+
+    distlog_field f[5] = {
+        DISTLOG_FIELD_I64("neg", -7),
+        DISTLOG_FIELD_U64("big", UINT64_MAX),
+        DISTLOG_FIELD_F64("ratio", 2.5),
+        DISTLOG_FIELD_BOOL("ok", 1),
+        DISTLOG_FIELD_STR("who", "grace"),
+    };
+    /* clang-format off */
+    DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::main", "typed fields", f, 5); printf("LINE_TYPED %d\n", __LINE__);
+    /* clang-format on */
+
+    distlog_scope *child = distlog_scope_open("child", NULL, NULL, 0);
+    char child_tp[DISTLOG_TRACEPARENT_LEN];
+    check(distlog_scope_traceparent(child, child_tp, sizeof child_tp), "child traceparent");
+    printf("TP_CHILD %s\n", child_tp);
+    /* clang-format off */
+    DISTLOG_WARN("demo::fmt", "formatted %d and %s", 7, "seven"); printf("LINE_FMT %d\n", __LINE__);
+    DISTLOG_DEBUG("demo::fmt", "filtered out at the default level %d", 1);
+    /* clang-format on */
+    distlog_field one[1] = {DISTLOG_FIELD_STR("path", "/runtime")};
+    distlog_log(DISTLOG_LEVEL_ERROR, "demo::runtime", "runtime message", one, 1);
+    distlog_scope_close(child, DISTLOG_OUTCOME_ERROR);
+
+    pthread_t t[NTHREADS];
+    for (long i = 0; i < NTHREADS; i++) {
+        if (pthread_create(&t[i], NULL, worker, (void *)i) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            return 1;
+        }
+    }
+    for (int i = 0; i < NTHREADS; i++) {
+        pthread_join(t[i], NULL);
+    }
+
+    distlog_scope_close(root, DISTLOG_OUTCOME_OK);
+    printf("DONE\n");
+    fflush(stdout);
+    distlog_shutdown();
+    return 0;
+}

@@ -1,0 +1,21 @@
+/* Prints the C layout of the header's structs for the test to compare with
+ * the Rust definitions. */
+#include <distlog.h>
+
+#include <stddef.h>
+#include <stdio.h>
+
+int main(void) {
+    printf("field %zu %zu %zu %zu %zu\n", sizeof(distlog_field), _Alignof(distlog_field),
+           offsetof(distlog_field, key), offsetof(distlog_field, type), offsetof(distlog_field, value));
+    printf("value %zu %zu\n", sizeof(distlog_value), _Alignof(distlog_value));
+    printf("callsite %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n", sizeof(distlog_callsite),
+           _Alignof(distlog_callsite), offsetof(distlog_callsite, internal_id),
+           offsetof(distlog_callsite, internal_interest), offsetof(distlog_callsite, level),
+           offsetof(distlog_callsite, flags), offsetof(distlog_callsite, line),
+           offsetof(distlog_callsite, target), offsetof(distlog_callsite, message),
+           offsetof(distlog_callsite, file));
+    printf("enums %zu %zu %zu %zu\n", sizeof(distlog_result), sizeof(distlog_level), sizeof(distlog_field_type),
+           sizeof(distlog_outcome));
+    return 0;
+}

@@ -1,0 +1,379 @@
+/*
+ * distlog.h: the C API of distlog (libdistlog_ffi), for C and C++.
+ *
+ * C and C++ processes write records into the same shared-memory rings as
+ * Rust processes; the host's sidecar (distlogd) reads them. A record from C
+ * is indistinguishable from one written by the Rust client: service, pid,
+ * thread, target, file and line (from the macros), typed fields, scopes and
+ * W3C traceparent.
+ *
+ * ---------------------------------------------------------------------------
+ * THE CONTRACT (every function follows it; read this first)
+ * ---------------------------------------------------------------------------
+ *
+ * Names. Functions are distlog_<noun>_<verb> (distlog_scope_open,
+ *   distlog_scope_close, distlog_result_str). Types are distlog_<noun>;
+ *   constants and macros DISTLOG_<NAME>. Names containing "internal" are
+ *   private to this header.
+ *
+ * Results. A call that can fail returns distlog_result; DISTLOG_OK is 0,
+ *   every other value is an error, and distlog_result_str() explains any
+ *   code in one English sentence (a static string, never NULL). A function
+ *   that returns a pointer returns NULL on failure. A function that returns
+ *   void ignores bad arguments (the record is dropped) and never fails in a
+ *   way the caller must handle: logging never stops the program.
+ *
+ * Outputs. An output (a buffer) is written only on success; on an error it
+ *   is left untouched. Every buffer is followed by its size_t length in
+ *   bytes, including room for the terminating NUL.
+ *
+ * Ownership. distlog_scope_open() returns a handle the caller owns until it
+ *   gives it to distlog_scope_close(), which accepts NULL (a no-op), like
+ *   free(). Strings and fields passed in are only read during the call and
+ *   may be freed right after it returns; the macros' target, message and
+ *   format arguments must be string literals (they are kept in a static
+ *   call site).
+ *
+ * Arguments. NULL where a pointer is required, levels outside
+ *   DISTLOG_LEVEL_ERROR..DISTLOG_LEVEL_TRACE, field counts above
+ *   DISTLOG_MAX_FIELDS, and field arrays that are NULL with a nonzero count
+ *   are rejected (an error code, NULL, or a dropped record); fields == NULL
+ *   with nfields == 0 is valid. Strings need not be UTF-8: invalid bytes
+ *   are carried as U+FFFD. A field with a NULL key or an unknown type is
+ *   skipped; a NULL string value is written as "(null)".
+ *
+ * Threads. Every function may be called from any thread at any time, also
+ *   concurrently. Logging never blocks: it takes no lock and makes no
+ *   system call in the steady state; when a ring is full the record is
+ *   dropped and counted, and the sidecar reports the loss. A disabled level
+ *   costs one load and one compare in the macros (distlog_max_level). A
+ *   scope is entered on the thread that opened it and must be closed on
+ *   that thread, innermost first.
+ *
+ * Panics. No Rust panic crosses this ABI: an internal error returns
+ *   DISTLOG_PANIC (or NULL, 0, nothing) and the call has no effect.
+ *
+ * fork(). A child process never writes into its parent's rings: its first
+ *   record builds a new set of rings and a connection of its own (with the
+ *   child's pid); call-site ids and open scope handles stay valid. Do not
+ *   call distlog_init again in the child.
+ *
+ * Lifecycle. distlog_init(service) starts the runtime and returns DISTLOG_OK
+ *   also when no sidecar is running: records wait in the rings (up to their
+ *   size) and a background thread connects, and reconnects after a sidecar
+ *   restart. Before distlog_init nothing is recorded. distlog_shutdown()
+ *   waits (at most 2 s) until the sidecar has read what was written, then
+ *   disables logging; records in the rings are not lost without it either.
+ *
+ * Environment (read by distlog_init):
+ *   DISTLOG_SOCKET       the sidecar's socket (default
+ *                        $XDG_RUNTIME_DIR/distlog/distlogd.sock, else
+ *                        /run/distlog/distlogd.sock)
+ *   DISTLOG_SERVICE      overrides the service name given to distlog_init
+ *   DISTLOG_LOG, RUST_LOG  filter directives, "target=level,..." (default
+ *                        "info")
+ *   DISTLOG_RING_BYTES   bytes of one thread's ring (default 256k)
+ *   DISTLOG_MAX_RINGS    rings before threads share one (default 16)
+ *
+ * Linking.
+ *   shared:  cc app.c -I<prefix>/include -L<prefix>/lib -ldistlog_ffi
+ *            (at run time the loader must find libdistlog_ffi.so: rpath
+ *            -Wl,-rpath,<prefix>/lib or LD_LIBRARY_PATH)
+ *   static:  cc app.c -I<prefix>/include <prefix>/lib/libdistlog_ffi.a \
+ *               -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
+ *   pkg-config: cc app.c $(pkg-config --cflags --libs distlog)
+ *            or, static, $(pkg-config --static --cflags --libs distlog)
+ *   Build: cargo build --release -p distlog-ffi (target/release);
+ *   install: ffi/install.sh PREFIX (lib, header, lib/pkgconfig/distlog.pc).
+ *
+ * Example.
+ *   distlog_init("checkout");
+ *   distlog_scope *s = distlog_scope_open("pay", incoming_traceparent, NULL, 0);
+ *   distlog_field f[2] = { DISTLOG_FIELD_I64("order", 42),
+ *                          DISTLOG_FIELD_STR("who", name) };
+ *   DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "checkout::pay", "paid", f, 2);
+ *   DISTLOG_WARN("checkout::pay", "retry %d of %d", i, n);
+ *   distlog_scope_close(s, DISTLOG_OUTCOME_OK);
+ *   distlog_shutdown();
+ *
+ * This header and the library's exports are compared by a test
+ * (ffi/tests/header.rs): every prototype, its parameter count, and every
+ * enum value here matches the Rust source.
+ */
+#ifndef DISTLOG_H
+#define DISTLOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Results                                                                  */
+/* ------------------------------------------------------------------------ */
+
+/* What a fallible call says. The numbers never change meaning. */
+typedef enum distlog_result {
+    DISTLOG_OK = 0,
+    DISTLOG_NULL_PARAMETER = 1,   /* a required pointer was NULL */
+    DISTLOG_INVALID_ARGUMENT = 2, /* level, count, empty name out of range */
+    DISTLOG_BUFFER_TOO_SMALL = 3, /* output buffer too small; not written */
+    DISTLOG_NOT_INITIALIZED = 4,  /* distlog_init has not succeeded */
+    DISTLOG_BAD_CONFIG = 5,       /* a DISTLOG_* variable cannot be used */
+    DISTLOG_IO_ERROR = 6,         /* shared memory or a thread failed */
+    DISTLOG_PANIC = 7             /* internal error; the call had no effect */
+} distlog_result;
+
+/* A static English sentence explaining r (any number); never NULL. */
+const char *distlog_result_str(distlog_result r);
+
+/* ------------------------------------------------------------------------ */
+/* Start and stop                                                           */
+/* ------------------------------------------------------------------------ */
+
+/* Start distlog as service and connect to $DISTLOG_SOCKET in the
+ * background. DISTLOG_OK also without a sidecar; a second call keeps the
+ * first settings. Errors: DISTLOG_NULL_PARAMETER, DISTLOG_INVALID_ARGUMENT
+ * (empty name), DISTLOG_BAD_CONFIG, DISTLOG_IO_ERROR. */
+distlog_result distlog_init(const char *service);
+
+/* Flush what is written (at most 2 s), then disable logging. */
+void distlog_shutdown(void);
+
+/* ------------------------------------------------------------------------ */
+/* Levels and filtering                                                     */
+/* ------------------------------------------------------------------------ */
+
+typedef enum distlog_level {
+    DISTLOG_LEVEL_ERROR = 1,
+    DISTLOG_LEVEL_WARN = 2,
+    DISTLOG_LEVEL_INFO = 3,
+    DISTLOG_LEVEL_DEBUG = 4,
+    DISTLOG_LEVEL_TRACE = 5
+} distlog_level;
+
+/* 1 when a record at level for target would be written, else 0 (also for
+ * a bad level, a NULL target, or before distlog_init). */
+int distlog_enabled(distlog_level level, const char *target);
+
+/* The most verbose level enabled anywhere (0: nothing). Written by the
+ * library only; the macros read it (relaxed) before anything else. */
+extern int32_t distlog_max_level;
+
+/* ------------------------------------------------------------------------ */
+/* Fields                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Most fields one call takes. */
+#define DISTLOG_MAX_FIELDS 128
+
+typedef enum distlog_field_type {
+    DISTLOG_FIELD_TYPE_I64 = 1,
+    DISTLOG_FIELD_TYPE_U64 = 2,
+    DISTLOG_FIELD_TYPE_F64 = 3,
+    DISTLOG_FIELD_TYPE_BOOL = 4,
+    DISTLOG_FIELD_TYPE_STR = 5
+} distlog_field_type;
+
+typedef union distlog_value {
+    int64_t i64;
+    uint64_t u64;
+    double f64;
+    int boolean;     /* nonzero = true */
+    const char *str; /* NUL-terminated, read during the call only */
+} distlog_value;
+
+/* One typed key/value pair. A complete type: build arrays on the stack
+ * with the DISTLOG_FIELD_* macros:
+ *   distlog_field f[2] = { DISTLOG_FIELD_I64("order", 42),
+ *                          DISTLOG_FIELD_STR("who", name) }; */
+typedef struct distlog_field {
+    const char *key; /* NUL-terminated; NULL skips the field */
+    distlog_field_type type;
+    distlog_value value;
+} distlog_field;
+
+/* Constructors, usable from C and C++ (the C++ macros use them). */
+static inline distlog_field distlog_field_make_i64(const char *key, int64_t v) {
+    distlog_field f;
+    f.key = key;
+    f.type = DISTLOG_FIELD_TYPE_I64;
+    f.value.i64 = v;
+    return f;
+}
+static inline distlog_field distlog_field_make_u64(const char *key, uint64_t v) {
+    distlog_field f;
+    f.key = key;
+    f.type = DISTLOG_FIELD_TYPE_U64;
+    f.value.u64 = v;
+    return f;
+}
+static inline distlog_field distlog_field_make_f64(const char *key, double v) {
+    distlog_field f;
+    f.key = key;
+    f.type = DISTLOG_FIELD_TYPE_F64;
+    f.value.f64 = v;
+    return f;
+}
+static inline distlog_field distlog_field_make_bool(const char *key, int v) {
+    distlog_field f;
+    f.key = key;
+    f.type = DISTLOG_FIELD_TYPE_BOOL;
+    f.value.boolean = v ? 1 : 0;
+    return f;
+}
+static inline distlog_field distlog_field_make_str(const char *key, const char *v) {
+    distlog_field f;
+    f.key = key;
+    f.type = DISTLOG_FIELD_TYPE_STR;
+    f.value.str = v;
+    return f;
+}
+
+#ifndef __cplusplus
+/* C99: compound literals with designated initialisers (expressions, usable
+ * in array initialisers and as arguments). */
+#define DISTLOG_FIELD_I64(k, v) \
+    ((distlog_field){.key = (k), .type = DISTLOG_FIELD_TYPE_I64, .value = {.i64 = (int64_t)(v)}})
+#define DISTLOG_FIELD_U64(k, v) \
+    ((distlog_field){.key = (k), .type = DISTLOG_FIELD_TYPE_U64, .value = {.u64 = (uint64_t)(v)}})
+#define DISTLOG_FIELD_F64(k, v) \
+    ((distlog_field){.key = (k), .type = DISTLOG_FIELD_TYPE_F64, .value = {.f64 = (double)(v)}})
+#define DISTLOG_FIELD_BOOL(k, v) \
+    ((distlog_field){.key = (k), .type = DISTLOG_FIELD_TYPE_BOOL, .value = {.boolean = (v) ? 1 : 0}})
+#define DISTLOG_FIELD_STR(k, v) \
+    ((distlog_field){.key = (k), .type = DISTLOG_FIELD_TYPE_STR, .value = {.str = (v)}})
+#else
+/* C++: the inline constructors (no compound literals, no C++20). */
+#define DISTLOG_FIELD_I64(k, v) distlog_field_make_i64((k), (int64_t)(v))
+#define DISTLOG_FIELD_U64(k, v) distlog_field_make_u64((k), (uint64_t)(v))
+#define DISTLOG_FIELD_F64(k, v) distlog_field_make_f64((k), (double)(v))
+#define DISTLOG_FIELD_BOOL(k, v) distlog_field_make_bool((k), (v) ? 1 : 0)
+#define DISTLOG_FIELD_STR(k, v) distlog_field_make_str((k), (v))
+#endif
+
+/* ------------------------------------------------------------------------ */
+/* Events                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* Runtime strings: the convenient, slower path (the call site is looked up
+ * by content on each call; no file/line). message may be NULL. Bad
+ * arguments drop the record. */
+void distlog_log(distlog_level level, const char *target, const char *message,
+                 const distlog_field *fields, size_t nfields);
+
+/* The static part of one macro call site. Initialised statically by the
+ * macros (DISTLOG_CALLSITE_INIT); the library writes only the two
+ * internal members. Not for direct use. */
+typedef struct distlog_callsite {
+    uint32_t internal_id;       /* written by the library: id + 1, 0 = new */
+    uint32_t internal_interest; /* written by the library: cached verdict */
+    int32_t level;              /* a distlog_level */
+    uint32_t flags;             /* DISTLOG_CALLSITE_* */
+    uint32_t line;
+    const char *target;
+    const char *message; /* the message, or the printf template */
+    const char *file;
+} distlog_callsite;
+
+/* flags: message is a printf template, the text is formatted per call. */
+#define DISTLOG_CALLSITE_FORMATTED 1u
+
+#define DISTLOG_CALLSITE_INIT(level, target, message, flags) \
+    {0u, 0u, (int32_t)(level), (uint32_t)(flags), (uint32_t)__LINE__, (target), (message), __FILE__}
+
+/* 1 when the call site is enabled now (the printf macros ask before
+ * formatting). */
+int distlog_callsite_enabled(const distlog_callsite *cs);
+
+/* Write an event of a static call site (what the macros call). message
+ * NULL means the call site's message. Bad arguments drop the record. */
+void distlog_callsite_log(const distlog_callsite *cs, const char *message,
+                          const distlog_field *fields, size_t nfields);
+
+/* The global level gate: one relaxed load and a compare. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DISTLOG_INTERNAL_MAX_LEVEL() __atomic_load_n(&distlog_max_level, __ATOMIC_RELAXED)
+#else
+#define DISTLOG_INTERNAL_MAX_LEVEL() (*(volatile const int32_t *)&distlog_max_level)
+#endif
+#define DISTLOG_LEVEL_ON(level) ((int32_t)(level) <= DISTLOG_INTERNAL_MAX_LEVEL())
+
+/* The fast path. level, target and message are constants (literals);
+ * fields/nfields are evaluated only when the level is on. */
+#define DISTLOG_EVENT(level, target, message, fields, nfields)                                   \
+    do {                                                                                         \
+        static distlog_callsite distlog_internal_cs =                                           \
+            DISTLOG_CALLSITE_INIT(level, target, message, 0u);                                  \
+        if (DISTLOG_LEVEL_ON(level))                                                             \
+            distlog_callsite_log(&distlog_internal_cs, NULL, (fields), (nfields));               \
+    } while (0)
+
+/* Longest formatted message of the printf macros, NUL included; longer
+ * text is cut. Define it before including this header to change it. */
+#ifndef DISTLOG_MESSAGE_MAX
+#define DISTLOG_MESSAGE_MAX 1024
+#endif
+
+#define DISTLOG_INTERNAL_FIRST(...) DISTLOG_INTERNAL_FIRST_(__VA_ARGS__, ~)
+#define DISTLOG_INTERNAL_FIRST_(first, ...) first
+
+/* printf-style, with a static call site whose name is the template. */
+#define DISTLOG_LOGF(level, target, ...)                                                         \
+    do {                                                                                         \
+        static distlog_callsite distlog_internal_cs = DISTLOG_CALLSITE_INIT(                    \
+            level, target, DISTLOG_INTERNAL_FIRST(__VA_ARGS__), DISTLOG_CALLSITE_FORMATTED);     \
+        if (DISTLOG_LEVEL_ON(level) && distlog_callsite_enabled(&distlog_internal_cs)) {         \
+            char distlog_internal_msg[DISTLOG_MESSAGE_MAX];                                      \
+            snprintf(distlog_internal_msg, sizeof distlog_internal_msg, __VA_ARGS__);            \
+            distlog_callsite_log(&distlog_internal_cs, distlog_internal_msg, NULL, 0);           \
+        }                                                                                        \
+    } while (0)
+
+#define DISTLOG_ERROR(target, ...) DISTLOG_LOGF(DISTLOG_LEVEL_ERROR, target, __VA_ARGS__)
+#define DISTLOG_WARN(target, ...) DISTLOG_LOGF(DISTLOG_LEVEL_WARN, target, __VA_ARGS__)
+#define DISTLOG_INFO(target, ...) DISTLOG_LOGF(DISTLOG_LEVEL_INFO, target, __VA_ARGS__)
+#define DISTLOG_DEBUG(target, ...) DISTLOG_LOGF(DISTLOG_LEVEL_DEBUG, target, __VA_ARGS__)
+#define DISTLOG_TRACE(target, ...) DISTLOG_LOGF(DISTLOG_LEVEL_TRACE, target, __VA_ARGS__)
+
+/* ------------------------------------------------------------------------ */
+/* Scopes                                                                   */
+/* ------------------------------------------------------------------------ */
+
+/* An open scope (opaque). */
+typedef struct distlog_scope distlog_scope;
+
+/* Length of a W3C traceparent ("00-<32 hex>-<16 hex>-01") plus its NUL. */
+#define DISTLOG_TRACEPARENT_LEN 56
+
+/* Open a scope and enter it on the calling thread. Its parent is the
+ * remote scope named by traceparent_or_null (W3C), else the thread's
+ * current scope. A malformed traceparent starts a new trace (recorded in
+ * field distlog.bad_traceparent). Scopes are not filtered by level.
+ * Returns NULL (nothing opened) for a NULL or empty name, bad fields, or
+ * before distlog_init; passing NULL on to the other scope calls is safe. */
+distlog_scope *distlog_scope_open(const char *name, const char *traceparent_or_null,
+                                  const distlog_field *fields, size_t nfields);
+
+/* Write the scope's traceparent (55 chars + NUL) into buf of len bytes.
+ * Errors: DISTLOG_NULL_PARAMETER (s or buf NULL), DISTLOG_BUFFER_TOO_SMALL
+ * (len < DISTLOG_TRACEPARENT_LEN). */
+distlog_result distlog_scope_traceparent(const distlog_scope *s, char *buf, size_t len);
+
+typedef enum distlog_outcome {
+    DISTLOG_OUTCOME_OK = 0,
+    DISTLOG_OUTCOME_ERROR = 1
+} distlog_outcome;
+
+/* Close the scope with outcome (any value but DISTLOG_OUTCOME_OK is an
+ * error), leave it, and free the handle. NULL is a no-op. */
+void distlog_scope_close(distlog_scope *s, distlog_outcome outcome);
+
+#ifdef __cplusplus
+} /* extern "C" */
+#endif
+
+#endif /* DISTLOG_H */
