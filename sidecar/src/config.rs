@@ -45,7 +45,8 @@ impl Config {
 /// | `max_defs_per_client` | 65 536 | the client is cut off |
 /// | `max_open_scopes_per_client` | 65 536 | further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
 /// | `ring_budget` | 256 | records read from one ring per round, so a flooding client cannot starve the others |
-/// | `idle_backstop` | 1 ms | longest sleep of the idle drain thread without a wake-up (bounds the latency of a missed wake-up) |
+/// | `idle_backstop` | 1 ms | first timed wait of the idle drain thread: bounds the delay of the one wake-up a client can miss (its commit raced with the sleep flags being set) |
+/// | `idle_backstop_max` | 20 ms | longest timed wait once idle (doubling from `idle_backstop`): bounds the delay for a client that never writes the eventfd |
 /// | `shutdown_drain` | 10 s | longest final drain on shutdown (a client that keeps writing cannot hold the exit) |
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -61,8 +62,10 @@ pub struct Limits {
     pub max_open_scopes_per_client: usize,
     /// Records read from one ring per round.
     pub ring_budget: usize,
-    /// Longest idle wait between checks of the rings.
+    /// First idle wait between checks of the rings.
     pub idle_backstop: Duration,
+    /// Longest idle wait between checks of the rings.
+    pub idle_backstop_max: Duration,
     /// Longest final drain on shutdown.
     pub shutdown_drain: Duration,
     /// Longest service name accepted in a hello, in bytes.
@@ -79,6 +82,7 @@ impl Default for Limits {
             max_open_scopes_per_client: 65_536,
             ring_budget: 256,
             idle_backstop: Duration::from_millis(1),
+            idle_backstop_max: Duration::from_millis(20),
             shutdown_drain: Duration::from_secs(10),
             max_service_len: 256,
         }

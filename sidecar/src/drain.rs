@@ -21,8 +21,9 @@
 //! flag, checks all rings once more (a record committed before the flag was
 //! visible is found here), and waits on the eventfd with a
 //! `Limits::idle_backstop` timeout (bounding the delay of a wake-up a client
-//! missed, as it checks the flag without a fence). It stays in that loop,
-//! flags set, until a round finds something or a message arrives.
+//! missed, as it checks the flag without a fence), doubled after each quiet
+//! timeout up to `Limits::idle_backstop_max`. It stays in that loop, flags
+//! set, until a round finds something or a message arrives.
 //!
 //! # Failures
 //!
@@ -266,8 +267,17 @@ impl Drain {
     }
 
     /// Sleep until a ring has records or a message arrives.
+    ///
+    /// The first timed wait is `Limits::idle_backstop`: it covers the only
+    /// wake-up a well-behaved client can miss, one whose commit raced with
+    /// the flags being set (its relaxed load saw them clear and our re-check
+    /// did not see its record yet). Every later commit sees the flags and
+    /// writes the eventfd, so each timeout doubles the wait, up to
+    /// `Limits::idle_backstop_max` (the bound for clients that never signal),
+    /// which keeps an idle sidecar near 0% CPU.
     fn idle(&mut self) {
         self.set_sleeping(true);
+        let mut backstop = self.limits.idle_backstop;
         loop {
             // The re-check after setting the flags: anything committed
             // before a producer could see them is found here.
@@ -276,7 +286,12 @@ impl Drain {
             if n > 0 || msgs || self.shutting_down {
                 break;
             }
-            self.wake.wait(self.limits.idle_backstop);
+            let woken = self.wake.wait(backstop);
+            backstop = if woken {
+                self.limits.idle_backstop
+            } else {
+                (backstop * 2).min(self.limits.idle_backstop_max.max(self.limits.idle_backstop))
+            };
             self.clock.refine();
         }
         self.set_sleeping(false);

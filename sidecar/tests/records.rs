@@ -1,0 +1,223 @@
+//! Records from a real client handshake to the JSON lines on stdout.
+
+mod common;
+
+use common::*;
+use distlog::wire::{CallsiteKind, Field, Head, Level, Outcome, Value};
+use distlogd::timestamp::Timestamp;
+use serde_json::json;
+
+#[test]
+fn events_with_typed_fields() {
+    let mut sc = Sidecar::start("events");
+    let mut c = TestClient::connect(&sc.socket, "svc-events").expect("welcome");
+    let site = c.event_site(
+        Level::Warn,
+        "app::db",
+        42,
+        &["message", "i", "u", "f", "ok", "s", "dbg", "wide", "huge", "neg_wide"],
+    );
+    let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+    let tid = gettid();
+    let ts = now_ns();
+    c.event(
+        &ring,
+        site,
+        ts,
+        tid,
+        &[
+            Field::Idx(0, Value::Debug("connected to db")),
+            Field::Idx(1, Value::I64(i64::MIN)),
+            Field::Idx(2, Value::U64(u64::MAX)),
+            Field::Idx(3, Value::F64(2.5)),
+            Field::Idx(4, Value::Bool(true)),
+            Field::Idx(5, Value::Str("a \"quoted\"\nline")),
+            Field::Idx(6, Value::Debug("Some(3)")),
+            Field::Idx(7, Value::U128(7)),
+            Field::Idx(8, Value::U128(u128::MAX)),
+            Field::Idx(9, Value::I128(-5)),
+            Field::Idx(200, Value::I64(1)),
+            Field::Named("late", Value::Str("named at run time")),
+        ],
+    );
+    for n in 0..3i64 {
+        c.event(&ring, site, ts + 1, tid, &[Field::Idx(1, Value::I64(n))]);
+    }
+    let recs = sc.wait_for(4, of("svc-events"));
+    let r = &recs[0];
+    assert_eq!(r["kind"], "event");
+    assert_eq!(r["ts"], Timestamp(ts).to_string());
+    assert_eq!(r["level"], "WARN");
+    assert_eq!(r["service"], "svc-events");
+    assert_eq!(r["pid"], std::process::id());
+    assert!(r.get("pid_unverified").is_none(), "kernel pid is verified");
+    assert_eq!(r["tid"], tid);
+    assert_eq!(r["target"], "app::db");
+    assert_eq!(r["file"], "tests/x.rs");
+    assert_eq!(r["line"], 42);
+    assert_eq!(r["message"], "connected to db");
+    assert!(!r["host"].as_str().unwrap().is_empty());
+    assert_eq!(
+        r["fields"],
+        json!({
+            "i": i64::MIN, "u": u64::MAX, "f": 2.5, "ok": true, "s": "a \"quoted\"\nline",
+            "dbg": "Some(3)", "wide": 7, "huge": u128::MAX.to_string(), "neg_wide": -5,
+            "field200": 1, "late": "named at run time",
+        })
+    );
+    assert_eq!(r["fields"]["u"].as_u64(), Some(u64::MAX), "u64 stays a JSON number");
+    for (n, r) in recs[1..].iter().enumerate() {
+        assert_eq!(r["fields"], json!({ "i": n }));
+        assert!(r.get("message").is_none());
+        assert!(r.get("trace_id").is_none() && r.get("scope_id").is_none());
+    }
+    drop(c);
+    assert!(sc.terminate().success());
+}
+
+#[test]
+fn scopes_open_record_close_and_abandoned() {
+    let mut sc = Sidecar::start("scopes");
+    let mut c = TestClient::connect(&sc.socket, "svc-scopes").expect("welcome");
+    let span = c.site(CallsiteKind::Scope, Level::Info, "handle_request", "app::http", 7, &["path", "status"]);
+    let ev = c.event_site(Level::Info, "app::http", 9, &["message"]);
+    let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+    let trace = [0xab; 16];
+    let tid = gettid();
+    let t0 = now_ns();
+    let open = |scope, parent, ts| Head::ScopeOpen {
+        callsite: span,
+        ts,
+        tid,
+        scope,
+        parent,
+        trace,
+        remote_parent: parent == 0x77,
+    };
+    c.frame(&ring, &open(0x11, 0x77, t0), &[Field::Idx(0, Value::Str("/a"))]);
+    c.frame(&ring, &open(0x22, 0x11, t0 + 10), &[]);
+    c.frame(
+        &ring,
+        &Head::Event { callsite: ev, ts: t0 + 20, tid, scope: 0x22, trace: Some(trace) },
+        &[Field::Idx(0, Value::Str("inside"))],
+    );
+    c.frame(&ring, &Head::ScopeRecord { scope: 0x11, ts: t0 + 30 }, &[Field::Idx(1, Value::U64(200))]);
+    c.frame(&ring, &Head::ScopeClose { scope: 0x22, ts: t0 + 1_500, tid, outcome: Outcome::Error }, &[]);
+    // 0x11 stays open: abandoned when the client goes.
+    let recs = sc.wait_for(5, of("svc-scopes"));
+    let (o1, o2, e, rec, close) = (&recs[0], &recs[1], &recs[2], &recs[3], &recs[4]);
+    assert_eq!(o1["kind"], "scope_open");
+    assert_eq!(o1["name"], "handle_request");
+    assert_eq!(o1["trace_id"], "abababababababababababababababab");
+    assert_eq!(o1["scope_id"], "0000000000000011");
+    assert_eq!(o1["parent_id"], "0000000000000077");
+    assert_eq!(o1["remote_parent"], true);
+    assert_eq!(o1["fields"], json!({"path": "/a"}));
+    assert_eq!(o2["parent_id"], "0000000000000011");
+    assert!(o2.get("remote_parent").is_none());
+    assert_eq!(e["kind"], "event");
+    assert_eq!(e["message"], "inside");
+    assert_eq!(e["scope_id"], "0000000000000022");
+    assert_eq!(e["parent_id"], "0000000000000011", "an event carries its scope's parent");
+    assert_eq!(e["trace_id"], o1["trace_id"]);
+    assert_eq!(rec["kind"], "scope_record");
+    assert_eq!(rec["fields"], json!({"status": 200}));
+    assert_eq!(rec["name"], "handle_request");
+    assert_eq!(close["kind"], "scope_close");
+    assert_eq!(close["outcome"], "error");
+    assert_eq!(close["duration_ns"], 1_490);
+    assert_eq!(close["name"], "handle_request");
+    assert_eq!(close["parent_id"], "0000000000000011");
+
+    drop(c); // connection ends with scope 0x11 open
+    let ab = sc.wait_for(1, |v| v["outcome"] == "abandoned");
+    assert_eq!(ab[0]["kind"], "scope_close");
+    assert_eq!(ab[0]["scope_id"], "0000000000000011");
+    assert_eq!(ab[0]["name"], "handle_request");
+    assert_eq!(ab[0]["service"], "svc-scopes");
+    assert!(ab[0]["duration_ns"].as_u64().is_some());
+    assert!(sc.terminate().success());
+    assert_eq!(sc.seen.iter().filter(|v| v["outcome"] == "abandoned").count(), 1);
+}
+
+#[test]
+fn loss_counter_becomes_a_loss_record() {
+    let mut sc = Sidecar::start("loss");
+    let mut c = TestClient::connect(&sc.socket, "svc-loss").expect("welcome");
+    let site = c.event_site(Level::Info, "t", 1, &["message"]);
+    let ring = c.ring(MIN_DATA_BYTES, 3);
+    ring.hdr.prod.owner_tid.store(4242, std::sync::atomic::Ordering::Relaxed);
+    ring.hdr.prod.dropped.fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+    c.event(&ring, site, now_ns(), 4242, &[Field::Idx(0, Value::Str("after the loss"))]);
+    let loss = sc.wait_for(1, |v| v["kind"] == "loss");
+    let l = &loss[0];
+    assert_eq!(l["level"], "WARN");
+    assert_eq!(l["service"], "svc-loss");
+    assert_eq!(l["tid"], 4242);
+    assert_eq!(l["fields"], json!({"lost": 7, "ring": 3}));
+    assert_eq!(l["message"], format!("7 records lost by pid {} thread 4242 (ring full)", std::process::id()));
+    // more losses later: only the increase is reported
+    ring.hdr.prod.dropped.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+    c.event(&ring, site, now_ns(), 4242, &[]);
+    let loss = sc.wait_for(2, |v| v["kind"] == "loss");
+    assert_eq!(loss[1]["fields"]["lost"], 5);
+    sc.wait_for(2, |v| v["kind"] == "event");
+    drop(c);
+    assert!(sc.terminate().success());
+}
+
+#[test]
+fn a_ring_really_filled_reports_what_it_dropped() {
+    // The client fills its ring while the sidecar may drain it: however the
+    // race goes, records + reported losses == pushes.
+    let mut sc = Sidecar::start("full");
+    let mut c = TestClient::connect(&sc.socket, "svc-full").expect("welcome");
+    let site = c.event_site(Level::Info, "t", 1, &["n"]);
+    let ring = c.ring(MIN_DATA_BYTES, 1);
+    let pushes = 2000u64;
+    let mut buf = [0u8; 256];
+    for n in 0..pushes {
+        let mut e = distlog::wire::Encoder::new(
+            &mut buf,
+            &Head::Event { callsite: site, ts: now_ns(), tid: 1, scope: 0, trace: None },
+        );
+        e.field(&Field::Idx(0, Value::U64(n)));
+        ring.push_raw(None, e.finish().unwrap()); // no wake-up: the backstop must find them
+    }
+    let dropped = ring.hdr.prod.dropped.load(std::sync::atomic::Ordering::Relaxed);
+    let written = ring.hdr.prod.written.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(dropped + written, pushes);
+    sc.wait_until("all records and losses", |all| {
+        let ev = all.iter().filter(|v| v["kind"] == "event").count() as u64;
+        let lost: u64 = all.iter().filter(|v| v["kind"] == "loss").map(|v| v["fields"]["lost"].as_u64().unwrap()).sum();
+        ev == written && lost == dropped
+    });
+    drop(c);
+    assert!(sc.terminate().success());
+}
+
+#[test]
+fn tsc_timestamps_are_converted() {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let mut sc = Sidecar::start("tsc");
+        let mut c =
+            TestClient::connect_with(&sc.socket, "svc-tsc", distlog::wire::PROTOCOL_VERSION, new_table(8192), true)
+                .expect("welcome");
+        let site = c.event_site(Level::Debug, "t", 1, &[]);
+        let ring = c.ring(MIN_DATA_BYTES, 1);
+        let before = now_ns();
+        // SAFETY: RDTSC has no preconditions on x86-64.
+        #[allow(unused_unsafe)]
+        let tsc = unsafe { core::arch::x86_64::_rdtsc() };
+        c.event(&ring, site, tsc, 1, &[]);
+        let r = sc.wait_for(1, of("svc-tsc"));
+        let ts: Timestamp = r[0]["ts"].as_str().unwrap().parse().unwrap();
+        // A sanity bound on the conversion (a wrong rate or offset is off by
+        // far more than a minute), not a timing assertion.
+        assert!(ts.0.abs_diff(before) < 60_000_000_000, "{} vs {}", ts, Timestamp(before));
+        assert_eq!(r[0]["level"], "DEBUG");
+        drop(c);
+        assert!(sc.terminate().success());
+    }
+}
