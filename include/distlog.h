@@ -45,8 +45,10 @@
  * Threads. Every function may be called from any thread at any time, also
  *   concurrently. Logging never blocks: it takes no lock and makes no
  *   system call in the steady state; when a ring is full the record is
- *   dropped and counted, and the sidecar reports the loss. A disabled level
- *   costs one load and one compare in the macros (distlog_max_level). A
+ *   dropped and counted, and the sidecar reports the loss. A level above
+ *   every directive costs two loads and a compare in the macros
+ *   (distlog_max_level); an enabled call site asks the filter, whose
+ *   directives the sidecar may change at any time (distlogd ctl). A
  *   scope is entered on the thread that opened it and must be closed on
  *   that thread, innermost first.
  *
@@ -62,8 +64,10 @@
  *   also when no sidecar is running: records wait in the rings (up to their
  *   size) and a background thread connects, and reconnects after a sidecar
  *   restart. Before distlog_init nothing is recorded. distlog_shutdown()
- *   waits (at most 2 s) until the sidecar has read what was written, then
- *   disables logging; records in the rings are not lost without it either.
+ *   waits (at most 2 s, and only while connected) until the sidecar has
+ *   read what was written, then disables logging. Without it, records a
+ *   connected sidecar has not read yet are still collected: the sidecar
+ *   holds the rings and drains them after the process exits.
  *
  * Environment (read by distlog_init):
  *   DISTLOG_SOCKET       the sidecar's socket (default
@@ -140,7 +144,8 @@ const char *distlog_result_str(distlog_result r);
  * (empty name), DISTLOG_BAD_CONFIG, DISTLOG_IO_ERROR. */
 distlog_result distlog_init(const char *service);
 
-/* Flush what is written (at most 2 s), then disable logging. */
+/* Flush what is written (at most 2 s, only while connected), then
+ * disable logging. */
 void distlog_shutdown(void);
 
 /* ------------------------------------------------------------------------ */
@@ -159,9 +164,12 @@ typedef enum distlog_level {
  * a bad level, a NULL target, or before distlog_init). */
 int distlog_enabled(distlog_level level, const char *target);
 
-/* The most verbose level enabled anywhere (0: nothing). Written by the
- * library only; the macros read it (relaxed) before anything else. */
-extern int32_t distlog_max_level;
+/* Points to the most verbose level enabled anywhere (a distlog_level
+ * number, 0: nothing). It follows the sidecar's directives and per-request
+ * boosts while running, and points to a constant 0 before distlog_init and
+ * after distlog_shutdown. Written by the library only; the macros read it
+ * (two relaxed loads) before anything else. */
+extern const uint8_t *distlog_max_level;
 
 /* ------------------------------------------------------------------------ */
 /* Fields                                                                   */
@@ -270,7 +278,7 @@ void distlog_log(distlog_level level, const char *target, const char *message,
  * internal members. Not for direct use. */
 typedef struct distlog_callsite {
     uint32_t internal_id;       /* written by the library: id + 1, 0 = new */
-    uint32_t internal_interest; /* written by the library: cached verdict */
+    uint32_t internal_interest; /* reserved for the library, 0 */
     int32_t level;              /* a distlog_level */
     uint32_t flags;             /* DISTLOG_CALLSITE_* */
     uint32_t line;
@@ -294,13 +302,15 @@ int distlog_callsite_enabled(const distlog_callsite *cs);
 void distlog_callsite_log(const distlog_callsite *cs, const char *message,
                           const distlog_field *fields, size_t nfields);
 
-/* The global level gate: one relaxed load and a compare. */
+/* The global level gate: two relaxed loads and a compare. */
 #if defined(__GNUC__) || defined(__clang__)
-#define DISTLOG_INTERNAL_MAX_LEVEL() __atomic_load_n(&distlog_max_level, __ATOMIC_RELAXED)
+#define DISTLOG_INTERNAL_MAX_LEVEL() \
+    __atomic_load_n(__atomic_load_n(&distlog_max_level, __ATOMIC_RELAXED), __ATOMIC_RELAXED)
 #else
-#define DISTLOG_INTERNAL_MAX_LEVEL() (*(volatile const int32_t *)&distlog_max_level)
+#define DISTLOG_INTERNAL_MAX_LEVEL() \
+    (*(volatile const uint8_t *)*(const uint8_t *volatile const *)&distlog_max_level)
 #endif
-#define DISTLOG_LEVEL_ON(level) ((int32_t)(level) <= DISTLOG_INTERNAL_MAX_LEVEL())
+#define DISTLOG_LEVEL_ON(level) ((int)(level) <= (int)DISTLOG_INTERNAL_MAX_LEVEL())
 
 /* The fast path. level, target and message are constants (literals);
  * fields/nfields are evaluated only when the level is on. */

@@ -1,28 +1,26 @@
 //! Starting and stopping, the global level gate and `distlog_enabled`.
 
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU8, Ordering};
 use std::sync::OnceLock;
 use std::time::Duration;
-
-use tracing_core::LevelFilter;
-use tracing_subscriber::filter::Targets;
 
 use crate::conv;
 use crate::panic::ffi_panic_boundary;
 use crate::result::distlog_result;
 
-/// The most verbose level any directive enables (0 = nothing: before
-/// `distlog_init`, after `distlog_shutdown`, or with `off`). The C macros
-/// compare against it with one relaxed load before anything else, so a
-/// disabled level costs a load and a compare. Written only by the library.
-#[no_mangle]
-pub static distlog_max_level: AtomicI32 = AtomicI32::new(0);
+/// The level gate while distlog is not running: nothing passes.
+static OFF: AtomicU8 = AtomicU8::new(0);
 
-/// Stamp of the per-call-site interest caches: bumped whenever what is
-/// enabled may have changed (init, shutdown), which makes every C call site
-/// re-evaluate on its next use. 30 bits are used.
-pub(crate) static EPOCH: AtomicU32 = AtomicU32::new(1);
+/// Points to the most verbose level enabled anywhere (a C level number,
+/// 0 = nothing): the client's own gate ([`distlog::raw::max_level`], which
+/// follows the sidecar's directives and per-request boosts) while running,
+/// else a constant 0 (before `distlog_init`, after `distlog_shutdown`).
+/// The C macros compare against it before anything else: two relaxed loads
+/// (the pointer, which changes only at init and shutdown, and the level)
+/// and a compare. Written only by the library.
+#[no_mangle]
+pub static distlog_max_level: AtomicPtr<AtomicU8> = AtomicPtr::new(&OFF as *const AtomicU8 as *mut AtomicU8);
 
 /// Set by a successful `distlog_init`, cleared by `distlog_shutdown`.
 pub(crate) static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -33,42 +31,15 @@ pub(crate) static SERVICE: OnceLock<String> = OnceLock::new();
 /// The name the sidecar shows for this library.
 const LIBRARY: &str = concat!("c distlog-ffi ", env!("CARGO_PKG_VERSION"));
 
-/// The directive string the client runtime uses, as it reads it.
-fn directives() -> String {
-    for v in ["DISTLOG_LOG", "RUST_LOG"] {
-        if let Ok(d) = std::env::var(v) {
-            if !d.trim().is_empty() {
-                return d;
-            }
-        }
-    }
-    "info".to_owned()
-}
-
-/// The most verbose level `directives` enable anywhere, as a C level
-/// number (0 = off). Mirrors the client's parsing (span-field directives
-/// are ignored; unparsable directives mean `info`).
-pub(crate) fn max_level_of(directives: &str) -> i32 {
-    let t = directives
-        .split(',')
-        .filter(|d| !d.contains('[') && !d.trim().is_empty())
-        .collect::<Vec<_>>()
-        .join(",")
-        .parse::<Targets>()
-        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO));
-    let max = t.iter().map(|(_, l)| l).chain(t.default_level()).max().unwrap_or(LevelFilter::OFF);
-    match max.into_level() {
-        None => 0,
-        Some(l) => distlog::wire::Level::from_tracing(&l) as i32,
-    }
-}
-
 /// Whether records at `level` pass the global gate.
 #[inline]
 pub(crate) fn level_on(level: distlog::wire::Level) -> bool {
-    // Relaxed: a stale value lets one record through or holds one back
-    // around a change, nothing more; no data is published through it.
-    (level as i32) <= distlog_max_level.load(Ordering::Relaxed)
+    // Relaxed (both): a stale value lets one record through or holds one
+    // back around a change, nothing more; the pointee is a 'static atomic,
+    // so no data is published through the pointer.
+    let gate = distlog_max_level.load(Ordering::Relaxed);
+    // SAFETY: the pointer is always &OFF or the client's 'static gate.
+    (level as u8) <= unsafe { &*gate }.load(Ordering::Relaxed)
 }
 
 /// Start distlog in this process as `service` and connect to the sidecar at
@@ -105,8 +76,8 @@ pub unsafe extern "C" fn distlog_init(service: *const c_char) -> distlog_result 
             .unwrap_or_else(|| name.into_owned());
         let _ = SERVICE.set(effective);
         RUNNING.store(true, Ordering::Relaxed);
-        EPOCH.fetch_add(1, Ordering::Relaxed);
-        distlog_max_level.store(max_level_of(&directives()), Ordering::Relaxed);
+        let gate: &'static AtomicU8 = distlog::raw::max_level();
+        distlog_max_level.store(gate as *const AtomicU8 as *mut AtomicU8, Ordering::Relaxed);
         distlog_result::DISTLOG_OK
     }
 }
@@ -125,14 +96,12 @@ pub extern "C" fn distlog_shutdown() {
         if !RUNNING.swap(false, Ordering::Relaxed) {
             return;
         }
-        // Without a sidecar there is nobody to wait for: the records stay
-        // in the rings for the next one (a sidecar collects rings of
-        // processes that have exited, too).
+        // Without a connection there is nobody to wait for: waiting would
+        // only delay the exit of a program that runs without a sidecar.
         if distlog::raw::connected() {
             let _ = distlog::raw::flush(Duration::from_secs(2));
         }
-        distlog_max_level.store(0, Ordering::Relaxed);
-        EPOCH.fetch_add(1, Ordering::Relaxed);
+        distlog_max_level.store(&OFF as *const AtomicU8 as *mut AtomicU8, Ordering::Relaxed);
     }
 }
 
@@ -156,17 +125,3 @@ pub unsafe extern "C" fn distlog_enabled(level: c_int, target: *const c_char) ->
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::max_level_of;
-
-    #[test]
-    fn max_levels() {
-        assert_eq!(max_level_of("info"), 3);
-        assert_eq!(max_level_of("warn,db=trace"), 5);
-        assert_eq!(max_level_of("off"), 0);
-        assert_eq!(max_level_of("error,x[span]=trace"), 1);
-        assert_eq!(max_level_of("a=debug"), 4);
-        assert_eq!(max_level_of("not a level=="), 3);
-    }
-}

@@ -2,10 +2,13 @@
 //! the `DISTLOG_EVENT` / `DISTLOG_INFO`... macros.
 //!
 //! A C macro expansion owns one `static distlog_callsite`. Its first use
-//! registers it with the client (keyed by its address, so later lookups
-//! are lock-free) and caches the id and the filter's verdict in the struct
-//! itself; the verdict is stamped with [`EPOCH`] and re-evaluated when the
-//! epoch changes.
+//! registers it with the client (keyed by its address) and caches the id in
+//! the struct itself.
+//!
+//! The filter's verdict is not cached per call site: the client's
+//! directives change while the process runs (the sidecar) and a scope may
+//! raise the level for one request, so a call site that passes the global
+//! gate asks [`distlog::raw::enabled`] each time.
 
 use std::borrow::Cow;
 use std::os::raw::{c_char, c_int};
@@ -14,7 +17,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use distlog::wire::{CallsiteKind, Level};
 
 use crate::conv::{self, distlog_field};
-use crate::init::{level_on, EPOCH};
+use crate::init::level_on;
 use crate::panic::ffi_panic_boundary;
 
 /// `flags` bit: `message` is a printf template; the text is formatted by
@@ -30,8 +33,7 @@ pub const DISTLOG_CALLSITE_FORMATTED: u32 = 1;
 pub struct distlog_callsite {
     /// Call-site id + 1; 0 = not registered yet. Written by the library.
     id_plus_one: AtomicU32,
-    /// Filter verdict: `epoch << 2 | 1` (off) or `| 2` (on); 0 = unknown.
-    /// Written by the library.
+    /// Reserved for a cached filter verdict; 0.
     interest: AtomicU32,
     /// A `distlog_level` number.
     pub level: c_int,
@@ -47,8 +49,6 @@ pub struct distlog_callsite {
     pub file: *const c_char,
 }
 
-const EPOCH_MASK: u32 = u32::MAX >> 2;
-
 impl distlog_callsite {
     /// The level and whether the filter lets this call site through.
     ///
@@ -62,26 +62,13 @@ impl distlog_callsite {
         if !level_on(level) {
             return None;
         }
-        let epoch = EPOCH.load(Ordering::Relaxed) & EPOCH_MASK;
-        // Relaxed: the verdict is a pure function of the filter and the
-        // epoch; a stale one costs one extra evaluation.
-        let st = self.interest.load(Ordering::Relaxed);
-        let on = if st >> 2 == epoch {
-            st & 2 != 0
-        } else {
-            // SAFETY: forwarded from our caller.
-            let on = unsafe { self.evaluate(level) };
-            self.interest.store(epoch << 2 | if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
-        };
-        on.then_some(level)
+        // SAFETY: forwarded from our caller.
+        unsafe { self.evaluate(level) }.then_some(level)
     }
 
     /// # Safety
     ///
     /// As [`Self::enabled`].
-    #[cold]
-    #[inline(never)]
     unsafe fn evaluate(&self, level: Level) -> bool {
         // SAFETY: forwarded from our caller.
         match unsafe { conv::cstr(self.target) } {

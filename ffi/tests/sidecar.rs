@@ -1,0 +1,248 @@
+//! End to end: the C demo (`ffi/tests/c/demo.c`) writes through the real
+//! library into a real sidecar (`distlogd run --stdout`), and its records
+//! are checked one by one: service, pid, thread, target, file and line from
+//! the macros, typed fields, scope nesting, traceparents.
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::io::BufRead;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const LIMIT: Duration = Duration::from_secs(60);
+const NTHREADS: usize = 4;
+const PER_THREAD: usize = 25;
+
+/// Build the sidecar binary in this test's profile and return its path.
+fn distlogd() -> std::path::PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut cmd = Command::new(cargo);
+    cmd.current_dir(workspace()).args(["build", "-p", "distlogd"]);
+    if profile_dir().file_name().is_some_and(|n| n == "release") {
+        cmd.arg("--release");
+    }
+    let o = run(cmd, Duration::from_secs(900));
+    assert!(o.status.success(), "cargo build -p distlogd failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let exe = profile_dir().join("distlogd");
+    assert!(exe.exists(), "{} missing after cargo build", exe.display());
+    exe
+}
+
+/// The sidecar, stopped (by its pid) when dropped.
+struct Sidecar {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Sidecar {
+    fn start(exe: &std::path::Path, socket: &std::path::Path, dir: &std::path::Path) -> Sidecar {
+        let mut child = Command::new(exe)
+            .args(["run", "--socket"])
+            .arg(socket)
+            .arg("--stdout")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.join("distlogd.stderr")).unwrap())
+            .spawn()
+            .expect("start distlogd");
+        let out = child.stdout.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let start = Instant::now();
+        while !socket.exists() {
+            if let Ok(Some(st)) = child.try_wait() {
+                panic!("distlogd exited early ({st}): {}", std::fs::read_to_string(dir.join("distlogd.stderr")).unwrap());
+            }
+            assert!(start.elapsed() < LIMIT, "distlogd did not create its socket");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Sidecar { child, lines }
+    }
+}
+
+impl Drop for Sidecar {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn parts(tp: &str) -> (String, String) {
+    let p: Vec<&str> = tp.split('-').collect();
+    assert_eq!(p.len(), 4, "bad traceparent {tp}");
+    assert_eq!(p[0], "00");
+    assert_eq!(p[3], "01");
+    (p[1].to_owned(), p[2].to_owned())
+}
+
+#[test]
+fn c_records_reach_the_sidecar_like_rust_records() {
+    let dir = out_dir("sidecar");
+    let exe = distlogd();
+    let demo = dir.join("demo");
+    compile("cc", &["-Wall", "-Werror", "-std=c11", "-pthread"], &c_dir().join("demo.c"), &demo, Link::Shared);
+
+    let socket = dir.join("s.sock");
+    let sidecar = Sidecar::start(&exe, &socket, &dir);
+
+    let mut cmd = Command::new(&demo);
+    cmd.env("DISTLOG_SOCKET", &socket)
+        .env_remove("DISTLOG_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("DISTLOG_SERVICE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = u64::from(child.id());
+    let o = child.wait_with_output().unwrap();
+    let out = success(&o);
+
+    // What the C program printed.
+    let mut printed: HashMap<String, String> = HashMap::new();
+    for line in out.lines() {
+        if let Some((k, v)) = line.split_once(' ') {
+            printed.insert(k.to_owned(), v.to_owned());
+        } else {
+            printed.insert(line.to_owned(), String::new());
+        }
+    }
+    assert!(printed.contains_key("DONE"), "{out}");
+    let (trace, root_id) = parts(&printed["TP_ROOT"]);
+    let (child_trace, child_id) = parts(&printed["TP_CHILD"]);
+    assert_eq!(child_trace, trace);
+    let line_typed: u64 = printed["LINE_TYPED"].parse().unwrap();
+    let line_fmt: u64 = printed["LINE_FMT"].parse().unwrap();
+    let mut worker_ids = HashMap::new();
+    for line in out.lines().filter(|l| l.starts_with("TP_WORKER ")) {
+        let mut it = line.split(' ').skip(1);
+        let n: i64 = it.next().unwrap().parse().unwrap();
+        let (t, id) = parts(it.next().unwrap());
+        assert_eq!(t, trace, "a worker continued the root's trace");
+        worker_ids.insert(n, id);
+    }
+    assert_eq!(worker_ids.len(), NTHREADS);
+
+    // The sidecar's records of this process: 6 in the main thread, a scope
+    // with PER_THREAD events per worker, the root's close.
+    let want = 6 + NTHREADS * (PER_THREAD + 2) + 1;
+    let mut recs: Vec<Value> = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while recs.len() < want && Instant::now() < deadline {
+        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
+            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v["pid"] == json!(pid) {
+                recs.push(v);
+            }
+        }
+    }
+    drop(sidecar);
+    assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
+
+    for r in &recs {
+        assert_eq!(r["service"], "c-demo", "{r}");
+        assert!(r["host"].is_string(), "{r}");
+        assert!(r["tid"].as_u64().is_some_and(|t| t > 0), "{r}");
+        assert!(r["kind"] != "loss", "{r}");
+        assert_ne!(r["level"], "DEBUG", "a filtered DEBUG record got through: {r}");
+    }
+    let main_tid = recs[0]["tid"].clone();
+    assert_eq!(main_tid, json!(pid), "the main thread's tid is the pid");
+    let find = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> { recs.iter().filter(|r| pred(r)).collect() };
+
+    // The root scope.
+    let root = find(&|r| r["kind"] == "scope_open" && r["name"] == "request");
+    assert_eq!(root.len(), 1);
+    let root = root[0];
+    assert_eq!(root["trace_id"], trace.as_str());
+    assert_eq!(root["scope_id"], root_id.as_str());
+    assert!(root["parent_id"].is_null(), "{root}");
+    assert_eq!(root["fields"], json!({"order": 42, "user": "ada"}));
+    assert_eq!(root["level"], "INFO");
+    assert_eq!(root["target"], "c-demo");
+
+    // The typed event, with the macro's file and line.
+    let typed = find(&|r| r["message"] == "typed fields");
+    assert_eq!(typed.len(), 1);
+    let typed = typed[0];
+    assert_eq!(typed["kind"], "event");
+    assert_eq!(typed["level"], "INFO");
+    assert_eq!(typed["target"], "demo::main");
+    assert!(typed["file"].as_str().unwrap().ends_with("demo.c"), "{typed}");
+    assert_eq!(typed["line"], json!(line_typed));
+    assert_eq!(typed["tid"], main_tid);
+    assert_eq!(
+        typed["fields"],
+        json!({"neg": -7, "big": u64::MAX, "ratio": 2.5, "ok": true, "who": "grace"})
+    );
+    assert_eq!(typed["trace_id"], trace.as_str());
+    assert_eq!(typed["scope_id"], root_id.as_str());
+
+    // The nested scope, its printf event and runtime event, its close.
+    let child_open = find(&|r| r["kind"] == "scope_open" && r["name"] == "child");
+    assert_eq!(child_open.len(), 1);
+    assert_eq!(child_open[0]["scope_id"], child_id.as_str());
+    assert_eq!(child_open[0]["parent_id"], root_id.as_str());
+    assert_eq!(child_open[0]["trace_id"], trace.as_str());
+    let fmt = find(&|r| r["target"] == "demo::fmt");
+    assert_eq!(fmt.len(), 1, "exactly the WARN one (DEBUG is filtered)");
+    assert_eq!(fmt[0]["level"], "WARN");
+    assert_eq!(fmt[0]["message"], "formatted 7 and seven");
+    assert_eq!(fmt[0]["line"], json!(line_fmt));
+    assert!(fmt[0]["file"].as_str().unwrap().ends_with("demo.c"));
+    assert_eq!(fmt[0]["scope_id"], child_id.as_str());
+    let rt = find(&|r| r["target"] == "demo::runtime");
+    assert_eq!(rt.len(), 1);
+    assert_eq!(rt[0]["level"], "ERROR");
+    assert_eq!(rt[0]["message"], "runtime message");
+    assert_eq!(rt[0]["fields"], json!({"path": "/runtime"}));
+    assert_eq!(rt[0]["scope_id"], child_id.as_str());
+    let child_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == child_id.as_str());
+    assert_eq!(child_close.len(), 1);
+    assert_eq!(child_close[0]["outcome"], "error");
+
+    // The workers: a scope each under the root (through its traceparent),
+    // their events in it, from threads of their own.
+    let mut tids = BTreeSet::new();
+    for (n, id) in &worker_ids {
+        let open = find(&|r| r["kind"] == "scope_open" && r["scope_id"] == id.as_str());
+        assert_eq!(open.len(), 1, "worker {n}");
+        assert_eq!(open[0]["name"], format!("worker-{n}"));
+        assert_eq!(open[0]["parent_id"], root_id.as_str());
+        assert_eq!(open[0]["trace_id"], trace.as_str());
+        assert_eq!(open[0]["fields"], json!({"worker": n}));
+        assert_ne!(open[0]["tid"], main_tid);
+        tids.insert(open[0]["tid"].as_u64().unwrap());
+        let ticks = find(&|r| r["message"] == "tick" && r["scope_id"] == id.as_str());
+        assert_eq!(ticks.len(), PER_THREAD, "worker {n}");
+        let is: BTreeSet<i64> = ticks
+            .iter()
+            .map(|t| {
+                assert_eq!(t["fields"]["thread"], json!(n));
+                assert_eq!(t["tid"], open[0]["tid"]);
+                assert_eq!(t["target"], "demo::worker");
+                t["fields"]["i"].as_i64().unwrap()
+            })
+            .collect();
+        assert_eq!(is, (0..PER_THREAD as i64).collect());
+        let close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == id.as_str());
+        assert_eq!(close.len(), 1);
+        assert_eq!(close[0]["outcome"], "ok");
+    }
+    assert_eq!(tids.len(), NTHREADS, "each worker on its own thread");
+
+    let root_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == root_id.as_str());
+    assert_eq!(root_close.len(), 1);
+    assert_eq!(root_close[0]["outcome"], "ok");
+    assert!(root_close[0]["duration_ns"].as_u64().is_some(), "{}", root_close[0]);
+}
