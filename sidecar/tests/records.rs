@@ -15,7 +15,9 @@ fn events_with_typed_fields() {
         Level::Warn,
         "app::db",
         42,
-        &["message", "i", "u", "f", "ok", "s", "dbg", "wide", "huge", "neg_wide"],
+        &[
+            "message", "i", "u", "f", "ok", "s", "dbg", "wide", "huge", "neg_wide",
+        ],
     );
     let ring = c.ring(MIN_DATA_BYTES * 4, 1);
     let tid = gettid();
@@ -65,7 +67,11 @@ fn events_with_typed_fields() {
             "field200": 1, "late": "named at run time",
         })
     );
-    assert_eq!(r["fields"]["u"].as_u64(), Some(u64::MAX), "u64 stays a JSON number");
+    assert_eq!(
+        r["fields"]["u"].as_u64(),
+        Some(u64::MAX),
+        "u64 stays a JSON number"
+    );
     for (n, r) in recs[1..].iter().enumerate() {
         assert_eq!(r["fields"], json!({ "i": n }));
         assert!(r.get("message").is_none());
@@ -79,7 +85,14 @@ fn events_with_typed_fields() {
 fn scopes_open_record_close_and_abandoned() {
     let mut sc = Sidecar::start("scopes");
     let mut c = TestClient::connect(&sc.socket, "svc-scopes").expect("welcome");
-    let span = c.site(CallsiteKind::Scope, Level::Info, "handle_request", "app::http", 7, &["path", "status"]);
+    let span = c.site(
+        CallsiteKind::Scope,
+        Level::Info,
+        "handle_request",
+        "app::http",
+        7,
+        &["path", "status"],
+    );
     let ev = c.event_site(Level::Info, "app::http", 9, &["message"]);
     let ring = c.ring(MIN_DATA_BYTES * 4, 1);
     let trace = [0xab; 16];
@@ -94,15 +107,41 @@ fn scopes_open_record_close_and_abandoned() {
         trace,
         remote_parent: parent == 0x77,
     };
-    c.frame(&ring, &open(0x11, 0x77, t0), &[Field::Idx(0, Value::Str("/a"))]);
+    c.frame(
+        &ring,
+        &open(0x11, 0x77, t0),
+        &[Field::Idx(0, Value::Str("/a"))],
+    );
     c.frame(&ring, &open(0x22, 0x11, t0 + 10), &[]);
     c.frame(
         &ring,
-        &Head::Event { callsite: ev, ts: t0 + 20, tid, scope: 0x22, trace: Some(trace) },
+        &Head::Event {
+            callsite: ev,
+            ts: t0 + 20,
+            tid,
+            scope: 0x22,
+            trace: Some(trace),
+        },
         &[Field::Idx(0, Value::Str("inside"))],
     );
-    c.frame(&ring, &Head::ScopeRecord { scope: 0x11, ts: t0 + 30 }, &[Field::Idx(1, Value::U64(200))]);
-    c.frame(&ring, &Head::ScopeClose { scope: 0x22, ts: t0 + 1_500, tid, outcome: Outcome::Error }, &[]);
+    c.frame(
+        &ring,
+        &Head::ScopeRecord {
+            scope: 0x11,
+            ts: t0 + 30,
+        },
+        &[Field::Idx(1, Value::U64(200))],
+    );
+    c.frame(
+        &ring,
+        &Head::ScopeClose {
+            scope: 0x22,
+            ts: t0 + 1_500,
+            tid,
+            outcome: Outcome::Error,
+        },
+        &[],
+    );
     // 0x11 stays open: abandoned when the client goes.
     let recs = sc.wait_for(5, of("svc-scopes"));
     let (o1, o2, e, rec, close) = (&recs[0], &recs[1], &recs[2], &recs[3], &recs[4]);
@@ -118,7 +157,10 @@ fn scopes_open_record_close_and_abandoned() {
     assert_eq!(e["kind"], "event");
     assert_eq!(e["message"], "inside");
     assert_eq!(e["scope_id"], "0000000000000022");
-    assert_eq!(e["parent_id"], "0000000000000011", "an event carries its scope's parent");
+    assert_eq!(
+        e["parent_id"], "0000000000000011",
+        "an event carries its scope's parent"
+    );
     assert_eq!(e["trace_id"], o1["trace_id"]);
     assert_eq!(rec["kind"], "scope_record");
     assert_eq!(rec["fields"], json!({"status": 200}));
@@ -137,7 +179,13 @@ fn scopes_open_record_close_and_abandoned() {
     assert_eq!(ab[0]["service"], "svc-scopes");
     assert!(ab[0]["duration_ns"].as_u64().is_some());
     assert!(sc.terminate().success());
-    assert_eq!(sc.seen.iter().filter(|v| v["outcome"] == "abandoned").count(), 1);
+    assert_eq!(
+        sc.seen
+            .iter()
+            .filter(|v| v["outcome"] == "abandoned")
+            .count(),
+        1
+    );
 }
 
 #[test]
@@ -146,18 +194,39 @@ fn loss_counter_becomes_a_loss_record() {
     let mut c = TestClient::connect(&sc.socket, "svc-loss").expect("welcome");
     let site = c.event_site(Level::Info, "t", 1, &["message"]);
     let ring = c.ring(MIN_DATA_BYTES, 3);
-    ring.hdr.prod.owner_tid.store(4242, std::sync::atomic::Ordering::Relaxed);
-    ring.hdr.prod.dropped.fetch_add(7, std::sync::atomic::Ordering::Relaxed);
-    c.event(&ring, site, now_ns(), 4242, &[Field::Idx(0, Value::Str("after the loss"))]);
+    ring.hdr
+        .prod
+        .owner_tid
+        .store(4242, std::sync::atomic::Ordering::Relaxed);
+    ring.hdr
+        .prod
+        .dropped
+        .fetch_add(7, std::sync::atomic::Ordering::Relaxed);
+    c.event(
+        &ring,
+        site,
+        now_ns(),
+        4242,
+        &[Field::Idx(0, Value::Str("after the loss"))],
+    );
     let loss = sc.wait_for(1, |v| v["kind"] == "loss");
     let l = &loss[0];
     assert_eq!(l["level"], "WARN");
     assert_eq!(l["service"], "svc-loss");
     assert_eq!(l["tid"], 4242);
     assert_eq!(l["fields"], json!({"lost": 7, "ring": 3}));
-    assert_eq!(l["message"], format!("7 records lost by pid {} thread 4242 (ring full)", std::process::id()));
+    assert_eq!(
+        l["message"],
+        format!(
+            "7 records lost by pid {} thread 4242 (ring full)",
+            std::process::id()
+        )
+    );
     // more losses later: only the increase is reported
-    ring.hdr.prod.dropped.fetch_add(5, std::sync::atomic::Ordering::Relaxed);
+    ring.hdr
+        .prod
+        .dropped
+        .fetch_add(5, std::sync::atomic::Ordering::Relaxed);
     c.event(&ring, site, now_ns(), 4242, &[]);
     let loss = sc.wait_for(2, |v| v["kind"] == "loss");
     assert_eq!(loss[1]["fields"]["lost"], 5);
@@ -179,17 +248,35 @@ fn a_ring_really_filled_reports_what_it_dropped() {
     for n in 0..pushes {
         let mut e = distlog::wire::Encoder::new(
             &mut buf,
-            &Head::Event { callsite: site, ts: now_ns(), tid: 1, scope: 0, trace: None },
+            &Head::Event {
+                callsite: site,
+                ts: now_ns(),
+                tid: 1,
+                scope: 0,
+                trace: None,
+            },
         );
         e.field(&Field::Idx(0, Value::U64(n)));
         ring.push_raw(None, e.finish().unwrap()); // no wake-up: the backstop must find them
     }
-    let dropped = ring.hdr.prod.dropped.load(std::sync::atomic::Ordering::Relaxed);
-    let written = ring.hdr.prod.written.load(std::sync::atomic::Ordering::Relaxed);
+    let dropped = ring
+        .hdr
+        .prod
+        .dropped
+        .load(std::sync::atomic::Ordering::Relaxed);
+    let written = ring
+        .hdr
+        .prod
+        .written
+        .load(std::sync::atomic::Ordering::Relaxed);
     assert_eq!(dropped + written, pushes);
     sc.wait_until("all records and losses", |all| {
         let ev = all.iter().filter(|v| v["kind"] == "event").count() as u64;
-        let lost: u64 = all.iter().filter(|v| v["kind"] == "loss").map(|v| v["fields"]["lost"].as_u64().unwrap()).sum();
+        let lost: u64 = all
+            .iter()
+            .filter(|v| v["kind"] == "loss")
+            .map(|v| v["fields"]["lost"].as_u64().unwrap())
+            .sum();
         ev == written && lost == dropped
     });
     drop(c);
@@ -201,9 +288,14 @@ fn tsc_timestamps_are_converted() {
     #[cfg(target_arch = "x86_64")]
     {
         let mut sc = Sidecar::start("tsc");
-        let mut c =
-            TestClient::connect_with(&sc.socket, "svc-tsc", distlog::wire::PROTOCOL_VERSION, new_table(8192), true)
-                .expect("welcome");
+        let mut c = TestClient::connect_with(
+            &sc.socket,
+            "svc-tsc",
+            distlog::wire::PROTOCOL_VERSION,
+            new_table(8192),
+            true,
+        )
+        .expect("welcome");
         let site = c.event_site(Level::Debug, "t", 1, &[]);
         let ring = c.ring(MIN_DATA_BYTES, 1);
         let before = now_ns();
@@ -215,7 +307,12 @@ fn tsc_timestamps_are_converted() {
         let ts: Timestamp = r[0]["ts"].as_str().unwrap().parse().unwrap();
         // A sanity bound on the conversion (a wrong rate or offset is off by
         // far more than a minute), not a timing assertion.
-        assert!(ts.0.abs_diff(before) < 60_000_000_000, "{} vs {}", ts, Timestamp(before));
+        assert!(
+            ts.0.abs_diff(before) < 60_000_000_000,
+            "{} vs {}",
+            ts,
+            Timestamp(before)
+        );
         assert_eq!(r[0]["level"], "DEBUG");
         drop(c);
         assert!(sc.terminate().success());

@@ -28,7 +28,10 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 /// A fresh, unique directory under the system temp dir.
 pub fn temp_dir(tag: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     let d = std::env::temp_dir().join(format!("distlogd-{tag}-{}-{n}-{nanos}", std::process::id()));
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -37,13 +40,22 @@ pub fn temp_dir(tag: &str) -> PathBuf {
 /// A unique ring id.
 pub fn ring_id() -> [u64; 2] {
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64;
-    [t ^ (u64::from(std::process::id()) << 32), n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1]
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    [
+        t ^ (u64::from(std::process::id()) << 32),
+        n.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+    ]
 }
 
 /// `CLOCK_REALTIME` in ns.
 pub fn now_ns() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
 }
 
 /// A running `distlogd run --stdout`.
@@ -69,6 +81,19 @@ impl Sidecar {
 
     /// Start a sidecar on `socket`; `Err(stderr)` if it exits first.
     pub fn start_at(socket: &Path) -> Result<Sidecar, String> {
+        Self::spawn(socket, true)
+    }
+
+    /// Start a sidecar whose stdout pipe is closed at once (a reader that
+    /// went away).
+    pub fn start_with_closed_stdout(tag: &str) -> Sidecar {
+        let dir = temp_dir(tag);
+        let mut s = Sidecar::spawn(&dir.join("distlogd.sock"), false).expect("sidecar starts");
+        s.own_dir = true;
+        s
+    }
+
+    fn spawn(socket: &Path, read_stdout: bool) -> Result<Sidecar, String> {
         let mut child = Command::new(env!("CARGO_BIN_EXE_distlogd"))
             .args(["run", "--stdout", "--socket"])
             .arg(socket)
@@ -79,14 +104,18 @@ impl Sidecar {
             .expect("spawn distlogd");
         let (tx, lines) = mpsc::channel();
         let out = child.stdout.take().unwrap();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
+        if !read_stdout {
+            drop(out);
+        } else {
+            std::thread::spawn(move || {
+                for line in BufReader::new(out).lines() {
+                    let Ok(line) = line else { break };
+                    if tx.send(line).is_err() {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         let stderr = Arc::new(Mutex::new(String::new()));
         let err = child.stderr.take().unwrap();
         let e2 = stderr.clone();
@@ -116,7 +145,11 @@ impl Sidecar {
                 std::thread::sleep(Duration::from_millis(50));
                 return Err(format!("exited {st}: {}", s.stderr()));
             }
-            assert!(Instant::now() < deadline, "sidecar did not start: {}", s.stderr());
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not start: {}",
+                s.stderr()
+            );
             std::thread::sleep(Duration::from_millis(5));
         }
     }
@@ -134,16 +167,22 @@ impl Sidecar {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(line) => {
-                    let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("stdout line {line:?}: {e}"));
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| panic!("stdout line {line:?}: {e}"));
                     assert!(v.is_object(), "{line}");
                     // every line also parses as the sidecar's own Record
-                    distlogd::record::Record::from_json(&line).unwrap_or_else(|e| panic!("{line}: {e}"));
+                    distlogd::record::Record::from_json(&line)
+                        .unwrap_or_else(|e| panic!("{line}: {e}"));
                     self.seen.push(v);
                 }
                 Err(_) => panic!(
                     "watchdog: waiting for {what}; got {} records:\n{}\nstderr:\n{}",
                     self.seen.len(),
-                    self.seen.iter().map(|v| v.to_string()).collect::<Vec<_>>().join("\n"),
+                    self.seen
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                     self.stderr()
                 ),
             }
@@ -153,7 +192,9 @@ impl Sidecar {
 
     /// Wait until at least `n` records satisfy `pred`; return those.
     pub fn wait_for(&mut self, n: usize, pred: impl Fn(&Value) -> bool) -> Vec<Value> {
-        self.wait_until(&format!("{n} matching records"), |all| all.iter().filter(|v| pred(v)).count() >= n);
+        self.wait_until(&format!("{n} matching records"), |all| {
+            all.iter().filter(|v| pred(v)).count() >= n
+        });
         self.seen.iter().filter(|v| pred(v)).cloned().collect()
     }
 
@@ -167,7 +208,11 @@ impl Sidecar {
     /// SIGTERM and wait for the exit (watchdog); reads remaining stdout.
     pub fn terminate(&mut self) -> ExitStatus {
         let child = self.child.as_mut().expect("running");
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::SIGTERM).unwrap();
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(child.id() as i32),
+            nix::sys::signal::SIGTERM,
+        )
+        .unwrap();
         let st = self.wait_exit();
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.seen.push(serde_json::from_str(&line).unwrap());
@@ -184,7 +229,11 @@ impl Sidecar {
                 self.child = None;
                 return st;
             }
-            assert!(Instant::now() < deadline, "sidecar did not exit: {}", self.stderr.lock().unwrap());
+            assert!(
+                Instant::now() < deadline,
+                "sidecar did not exit: {}",
+                self.stderr.lock().unwrap()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
     }
@@ -251,10 +300,17 @@ pub fn new_table(len: usize) -> &'static Segment {
 
 /// Make a ring segment (header initialised).
 pub fn new_ring_seg(data_bytes: usize, index: u32, flags: u32) -> (&'static Segment, [u64; 2]) {
-    let seg: &'static Segment = Box::leak(Box::new(Segment::create("distlog-ring", HEADER_BYTES + data_bytes).unwrap()));
+    let seg: &'static Segment = Box::leak(Box::new(
+        Segment::create("distlog-ring", HEADER_BYTES + data_bytes).unwrap(),
+    ));
     let id = ring_id();
     // SAFETY: as in `new_table`.
-    unsafe { std::ptr::write(seg.as_ptr() as *mut RingHeader, RingHeader::new(data_bytes, id, flags, index)) };
+    unsafe {
+        std::ptr::write(
+            seg.as_ptr() as *mut RingHeader,
+            RingHeader::new(data_bytes, id, flags, index),
+        )
+    };
     (seg, id)
 }
 
@@ -264,8 +320,15 @@ impl TestRing {
         // SAFETY: the segment holds an initialised RingHeader and lives forever.
         let hdr: &'static RingHeader = unsafe { &*(seg.as_ptr() as *const RingHeader) };
         // SAFETY: the data region is inside the leaked mapping.
-        let mem = unsafe { RawMemory::new(seg.as_ptr().add(HEADER_BYTES), seg.len() - HEADER_BYTES) };
-        TestRing { seg, hdr, mem, writer: Writer::new(hdr, mem), index: hdr.stat.index }
+        let mem =
+            unsafe { RawMemory::new(seg.as_ptr().add(HEADER_BYTES), seg.len() - HEADER_BYTES) };
+        TestRing {
+            seg,
+            hdr,
+            mem,
+            writer: Writer::new(hdr, mem),
+            index: hdr.stat.index,
+        }
     }
 
     /// Push a raw payload; signal the sidecar if it sleeps.
@@ -282,7 +345,13 @@ impl TestRing {
 impl TestClient {
     /// Connect and say hello; `Err(reason)` if refused.
     pub fn connect(socket: &Path, service: &str) -> Result<TestClient, String> {
-        Self::connect_with(socket, service, PROTOCOL_VERSION, new_table(64 << 10), false)
+        Self::connect_with(
+            socket,
+            service,
+            PROTOCOL_VERSION,
+            new_table(64 << 10),
+            false,
+        )
     }
 
     /// Connect with a given version and table segment.
@@ -302,7 +371,8 @@ impl TestClient {
             clock_tsc,
             library: "distlogd tests".into(),
         };
-        proto::send(sock.as_fd(), &hello, &[table_seg.fd()]).map_err(|e| format!("send hello: {e}"))?;
+        proto::send(sock.as_fd(), &hello, &[table_seg.fd()])
+            .map_err(|e| format!("send hello: {e}"))?;
         let mut rx = Receiver::new();
         let (reply, mut fds): (SidecarMsg, _) = match rx.recv(sock.as_fd()) {
             Ok(r) => r,
@@ -314,10 +384,14 @@ impl TestClient {
                 assert_eq!(v, version);
                 assert_eq!(fds.len(), 1, "welcome carries the wake eventfd");
                 // SAFETY: the header is at the start of the leaked mapping.
-                let hdr: &'static TableHeader = unsafe { &*(table_seg.as_ptr() as *const TableHeader) };
+                let hdr: &'static TableHeader =
+                    unsafe { &*(table_seg.as_ptr() as *const TableHeader) };
                 // SAFETY: the entry region is inside the leaked mapping.
                 let mem = unsafe {
-                    RawMemory::new(table_seg.as_ptr().add(TABLE_HEADER_BYTES), table_seg.len() - TABLE_HEADER_BYTES)
+                    RawMemory::new(
+                        table_seg.as_ptr().add(TABLE_HEADER_BYTES),
+                        table_seg.len() - TABLE_HEADER_BYTES,
+                    )
                 };
                 Ok(TestClient {
                     sock,
@@ -340,7 +414,15 @@ impl TestClient {
     }
 
     /// Define a call site.
-    pub fn site(&mut self, kind: CallsiteKind, level: Level, name: &str, target: &str, line: u32, fields: &[&str]) -> u32 {
+    pub fn site(
+        &mut self,
+        kind: CallsiteKind,
+        level: Level,
+        name: &str,
+        target: &str,
+        line: u32,
+        fields: &[&str],
+    ) -> u32 {
         let mut def = CallsiteDef {
             id: 0,
             kind,
@@ -368,7 +450,17 @@ impl TestClient {
 
     /// Push an event with the given head values and fields.
     pub fn event(&self, ring: &TestRing, callsite: u32, ts: u64, tid: u32, fields: &[Field<'_>]) {
-        self.frame(ring, &Head::Event { callsite, ts, tid, scope: 0, trace: None }, fields);
+        self.frame(
+            ring,
+            &Head::Event {
+                callsite,
+                ts,
+                tid,
+                scope: 0,
+                trace: None,
+            },
+            fields,
+        );
     }
 
     /// Push any frame.
@@ -385,7 +477,10 @@ impl TestClient {
 
     /// Wait until the sidecar closes the connection (watchdog); true if it did.
     pub fn wait_closed(&mut self) -> bool {
-        matches!(self.rx.recv::<SidecarMsg>(self.sock.as_fd()), Err(ProtoError::Closed) | Err(ProtoError::Io(_)))
+        matches!(
+            self.rx.recv::<SidecarMsg>(self.sock.as_fd()),
+            Err(ProtoError::Closed) | Err(ProtoError::Io(_))
+        )
     }
 }
 
@@ -394,4 +489,5 @@ pub fn gettid() -> u32 {
     nix::unistd::gettid().as_raw() as u32
 }
 
+#[allow(unused_imports)]
 pub use ring::{FLAG_SHARED, MIN_DATA_BYTES};
