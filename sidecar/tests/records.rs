@@ -318,3 +318,24 @@ fn tsc_timestamps_are_converted() {
         assert!(sc.terminate().success());
     }
 }
+
+#[test]
+fn pid_from_another_namespace_is_marked_unverified() {
+    // The sidecar in a pid namespace of its own cannot see our pid:
+    // SO_PEERCRED reports 0 and the hello's pid is used, marked.
+    let wrapper = ["unshare", "--pid", "--fork", "--kill-child"];
+    let mut sc = match Sidecar::start_wrapped("pidns", &wrapper) {
+        Ok(sc) => sc,
+        Err(e) => {
+            eprintln!("skipped: cannot run the sidecar in a new pid namespace here: {e}");
+            return;
+        }
+    };
+    let mut c = TestClient::connect(&sc.socket, "svc-pidns").expect("welcome");
+    let site = c.event_site(Level::Info, "t", 1, &[]);
+    let ring = c.ring(MIN_DATA_BYTES, 1);
+    c.event(&ring, site, now_ns(), 1, &[]);
+    let r = sc.wait_for(1, of("svc-pidns"));
+    assert_eq!(r[0]["pid"], std::process::id());
+    assert_eq!(r[0]["pid_unverified"], true);
+}

@@ -318,3 +318,20 @@ fn garbage_in_a_ring_cuts_off_that_client_only() {
         sc.stderr()
     );
 }
+
+#[test]
+fn a_silent_connection_is_closed_after_the_hello_timeout() {
+    let mut sc = Sidecar::start("silent");
+    let s = UnixStream::connect(&sc.socket).unwrap();
+    s.set_read_timeout(Some(WATCHDOG)).unwrap();
+    // half a hello: a length prefix and nothing more
+    nix::unistd::write(&s, &100u32.to_le_bytes()).unwrap();
+    let r = Receiver::new().recv::<SidecarMsg>(s.as_fd());
+    assert!(
+        matches!(r, Err(distlog::proto::ProtoError::Closed)),
+        "closed by the sidecar: {r:?}"
+    );
+    assert!(sc.stderr().contains("no hello within"), "{}", sc.stderr());
+    good_client_roundtrip(&mut sc, "svc-after-silent", 2);
+    assert!(sc.terminate().success());
+}

@@ -81,20 +81,38 @@ impl Sidecar {
 
     /// Start a sidecar on `socket`; `Err(stderr)` if it exits first.
     pub fn start_at(socket: &Path) -> Result<Sidecar, String> {
-        Self::spawn(socket, true)
+        Self::spawn(socket, true, &[])
+    }
+
+    /// Start a sidecar in a new temp dir under a wrapper command (e.g.
+    /// `unshare --pid --fork`); `Err(stderr)` if it exits first.
+    pub fn start_wrapped(tag: &str, wrapper: &[&str]) -> Result<Sidecar, String> {
+        let dir = temp_dir(tag);
+        let mut s = Sidecar::spawn(&dir.join("distlogd.sock"), true, wrapper)?;
+        s.own_dir = true;
+        Ok(s)
     }
 
     /// Start a sidecar whose stdout pipe is closed at once (a reader that
     /// went away).
     pub fn start_with_closed_stdout(tag: &str) -> Sidecar {
         let dir = temp_dir(tag);
-        let mut s = Sidecar::spawn(&dir.join("distlogd.sock"), false).expect("sidecar starts");
+        let mut s = Sidecar::spawn(&dir.join("distlogd.sock"), false, &[]).expect("sidecar starts");
         s.own_dir = true;
         s
     }
 
-    fn spawn(socket: &Path, read_stdout: bool) -> Result<Sidecar, String> {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_distlogd"))
+    fn spawn(socket: &Path, read_stdout: bool, wrapper: &[&str]) -> Result<Sidecar, String> {
+        let bin = env!("CARGO_BIN_EXE_distlogd");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["run", "--stdout", "--socket"])
             .arg(socket)
             .stdin(Stdio::null())
