@@ -1,0 +1,936 @@
+//! `bench-runner SUBCOMMAND`: one workload per process (a global
+//! subscriber, a logger, a sidecar per run), results as JSON lines on
+//! stdout. `scripts/bench` runs every subcommand and then `report`.
+//!
+//! `BENCH_QUICK=1` shrinks every workload to a smoke run of a few
+//! milliseconds (CI: the benches cannot rot; no timing is asserted).
+
+use std::io::{BufRead, BufReader, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use distlog_benches::{floor, measure, measure_with, realtime_ns, tracing_event, Sample, Stats};
+
+mod report;
+
+fn quick() -> bool {
+    std::env::var_os("BENCH_QUICK").is_some_and(|v| v != "0")
+}
+
+/// (batches, batch size) for a latency workload.
+fn shape() -> (usize, usize) {
+    if quick() {
+        (50, 32)
+    } else {
+        (20_000, 100)
+    }
+}
+
+fn die(msg: &str) -> ! {
+    eprintln!("bench-runner: {msg}");
+    std::process::exit(2)
+}
+
+fn arg(args: &[String], name: &str) -> Option<String> {
+    args.iter()
+        .position(|a| a == name)
+        .and_then(|i| args.get(i + 1).cloned())
+}
+
+fn arg_or<T: std::str::FromStr>(args: &[String], name: &str, dflt: T) -> T {
+    arg(args, name).and_then(|v| v.parse().ok()).unwrap_or(dflt)
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first().cloned() else {
+        die("usage: bench-runner SUBCOMMAND [ARGS] (see src/bin/bench-runner.rs)")
+    };
+    match cmd.as_str() {
+        "floor" => bench_floor(),
+        "tracing-noop" => bench_tracing_noop(),
+        "tracing-disabled" => bench_tracing_disabled(),
+        "tracing-fmt" => bench_tracing_fmt(&args),
+        "ftlog" => bench_ftlog(&args),
+        "log-file" => bench_log_file(&args),
+        "fastrace" => bench_fastrace(),
+        "distlog-enabled" => bench_distlog_enabled(),
+        "distlog-drop" => bench_distlog_drop(),
+        "distlog-disabled" => bench_distlog_disabled(),
+        "distlog-scope" => bench_distlog_scope(),
+        "distlog-threads" => bench_distlog_threads(),
+        "drain" => bench_drain(&args),
+        "e2e" => bench_e2e(&args),
+        "overload" => bench_overload(&args),
+        "memory" => bench_memory(&args),
+        "load-client" => load_client(&args),
+        "count" => count_ops(&args),
+        "report" => report::main(&args),
+        other => die(&format!("unknown subcommand {other:?}")),
+    }
+}
+
+// ---------------------------------------------------------------- peers
+
+fn bench_floor() {
+    let (b, n) = shape();
+    let s = measure(b, n, |i| floor::op(i, 42, 7));
+    Sample::new("floor", "rust-floor", s).emit();
+}
+
+/// A subscriber that says "enabled" to everything and does nothing.
+struct NoopEnabled;
+
+impl tracing_core::Subscriber for NoopEnabled {
+    fn register_callsite(
+        &self,
+        _: &'static tracing_core::Metadata<'static>,
+    ) -> tracing_core::Interest {
+        tracing_core::Interest::always()
+    }
+    fn enabled(&self, _: &tracing_core::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing_core::span::Attributes<'_>) -> tracing_core::span::Id {
+        tracing_core::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Id) {}
+    fn event(&self, e: &tracing_core::Event<'_>) {
+        std::hint::black_box(e);
+    }
+    fn enter(&self, _: &tracing_core::span::Id) {}
+    fn exit(&self, _: &tracing_core::span::Id) {}
+}
+
+fn bench_tracing_noop() {
+    tracing::subscriber::set_global_default(NoopEnabled).unwrap_or_else(|e| die(&e.to_string()));
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    Sample::new("rust.enabled", "tracing-noop", s).emit();
+    let s = measure(b / 4, n, |i| {
+        let span = tracing::info_span!(target: "bench", "work", a = i as i64);
+        let g = span.enter();
+        drop(g);
+        drop(span);
+    });
+    Sample::new("rust.scope", "tracing-noop", s).emit();
+}
+
+/// Directives of every "disabled" workload: level `info`, and target
+/// `bench::off` at `warn` (an `info!` there is disabled by target).
+const DISABLED_DIRECTIVES: &str = "info,bench::off=warn";
+
+fn disabled_workloads(imp: &str) {
+    let (b, n) = shape();
+    let s = measure(
+        b,
+        n,
+        |i| tracing::debug!(target: "bench", a = i as i64, b = 42u64, s = "short", "message text"),
+    );
+    Sample::new("rust.disabled.level", imp, s).emit();
+    let s = measure(
+        b,
+        n,
+        |i| tracing::info!(target: "bench::off", a = i as i64, b = 42u64, s = "short", "message text"),
+    );
+    Sample::new("rust.disabled.target", imp, s).emit();
+}
+
+fn bench_tracing_disabled() {
+    let filter = tracing_subscriber::EnvFilter::new(DISABLED_DIRECTIVES);
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::sink)
+        .init();
+    disabled_workloads("tracing-fmt+EnvFilter");
+}
+
+fn tmpdir(args: &[String]) -> PathBuf {
+    let d = arg(args, "--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    std::fs::create_dir_all(&d).unwrap_or_else(|e| die(&format!("{}: {e}", d.display())));
+    d
+}
+
+fn bench_tracing_fmt(args: &[String]) {
+    let dir = tmpdir(args);
+    let appender = tracing_appender::rolling::never(&dir, "tracing-fmt.log");
+    let (nb, guard) = tracing_appender::non_blocking(appender);
+    let errors = nb.error_counter();
+    tracing_subscriber::fmt()
+        .json()
+        .with_writer(nb)
+        .with_max_level(tracing::Level::INFO)
+        .init();
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    drop(guard);
+    Sample::new("rust.enabled", "tracing-fmt-json+non_blocking", s)
+        .with("dropped_lines", errors.dropped_lines() as u64)
+        .emit();
+}
+
+fn bench_ftlog(args: &[String]) {
+    let dir = tmpdir(args);
+    let guard = ftlog::builder()
+        .max_log_level(ftlog::LevelFilter::Info)
+        .bounded(100_000, false)
+        .root(ftlog::appender::FileAppender::new(dir.join("ftlog.log")))
+        .try_init()
+        .unwrap_or_else(|e| die(&e.to_string()));
+    let (b, n) = shape();
+    let s = measure(
+        b,
+        n,
+        |i| log::info!(target: "bench", "message text a={} b={} s={}", i as i64, 42u64, "short"),
+    );
+    drop(guard);
+    Sample::new("rust.enabled", "ftlog", s).emit();
+}
+
+/// `log` with the simplest useful file logger: format the line under a
+/// mutex into a `BufWriter<File>`.
+struct FileLogger(std::sync::Mutex<std::io::BufWriter<std::fs::File>>);
+
+impl log::Log for FileLogger {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info
+    }
+    fn log(&self, r: &log::Record<'_>) {
+        if !self.enabled(r.metadata()) {
+            return;
+        }
+        let ts = realtime_ns();
+        let mut w = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = writeln!(w, "{ts} {} {} {}", r.level(), r.target(), r.args());
+    }
+    fn flush(&self) {
+        let _ = self.0.lock().unwrap_or_else(|e| e.into_inner()).flush();
+    }
+}
+
+fn bench_log_file(args: &[String]) {
+    let dir = tmpdir(args);
+    let f = std::fs::File::create(dir.join("log-file.log")).unwrap_or_else(|e| die(&e.to_string()));
+    let logger: &'static FileLogger = Box::leak(Box::new(FileLogger(std::sync::Mutex::new(
+        std::io::BufWriter::new(f),
+    ))));
+    log::set_logger(logger).unwrap_or_else(|e| die(&e.to_string()));
+    log::set_max_level(log::LevelFilter::Info);
+    let (b, n) = shape();
+    let s = measure(
+        b,
+        n,
+        |i| log::info!(target: "bench", "message text a={} b={} s={}", i as i64, 42u64, "short"),
+    );
+    log::logger().flush();
+    Sample::new("rust.enabled", "log+file", s).emit();
+}
+
+struct NullReporter;
+impl fastrace::collector::Reporter for NullReporter {
+    fn report(&mut self, spans: Vec<fastrace::collector::SpanRecord>) {
+        std::hint::black_box(spans);
+    }
+}
+
+fn bench_fastrace() {
+    use fastrace::prelude::*;
+    fastrace::set_reporter(NullReporter, fastrace::collector::Config::default());
+    let (b, n) = shape();
+    // A root per batch (made and dropped outside the timed region), so
+    // the collected spans do not pile up.
+    let mut root: Option<(Span, fastrace::local::LocalParentGuard)> = None;
+    let mut fresh = || {
+        root = None;
+        let r = Span::root("root", SpanContext::random());
+        let g = r.set_local_parent();
+        root = Some((r, g));
+    };
+    fresh();
+    let s = measure_with(
+        b / 4,
+        n,
+        |_| {
+            drop(std::hint::black_box(LocalSpan::enter_with_local_parent(
+                "work",
+            )))
+        },
+        &mut fresh,
+    );
+    Sample::new("rust.scope", "fastrace-LocalSpan", s).emit();
+    let s = measure_with(
+        b / 4,
+        n,
+        |_| {
+            let sp = Span::enter_with_local_parent("work");
+            let g = sp.set_local_parent();
+            drop(g);
+            drop(std::hint::black_box(sp));
+        },
+        &mut fresh,
+    );
+    Sample::new("rust.scope", "fastrace-Span", s).emit();
+    drop(root);
+    fastrace::flush();
+}
+
+// ---------------------------------------------------------------- distlog
+
+/// Counters of every ring this process has mapped (read straight from the
+/// ring headers in our own mappings): (written, dropped, rings).
+fn ring_counters() -> (u64, u64, usize) {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    let (mut w, mut d, mut n) = (0, 0, 0);
+    for l in maps.lines() {
+        if !l.contains("memfd:") {
+            continue;
+        }
+        let Some((range, _)) = l.split_once(' ') else {
+            continue;
+        };
+        let Some((a, b)) = range.split_once('-') else {
+            continue;
+        };
+        let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) else {
+            continue;
+        };
+        if b - a < distlog::ring::HEADER_BYTES
+            || !l
+                .split_whitespace()
+                .nth(1)
+                .is_some_and(|p| p.starts_with('r'))
+        {
+            continue;
+        }
+        // SAFETY: the range is a readable mapping of this process (from
+        // /proc/self/maps) of at least a page; the distlog runtime never
+        // unmaps its rings. Magic checked before the header is trusted.
+        let hdr = unsafe { &*(a as *const distlog::ring::RingHeader) };
+        if hdr.stat.magic != distlog::ring::RING_MAGIC {
+            continue;
+        }
+        w += hdr.prod.written.load(Ordering::Relaxed);
+        d += hdr.prod.dropped.load(Ordering::Relaxed);
+        n += 1;
+    }
+    (w, d, n)
+}
+
+/// Start distlog (settings from the environment the caller set) and wait
+/// until a sidecar has our rings when `need_sidecar`.
+fn distlog_start(need_sidecar: bool) -> distlog::Guard {
+    let g = distlog::init("bench").unwrap_or_else(|e| die(&format!("distlog::init: {e}")));
+    if need_sidecar {
+        let end = Instant::now() + Duration::from_secs(10);
+        while !distlog::raw::connected() {
+            if Instant::now() > end {
+                die("no sidecar at DISTLOG_SOCKET (start `distlogd run --socket ...`)");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    g
+}
+
+fn bench_distlog_enabled() {
+    let _g = distlog_start(true);
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    let (w, d, _) = ring_counters();
+    Sample::new("rust.enabled", "distlog", s)
+        .with("written", w)
+        .with("dropped", d)
+        .emit();
+    let s = measure(
+        b,
+        n,
+        |i| log::info!(target: "bench", "message text a={} b={} s={}", i as i64, 42u64, "short"),
+    );
+    let (w2, d2, _) = ring_counters();
+    Sample::new("rust.enabled.log-crate", "distlog", s)
+        .with("written", w2 - w)
+        .with("dropped", d2 - d)
+        .emit();
+}
+
+fn bench_distlog_drop() {
+    // No sidecar and the smallest ring: after the first few dozen records
+    // every call takes the drop path.
+    std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+    std::env::set_var("DISTLOG_RING_BYTES", "4k");
+    let _g = distlog_start(false);
+    for i in 0..1000u64 {
+        tracing_event!(i);
+    }
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    let (w, d, _) = ring_counters();
+    std::mem::forget(_g); // no flush wait: there is no sidecar
+    Sample::new("rust.enabled.drop-path", "distlog", s)
+        .with("written", w)
+        .with("dropped", d)
+        .emit();
+}
+
+fn bench_distlog_disabled() {
+    std::env::set_var("DISTLOG_LOG", DISABLED_DIRECTIVES);
+    let _g = distlog_start(false);
+    disabled_workloads("distlog");
+    std::mem::forget(_g);
+}
+
+fn bench_distlog_scope() {
+    let _g = distlog_start(true);
+    let (b, n) = shape();
+    let s = measure(b / 4, n, |i| {
+        let span = tracing::info_span!(target: "bench", "work", a = i as i64);
+        let g = span.enter();
+        drop(g);
+        drop(span);
+    });
+    let (w, d, _) = ring_counters();
+    Sample::new("rust.scope", "distlog", s)
+        .with("written", w)
+        .with("dropped", d)
+        .emit();
+    let s = measure(b / 4, n, |_| {
+        let span = tracing::info_span!(target: "bench", "work");
+        let g = span.enter();
+        drop(g);
+        drop(span);
+    });
+    Sample::new("rust.scope.nofields", "distlog", s).emit();
+}
+
+fn bench_distlog_threads() {
+    let _g = distlog_start(true);
+    let (b, n) = shape();
+    let one = measure(b, n, |i| tracing_event!(i));
+    distlog::flush(Duration::from_secs(10));
+    let bar = Arc::new(Barrier::new(2));
+    let hs: Vec<_> = (0..2)
+        .map(|_| {
+            let bar = bar.clone();
+            std::thread::spawn(move || {
+                tracing_event!(0u64); // claim the ring outside the timing
+                bar.wait();
+                measure(b, n, |i| tracing_event!(i))
+            })
+        })
+        .collect();
+    let two: Vec<Stats> = hs
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect();
+    let (w, d, _) = ring_counters();
+    Sample::new("rust.threads.1", "distlog", one).emit();
+    let p50 = (two[0].p50 + two[1].p50) / 2.0;
+    let p99 = (two[0].p99 + two[1].p99) / 2.0;
+    let st = Stats {
+        p50,
+        p99,
+        p999: two[0].p999.max(two[1].p999),
+        mean: (two[0].mean + two[1].mean) / 2.0,
+        min: two[0].min.min(two[1].min),
+        n: two[0].n + two[1].n,
+    };
+    Sample::new("rust.threads.2", "distlog", st)
+        .with("t0_p50", two[0].p50)
+        .with("t1_p50", two[1].p50)
+        .with("written", w)
+        .with("dropped", d)
+        .emit();
+}
+
+// ---------------------------------------------------------------- sidecar
+
+/// Where a sidecar's stdout goes.
+#[derive(Clone, Copy, PartialEq)]
+enum Out {
+    /// No `--stdout`: no sink at all (records are drained, decoded and
+    /// turned into records, then dropped).
+    None,
+    /// `--stdout` into /dev/null: JSON formatting and write(2) included.
+    DevNull,
+    /// `--stdout` into a pipe we read.
+    Piped,
+}
+
+struct Sidecar {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Sidecar {
+    fn start(distlogd: &str, out: Out, tag: &str) -> Sidecar {
+        let dir = std::env::temp_dir().join(format!("distlog-bench-{}-{tag}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let socket = dir.join("d.sock");
+        let _ = std::fs::remove_file(&socket);
+        let mut c = Command::new(distlogd);
+        c.args(["run", "--socket"])
+            .arg(&socket)
+            .env_remove("DISTLOG_SOCKET");
+        match out {
+            Out::None => {
+                c.stdout(Stdio::null());
+            }
+            Out::DevNull => {
+                c.arg("--stdout").stdout(Stdio::null());
+            }
+            Out::Piped => {
+                c.arg("--stdout").stdout(Stdio::piped());
+            }
+        }
+        let child = c
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("{distlogd}: {e}")));
+        let end = Instant::now() + Duration::from_secs(10);
+        while !socket.exists() {
+            if Instant::now() > end {
+                die("sidecar did not create its socket");
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::env::set_var("DISTLOG_SOCKET", &socket);
+        Sidecar { child, socket }
+    }
+
+    fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn signal(&self, sig: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        unsafe { libc::kill(self.pid(), sig) };
+    }
+
+    /// SIGTERM, then wait (the sidecar drains before it exits).
+    fn stop(mut self) {
+        self.signal(libc::SIGCONT);
+        self.signal(libc::SIGTERM);
+        let _ = self.child.wait();
+        if let Some(d) = self.socket.parent() {
+            let _ = std::fs::remove_dir_all(d);
+        }
+    }
+}
+
+fn distlogd_path(args: &[String]) -> String {
+    arg(args, "--distlogd").unwrap_or_else(|| "target/release/distlogd".into())
+}
+
+/// utime + stime of a process in seconds.
+fn cpu_secs(pid: i32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let Some(rest) = s.rsplit_once(')').map(|x| x.1) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let t = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    (t(11) + t(12)) / hz
+}
+
+/// Fields of /proc/PID/status in kB.
+fn status_kb(pid: i32, key: &str) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with(key))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Sidecar drain rate: fill big rings while the sidecar is stopped, let it
+/// go, time until every record is read.
+fn bench_drain(args: &[String]) {
+    let out = match arg(args, "--out").as_deref() {
+        Some("devnull") => Out::DevNull,
+        _ => Out::None,
+    };
+    let threads: usize = arg_or(args, "--threads", 4);
+    let per: u64 = arg_or(args, "--records", if quick() { 10_000 } else { 1_000_000 });
+    std::env::set_var("DISTLOG_RING_BYTES", "64m");
+    let sc = Sidecar::start(&distlogd_path(args), out, "drain");
+    let _g = distlog_start(true);
+    let go = Arc::new(Barrier::new(threads + 1));
+    let done = Arc::new(Barrier::new(threads + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|_| {
+            let (go, done) = (go.clone(), done.clone());
+            std::thread::spawn(move || {
+                tracing_event!(0u64);
+                go.wait();
+                for i in 0..per {
+                    tracing_event!(i);
+                }
+                done.wait();
+            })
+        })
+        .collect();
+    // Every ring is claimed and handed over; let the sidecar attach them.
+    std::thread::sleep(Duration::from_millis(300));
+    distlog::flush(Duration::from_secs(5));
+    sc.signal(libc::SIGSTOP);
+    go.wait();
+    done.wait();
+    for h in hs {
+        let _ = h.join();
+    }
+    let (_, dropped, rings) = ring_counters();
+    let cpu0 = cpu_secs(sc.pid());
+    let t0 = Instant::now();
+    sc.signal(libc::SIGCONT);
+    let ok = distlog::flush(Duration::from_secs(120));
+    let wall = t0.elapsed().as_secs_f64();
+    let cpu = cpu_secs(sc.pid()) - cpu0;
+    let n = per * threads as u64;
+    let name = if out == Out::None {
+        "sidecar.drain.nosink"
+    } else {
+        "sidecar.drain.stdout-json"
+    };
+    let rate = n as f64 / wall;
+    Sample::new(
+        name,
+        "distlogd",
+        Stats {
+            p50: rate,
+            p99: rate,
+            p999: rate,
+            mean: rate,
+            min: rate,
+            n: 1,
+        },
+    )
+    .unit("records/s")
+    .with("records", n)
+    .with("wall_s", wall)
+    .with("sidecar_cpu_s", cpu)
+    .with(
+        "records_per_cpu_s",
+        if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
+    )
+    .with("rings", rings as u64)
+    .with("dropped", dropped)
+    .with("complete", ok)
+    .emit();
+    drop(_g);
+    sc.stop();
+}
+
+/// Reads a sidecar's JSON lines: end-to-end latencies of records that
+/// carry `sent_ns`, events counted, losses summed.
+#[derive(Default)]
+struct Tally {
+    lat_us: Vec<f64>,
+    events: u64,
+    lost: u64,
+}
+
+fn find_u64(line: &str, key: &str) -> Option<u64> {
+    let i = line.find(key)? + key.len();
+    let digits: String = line[i..]
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
+    digits.parse().ok()
+}
+
+fn read_sidecar(child: &mut Child) -> std::thread::JoinHandle<Tally> {
+    let out = child
+        .stdout
+        .take()
+        .unwrap_or_else(|| die("sidecar stdout not piped"));
+    std::thread::spawn(move || {
+        let mut t = Tally::default();
+        let mut r = BufReader::with_capacity(1 << 20, out);
+        let mut line = String::new();
+        while r.read_line(&mut line).unwrap_or(0) > 0 {
+            if let Some(sent) = find_u64(&line, "\"sent_ns\":") {
+                let now = realtime_ns();
+                t.lat_us.push(now.saturating_sub(sent) as f64 / 1e3);
+                t.events += 1;
+            } else if line.contains("\"bench_ov\"") || line.contains("overload") {
+                t.events += 1;
+            } else if line.contains("\"kind\":\"loss\"") {
+                t.lost += find_u64(&line, "\"lost\":").unwrap_or(0);
+            }
+            line.clear();
+        }
+        t
+    })
+}
+
+/// End-to-end latency at a fixed rate: the client stamps realtime ns into
+/// a field, we read the sidecar's stdout and subtract.
+fn bench_e2e(args: &[String]) {
+    let rate: u64 = arg_or(args, "--rate", 10_000);
+    let secs: f64 = arg_or(args, "--secs", if quick() { 0.2 } else { 3.0 });
+    std::env::set_var("DISTLOG_RING_BYTES", "4m");
+    let mut sc = Sidecar::start(&distlogd_path(args), Out::Piped, "e2e");
+    let reader = read_sidecar(&mut sc.child);
+    let g = distlog_start(true);
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "e2e");
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    distlog::flush(Duration::from_secs(10));
+    drop(g);
+    sc.signal(libc::SIGTERM);
+    let _ = sc.child.wait();
+    let mut t = reader.join().unwrap_or_default();
+    let s = Stats::of(&mut t.lat_us);
+    Sample::new(&format!("e2e.{}k", rate / 1000), "distlog", s)
+        .unit("us")
+        .with("sent", sent)
+        .with("received", t.events)
+        .with("lost", t.lost)
+        .emit();
+    if let Some(d) = sc.socket.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// Overload: a default (256 KiB) ring, a sidecar that formats JSON into a
+/// pipe, and a client writing as fast as it can. The client's cost must
+/// stay the enabled cost; every record is either delivered or counted lost.
+fn bench_overload(args: &[String]) {
+    std::env::remove_var("DISTLOG_RING_BYTES");
+    let mut sc = Sidecar::start(&distlogd_path(args), Out::Piped, "overload");
+    let reader = read_sidecar(&mut sc.child);
+    let g = distlog_start(true);
+    let (b, n) = shape();
+    let s = measure(
+        b,
+        n,
+        |i| tracing::info!(target: "bench", a = i as i64, b = 42u64, s = "short", "overload"),
+    );
+    // measure() ran b/10+1 warm-up batches too.
+    let written = ((b + b / 10 + 1) * n) as u64;
+    distlog::flush(Duration::from_secs(30));
+    let (w, d, _) = ring_counters();
+    drop(g);
+    // Give the sidecar a moment to turn the final dropped counter into a
+    // loss record, then stop it (it drains before it exits).
+    std::thread::sleep(Duration::from_millis(200));
+    sc.signal(libc::SIGTERM);
+    let _ = sc.child.wait();
+    let t = reader.join().unwrap_or_default();
+    Sample::new("rust.overload", "distlog", s)
+        .with("attempted", written)
+        .with("ring_written", w)
+        .with("ring_dropped", d)
+        .with("delivered", t.events)
+        .with("reported_lost", t.lost)
+        .with("accounted", t.events + t.lost == written)
+        .emit();
+    if let Some(d) = sc.socket.parent() {
+        let _ = std::fs::remove_dir_all(d);
+    }
+}
+
+/// A client for the memory workload: log at `--rate` for `--secs`.
+fn load_client(args: &[String]) {
+    let rate: u64 = arg_or(args, "--rate", 1000);
+    let secs: f64 = arg_or(args, "--secs", 3.0);
+    let g = distlog_start(true);
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            tracing_event!(sent);
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    drop(g);
+}
+
+fn smaps_memfd() -> Vec<(u64, u64)> {
+    // (size kB, rss kB) of every memfd mapping
+    let s = std::fs::read_to_string("/proc/self/smaps").unwrap_or_default();
+    let mut v = Vec::new();
+    let mut cur: Option<(u64, u64)> = None;
+    let mut in_memfd = false;
+    for l in s.lines() {
+        let head = l.split_whitespace().next().unwrap_or("");
+        if head.contains('-') && !head.ends_with(':') {
+            if let (true, Some(c)) = (in_memfd, cur.take()) {
+                v.push(c);
+            }
+            in_memfd = l.contains("memfd:");
+            cur = Some((0, 0));
+        } else if let Some(c) = cur.as_mut() {
+            let kb = || {
+                l.split_whitespace()
+                    .nth(1)
+                    .and_then(|x| x.parse().ok())
+                    .unwrap_or(0)
+            };
+            if l.starts_with("Size:") {
+                c.0 = kb();
+            } else if l.starts_with("Rss:") {
+                c.1 = kb();
+            }
+        }
+    }
+    if let (true, Some(c)) = (in_memfd, cur) {
+        v.push(c);
+    }
+    v
+}
+
+fn bench_memory(args: &[String]) {
+    let clients: usize = arg_or(args, "--clients", if quick() { 4 } else { 64 });
+    let rate: u64 = arg_or(args, "--rate", 1000);
+    let secs: f64 = arg_or(args, "--secs", if quick() { 1.0 } else { 4.0 });
+    let distlogd = distlogd_path(args);
+    std::env::remove_var("DISTLOG_RING_BYTES");
+    let sc = Sidecar::start(&distlogd, Out::DevNull, "mem");
+    std::thread::sleep(Duration::from_millis(500));
+    let pid = sc.pid();
+    let snap = |tag: &str| {
+        Sample::new(
+            &format!("memory.sidecar.{tag}"),
+            "distlogd",
+            Stats::default(),
+        )
+        .unit("kB")
+        .with("VmRSS", status_kb(pid, "VmRSS:"))
+        .with("RssAnon", status_kb(pid, "RssAnon:"))
+        .with("RssFile", status_kb(pid, "RssFile:"))
+        .with("RssShmem", status_kb(pid, "RssShmem:"))
+    };
+    snap("idle").emit();
+    // The client side, in this process: 4 threads with a ring each.
+    let g = distlog_start(true);
+    let before = smaps_memfd();
+    let bar = Arc::new(Barrier::new(5));
+    let hs: Vec<_> = (0..4)
+        .map(|_| {
+            let bar = bar.clone();
+            std::thread::spawn(move || {
+                tracing_event!(1u64);
+                bar.wait();
+                bar.wait();
+            })
+        })
+        .collect();
+    bar.wait();
+    let after = smaps_memfd();
+    bar.wait();
+    for h in hs {
+        let _ = h.join();
+    }
+    let ring_kb: Vec<u64> = after.iter().map(|m| m.0).skip(before.len()).collect();
+    let per_ring = ring_kb.first().copied().unwrap_or(0);
+    Sample::new("memory.client.ring", "distlog", Stats::default())
+        .unit("kB")
+        .with("ring_mapping_kB", per_ring)
+        .with("new_rings", ring_kb.len() as u64)
+        .with("segments_before_threads", serde_json::json!(before))
+        .emit();
+    distlog::flush(Duration::from_secs(5));
+    drop(g);
+    // 64 clients at load.
+    let me = std::env::current_exe().unwrap_or_else(|e| die(&e.to_string()));
+    let mut kids: Vec<Child> = (0..clients)
+        .map(|_| {
+            Command::new(&me)
+                .args([
+                    "load-client",
+                    "--rate",
+                    &rate.to_string(),
+                    "--secs",
+                    &secs.to_string(),
+                ])
+                .stdout(Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| die(&e.to_string()))
+        })
+        .collect();
+    let t0 = Instant::now();
+    let mut peak = snap("load");
+    let mut peak_rss = 0;
+    while t0.elapsed().as_secs_f64() < secs {
+        std::thread::sleep(Duration::from_millis(250));
+        let rss = status_kb(pid, "VmRSS:");
+        if rss > peak_rss {
+            peak_rss = rss;
+            peak = snap("load");
+        }
+    }
+    let cpu0 = cpu_secs(pid);
+    for k in kids.iter_mut() {
+        let _ = k.wait();
+    }
+    let _ = cpu0;
+    peak.with("clients", clients as u64)
+        .with("rate_per_client", rate)
+        .emit();
+    std::thread::sleep(Duration::from_millis(500));
+    snap("after").emit();
+    sc.stop();
+}
+
+/// `count --what enabled --n N`: run N operations in a loop (for callgrind
+/// instruction counts: run twice with different N and subtract).
+fn count_ops(args: &[String]) {
+    let what = arg(args, "--what").unwrap_or_default();
+    let n: u64 = arg_or(args, "--n", 1000);
+    match what.as_str() {
+        "distlog" => {
+            std::env::set_var("DISTLOG_RING_BYTES", "64m");
+            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+            let g = distlog_start(false);
+            tracing_event!(0u64);
+            for i in 0..n {
+                tracing_event!(std::hint::black_box(i));
+            }
+            std::mem::forget(g);
+        }
+        "distlog-scope" => {
+            std::env::set_var("DISTLOG_RING_BYTES", "64m");
+            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+            let g = distlog_start(false);
+            for i in 0..n + 1 {
+                let span = tracing::info_span!(target: "bench", "work", a = std::hint::black_box(i) as i64);
+                let e = span.enter();
+                drop(e);
+                drop(span);
+            }
+            std::mem::forget(g);
+        }
+        "tracing-noop" => {
+            tracing::subscriber::set_global_default(NoopEnabled)
+                .unwrap_or_else(|e| die(&e.to_string()));
+            for i in 0..n + 1 {
+                tracing_event!(std::hint::black_box(i));
+            }
+        }
+        "floor" => {
+            for i in 0..n + 1 {
+                floor::op(std::hint::black_box(i), 42, 7);
+            }
+        }
+        _ => die("count --what distlog|distlog-scope|tracing-noop|floor --n N"),
+    }
+}

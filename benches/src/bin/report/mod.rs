@@ -1,0 +1,304 @@
+//! `bench-runner report --in results.jsonl --meta meta.txt --out RESULTS.md`:
+//! the results of one run as tables of medians, p99s and ratios, and the
+//! targets of issue 8 with whether each holds.
+
+use std::fmt::Write as _;
+
+use serde_json::Value;
+
+struct Results(Vec<Value>);
+
+impl Results {
+    fn get(&self, workload: &str, imp: &str) -> Option<&Value> {
+        self.0
+            .iter()
+            .rev()
+            .find(|v| v["workload"] == workload && v["impl"] == imp)
+    }
+    fn p50(&self, workload: &str, imp: &str) -> Option<f64> {
+        self.get(workload, imp).and_then(|v| v["p50"].as_f64())
+    }
+}
+
+fn f(v: Option<f64>) -> String {
+    match v {
+        Some(x) if x >= 1e6 => format!("{:.2} M", x / 1e6),
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+        None => "–".into(),
+    }
+}
+
+/// One target: `num / den` compared with `bound`.
+struct Target {
+    what: &'static str,
+    num: Option<f64>,
+    den: Option<f64>,
+    /// `true`: ratio must be ≤ bound; `false`: ≥ bound.
+    at_most: bool,
+    bound: f64,
+    pending: Option<&'static str>,
+}
+
+fn extras(v: &Value) -> String {
+    match v["extra"].as_object() {
+        Some(m) if !m.is_empty() => m
+            .iter()
+            .filter(|(_, x)| !x.is_array())
+            .map(|(k, x)| match x.as_f64() {
+                Some(n) if x.is_f64() => format!("{k}={n:.3}"),
+                _ => format!("{k}={x}"),
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => String::new(),
+    }
+}
+
+pub fn main(args: &[String]) {
+    let input = super::arg(args, "--in").unwrap_or_else(|| super::die("report --in FILE"));
+    let out = super::arg(args, "--out").unwrap_or_else(|| "benches/RESULTS.md".into());
+    let meta = super::arg(args, "--meta")
+        .and_then(|m| std::fs::read_to_string(m).ok())
+        .unwrap_or_default();
+    let text =
+        std::fs::read_to_string(&input).unwrap_or_else(|e| super::die(&format!("{input}: {e}")));
+    let r = Results(
+        text.lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .collect(),
+    );
+    let mut md = String::new();
+    let _ = writeln!(md, "# distlog benchmarks: side by side\n");
+    let _ = writeln!(
+        md,
+        "Written by `scripts/bench` (do not edit by hand). Per-operation costs are"
+    );
+    let _ = writeln!(
+        md,
+        "batches of rdtsc-timed loops (p50/p99 over batches, see `benches/src/lib.rs`).\n"
+    );
+    for l in meta.lines().filter(|l| !l.trim().is_empty()) {
+        let _ = writeln!(md, "- {l}");
+    }
+    let _ = writeln!(md);
+
+    // Targets.
+    let rust_d = r.p50("rust.enabled", "distlog");
+    let lttng = r.p50("c.enabled", "lttng-ust");
+    let c_ev = r.p50("c.enabled", "distlog-DISTLOG_EVENT");
+    let c_log = r.p50("c.enabled", "distlog_log");
+    let c_pending = if c_ev.is_none() {
+        Some("C API harness not built (ffi/ or include/ missing)")
+    } else {
+        None
+    };
+    let l_pending = if lttng.is_none() {
+        Some("LTTng-UST not available")
+    } else {
+        None
+    };
+    let targets = [
+        Target {
+            what: "Rust enabled: distlog ≤ 1.5 × tracing no-op subscriber",
+            num: rust_d,
+            den: r.p50("rust.enabled", "tracing-noop"),
+            at_most: true,
+            bound: 1.5,
+            pending: None,
+        },
+        Target {
+            what: "Rust enabled: LTTng-UST ≥ 2 × distlog (LTTng / distlog)",
+            num: lttng,
+            den: rust_d,
+            at_most: false,
+            bound: 2.0,
+            pending: l_pending,
+        },
+        Target {
+            what: "Rust enabled: tracing fmt JSON + non_blocking ≥ 20 × distlog",
+            num: r.p50("rust.enabled", "tracing-fmt-json+non_blocking"),
+            den: rust_d,
+            at_most: false,
+            bound: 20.0,
+            pending: None,
+        },
+        Target {
+            what: "C DISTLOG_EVENT ≤ 2 × floor (C floor)",
+            num: c_ev,
+            den: r.p50("floor", "c-floor"),
+            at_most: true,
+            bound: 2.0,
+            pending: c_pending,
+        },
+        Target {
+            what: "C DISTLOG_EVENT: LTTng ≥ 3 × distlog",
+            num: lttng,
+            den: c_ev,
+            at_most: false,
+            bound: 3.0,
+            pending: c_pending.or(l_pending),
+        },
+        Target {
+            what: "C distlog_log (runtime strings): LTTng ≥ 2 × distlog",
+            num: lttng,
+            den: c_log,
+            at_most: false,
+            bound: 2.0,
+            pending: c_pending.or(l_pending),
+        },
+        Target {
+            what: "disabled (level) ≤ 2 × tracing's disabled call site",
+            num: r.p50("rust.disabled.level", "distlog"),
+            den: r.p50("rust.disabled.level", "tracing-fmt+EnvFilter"),
+            at_most: true,
+            bound: 2.0,
+            pending: None,
+        },
+        Target {
+            what: "disabled (target directive) ≤ 2 × tracing's disabled call site",
+            num: r.p50("rust.disabled.target", "distlog"),
+            den: r.p50("rust.disabled.target", "tracing-fmt+EnvFilter"),
+            at_most: true,
+            bound: 2.0,
+            pending: None,
+        },
+        Target {
+            what: "scope open+enter+exit+close ≤ fastrace Span",
+            num: r.p50("rust.scope", "distlog"),
+            den: r.p50("rust.scope", "fastrace-Span"),
+            at_most: true,
+            bound: 1.0,
+            pending: None,
+        },
+        Target {
+            what: "scope open+enter+exit+close ≤ fastrace LocalSpan",
+            num: r.p50("rust.scope", "distlog"),
+            den: r.p50("rust.scope", "fastrace-LocalSpan"),
+            at_most: true,
+            bound: 1.0,
+            pending: None,
+        },
+        Target {
+            what: "two threads at once: per-thread ≤ 1.3 × one thread",
+            num: r.p50("rust.threads.2", "distlog"),
+            den: r.p50("rust.threads.1", "distlog"),
+            at_most: true,
+            bound: 1.3,
+            pending: None,
+        },
+        Target {
+            what: "sidecar drain, one core, no sink: ≥ 10 M records/s",
+            num: r.p50("sidecar.drain.nosink", "distlogd"),
+            den: Some(1e7),
+            at_most: false,
+            bound: 1.0,
+            pending: None,
+        },
+        Target {
+            what: "overload: client cost ≤ 1.2 × enabled cost (p50)",
+            num: r.p50("rust.overload", "distlog"),
+            den: rust_d,
+            at_most: true,
+            bound: 1.2,
+            pending: None,
+        },
+    ];
+    let _ = writeln!(md, "## Targets (issue 8)\n");
+    let _ = writeln!(
+        md,
+        "| target | numerator p50 | denominator p50 | ratio | bound | holds |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
+    for t in &targets {
+        let (ratio, holds) = match (t.num, t.den) {
+            (Some(n), Some(d)) if d > 0.0 => {
+                let q = n / d;
+                (
+                    format!("{q:.2}"),
+                    if (t.at_most && q <= t.bound) || (!t.at_most && q >= t.bound) {
+                        "yes"
+                    } else {
+                        "**no**"
+                    },
+                )
+            }
+            _ => ("–".into(), t.pending.unwrap_or("not measured")),
+        };
+        let bound = format!("{} {}", if t.at_most { "≤" } else { "≥" }, t.bound);
+        let _ = writeln!(
+            md,
+            "| {} | {} | {} | {ratio} | {bound} | {holds} |",
+            t.what,
+            f(t.num),
+            f(t.den)
+        );
+    }
+    if let Some(v) = r.get("rust.overload", "distlog") {
+        let acc = v["extra"]["accounted"].as_bool().unwrap_or(false);
+        let _ = writeln!(
+            md,
+            "| overload: every record delivered or counted lost | {} delivered + {} lost | {} attempted | | = | {} |",
+            v["extra"]["delivered"], v["extra"]["reported_lost"], v["extra"]["attempted"], if acc { "yes" } else { "**no**" }
+        );
+    }
+    let _ = writeln!(md);
+
+    // All latency rows.
+    let _ = writeln!(md, "## Per-operation cost (ns/op)\n");
+    let _ = writeln!(
+        md,
+        "| workload | implementation | p50 | p99 | ratio p50 to distlog | notes |"
+    );
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---|");
+    let mut rows: Vec<&Value> = r.0.iter().filter(|v| v["unit"] == "ns/op").collect();
+    rows.sort_by(|a, b| a["workload"].as_str().cmp(&b["workload"].as_str()));
+    for v in rows {
+        let w = v["workload"].as_str().unwrap_or("");
+        let base = match w {
+            "c.enabled" => c_ev,
+            "floor" => rust_d,
+            _ => r.p50(w, "distlog").or(rust_d),
+        };
+        let ratio = match (v["p50"].as_f64(), base) {
+            (Some(n), Some(d)) if d > 0.0 => format!("{:.2}×", n / d),
+            _ => "–".into(),
+        };
+        let _ = writeln!(
+            md,
+            "| {w} | {} | {} | {} | {ratio} | {} |",
+            v["impl"].as_str().unwrap_or(""),
+            f(v["p50"].as_f64()),
+            f(v["p99"].as_f64()),
+            extras(v)
+        );
+    }
+    let _ = writeln!(md);
+
+    let _ = writeln!(md, "## Sidecar\n");
+    let _ = writeln!(md, "| workload | value | unit | p99 | p99.9 | notes |");
+    let _ = writeln!(md, "|---|---:|---|---:|---:|---|");
+    for v in r.0.iter().filter(|v| v["unit"] != "ns/op") {
+        let unit = v["unit"].as_str().unwrap_or("");
+        let (p99, p999) = if unit == "us" {
+            (f(v["p99"].as_f64()), f(v["p999"].as_f64()))
+        } else {
+            ("".into(), "".into())
+        };
+        let val = if unit == "kB" {
+            String::new()
+        } else {
+            f(v["p50"].as_f64())
+        };
+        let _ = writeln!(
+            md,
+            "| {} | {val} | {} | {p99} | {p999} | {} |",
+            v["workload"].as_str().unwrap_or(""),
+            if unit == "us" { "us (p50)" } else { unit },
+            extras(v)
+        );
+    }
+    std::fs::write(&out, md).unwrap_or_else(|e| super::die(&format!("{out}: {e}")));
+    eprintln!("bench-runner: wrote {out}");
+}
