@@ -142,7 +142,7 @@ unsafe fn raw_field(f: &distlog_field) -> Option<(*const c_char, Raw)> {
     if f.key.is_null() {
         return None;
     }
-    // SAFETY (all arms): `type` names the member the caller wrote.
+    // SAFETY: in every arm, `type` names the member the caller wrote.
     let v = unsafe {
         match f.r#type {
             1 => Raw::Num(Value::I64(f.value.i64)),
@@ -168,7 +168,10 @@ const NULL_STR: &str = "(null)";
 /// Every key and string value in `fields` is NULL or a NUL-terminated
 /// string valid for the duration of the call, and each field's union member
 /// matches its type.
-pub(crate) unsafe fn with_fields<R>(fields: &[distlog_field], f: impl FnOnce(&[Field<'_>]) -> R) -> R {
+pub(crate) unsafe fn with_fields<R>(
+    fields: &[distlog_field],
+    f: impl FnOnce(&[Field<'_>]) -> R,
+) -> R {
     const STACK: usize = 16;
     if fields.len() <= STACK {
         let mut buf = [Field::Named("", Value::Bool(false)); STACK];
@@ -176,7 +179,9 @@ pub(crate) unsafe fn with_fields<R>(fields: &[distlog_field], f: impl FnOnce(&[F
         let mut utf8 = true;
         for fl in fields {
             // SAFETY: forwarded from our caller.
-            let Some((k, v)) = (unsafe { raw_field(fl) }) else { continue };
+            let Some((k, v)) = (unsafe { raw_field(fl) }) else {
+                continue;
+            };
             // SAFETY: k non-null (raw_field), string promised by our caller.
             let Ok(key) = (unsafe { cstr_utf8(k) }) else {
                 utf8 = false;
@@ -201,8 +206,10 @@ pub(crate) unsafe fn with_fields<R>(fields: &[distlog_field], f: impl FnOnce(&[F
             return f(&buf[..n]);
         }
     }
-    // The slow path: many fields, or some not UTF-8.
-    let owned: Vec<(Cow<'_, str>, Result<Value<'static>, Cow<'_, str>>)> = fields
+    // The slow path: many fields, or some not UTF-8. A string value is kept
+    // as `Err(text)` until the wire fields borrow it.
+    type Owned<'a> = (Cow<'a, str>, Result<Value<'static>, Cow<'a, str>>);
+    let owned: Vec<Owned<'_>> = fields
         .iter()
         .filter_map(|fl| {
             // SAFETY: forwarded from our caller.

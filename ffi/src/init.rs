@@ -20,7 +20,8 @@ static OFF: AtomicU8 = AtomicU8::new(0);
 /// (the pointer, which changes only at init and shutdown, and the level)
 /// and a compare. Written only by the library.
 #[no_mangle]
-pub static distlog_max_level: AtomicPtr<AtomicU8> = AtomicPtr::new(&OFF as *const AtomicU8 as *mut AtomicU8);
+pub static distlog_max_level: AtomicPtr<AtomicU8> =
+    AtomicPtr::new(&OFF as *const AtomicU8 as *mut AtomicU8);
 
 /// Set by a successful `distlog_init`, cleared by `distlog_shutdown`.
 pub(crate) static RUNNING: AtomicBool = AtomicBool::new(false);
@@ -124,4 +125,3 @@ pub unsafe extern "C" fn distlog_enabled(level: c_int, target: *const c_char) ->
         c_int::from(distlog::raw::enabled(level, &target))
     }
 }
-

@@ -91,7 +91,8 @@ impl distlog_callsite {
                 // SAFETY: forwarded from our caller.
                 let id = unsafe { self.register(level) }?;
                 // Release pairs with the Acquire load above.
-                self.id_plus_one.store(id.wrapping_add(1), Ordering::Release);
+                self.id_plus_one
+                    .store(id.wrapping_add(1), Ordering::Release);
                 Some(id)
             }
             n => Some(n - 1),
@@ -104,14 +105,20 @@ impl distlog_callsite {
     #[cold]
     #[inline(never)]
     unsafe fn register(&self, level: Level) -> Option<u32> {
-        // SAFETY (three calls): forwarded from our caller.
+        // SAFETY: NULL or a literal, forwarded from our caller.
         let target = unsafe { conv::cstr(self.target) }?;
+        // SAFETY: as above.
         let file = unsafe { conv::cstr(self.file) };
+        // SAFETY: as above.
         let message = unsafe { conv::cstr(self.message) };
         // Named as `tracing` names events, unless the site is a template.
         let name: Cow<'_, str> = match (&message, self.flags & DISTLOG_CALLSITE_FORMATTED != 0) {
             (Some(m), true) => Cow::Borrowed(m),
-            _ => Cow::Owned(format!("event {}:{}", file.as_deref().unwrap_or("?"), self.line)),
+            _ => Cow::Owned(format!(
+                "event {}:{}",
+                file.as_deref().unwrap_or("?"),
+                self.line
+            )),
         };
         distlog::raw::register_static(
             self as *const Self as usize,
@@ -163,8 +170,9 @@ pub unsafe extern "C" fn distlog_callsite_log(
     ffi_panic_boundary! {
         // SAFETY: NULL or a valid static call site, per the contract.
         let Some(cs) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY (both): the string fields are literals, `cs` is static.
+        // SAFETY: the string fields are literals (contract).
         let Some(level) = (unsafe { cs.enabled() }) else { return };
+        // SAFETY: as above, and `cs` is a static (contract).
         let Some(id) = (unsafe { cs.id(level) }) else { return };
         // SAFETY: NULL or `nfields` fields, per the contract.
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };

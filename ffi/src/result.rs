@@ -32,13 +32,22 @@ pub enum distlog_result {
 /// Every code and its explanation, in number order.
 pub(crate) const ALL: &[(distlog_result, &std::ffi::CStr)] = &[
     (distlog_result::DISTLOG_OK, c"success"),
-    (distlog_result::DISTLOG_NULL_PARAMETER, c"a pointer argument that must not be NULL was NULL"),
+    (
+        distlog_result::DISTLOG_NULL_PARAMETER,
+        c"a pointer argument that must not be NULL was NULL",
+    ),
     (
         distlog_result::DISTLOG_INVALID_ARGUMENT,
         c"an argument is out of range (level, field count, field type, empty name)",
     ),
-    (distlog_result::DISTLOG_BUFFER_TOO_SMALL, c"the output buffer is too small; nothing was written"),
-    (distlog_result::DISTLOG_NOT_INITIALIZED, c"distlog_init has not succeeded (or distlog_shutdown ran)"),
+    (
+        distlog_result::DISTLOG_BUFFER_TOO_SMALL,
+        c"the output buffer is too small; nothing was written",
+    ),
+    (
+        distlog_result::DISTLOG_NOT_INITIALIZED,
+        c"distlog_init has not succeeded (or distlog_shutdown ran)",
+    ),
     (
         distlog_result::DISTLOG_BAD_CONFIG,
         c"a DISTLOG_* environment variable has a value that cannot be used",
@@ -47,13 +56,18 @@ pub(crate) const ALL: &[(distlog_result, &std::ffi::CStr)] = &[
         distlog_result::DISTLOG_IO_ERROR,
         c"the runtime could not be set up (shared memory or a thread could not be created)",
     ),
-    (distlog_result::DISTLOG_PANIC, c"internal error in distlog (a panic was caught); the call had no effect"),
+    (
+        distlog_result::DISTLOG_PANIC,
+        c"internal error in distlog (a panic was caught); the call had no effect",
+    ),
 ];
 
 impl From<&distlog::Error> for distlog_result {
     fn from(e: &distlog::Error) -> Self {
         match e {
-            distlog::Error::Config { .. } | distlog::Error::BadFilter { .. } => distlog_result::DISTLOG_BAD_CONFIG,
+            distlog::Error::Config { .. } | distlog::Error::BadFilter { .. } => {
+                distlog_result::DISTLOG_BAD_CONFIG
+            }
             _ => distlog_result::DISTLOG_IO_ERROR,
         }
     }

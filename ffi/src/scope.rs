@@ -45,7 +45,10 @@ thread_local! {
 
 /// The key for `name`, `None` when past `MAX_NAMES`.
 fn name_key(name: &str) -> Option<usize> {
-    let cached = LOCAL_NAMES.try_with(|m| m.borrow().get(name).copied()).ok().flatten();
+    let cached = LOCAL_NAMES
+        .try_with(|m| m.borrow().get(name).copied())
+        .ok()
+        .flatten();
     if cached.is_some() {
         return cached;
     }
@@ -74,7 +77,16 @@ fn scope_site(name: &str) -> Option<(u32, bool)> {
         Some(k) => (k, name, false),
         None => (&OVERFLOW_KEY as *const u8 as usize, "scope", true),
     };
-    let id = distlog::raw::register_static(key, CallsiteKind::Scope, Level::Info, target, site_name, None, None, &[])?;
+    let id = distlog::raw::register_static(
+        key,
+        CallsiteKind::Scope,
+        Level::Info,
+        target,
+        site_name,
+        None,
+        None,
+        &[],
+    )?;
     Some((id, overflow))
 }
 

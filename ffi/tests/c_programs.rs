@@ -15,7 +15,9 @@ const LIMIT: Duration = Duration::from_secs(60);
 
 fn run_misuse(exe: &std::path::Path, dir: &std::path::Path) -> String {
     let mut cmd = Command::new(exe);
-    cmd.env("DISTLOG_SOCKET", no_sidecar(dir)).env_remove("DISTLOG_LOG").env_remove("RUST_LOG");
+    cmd.env("DISTLOG_SOCKET", no_sidecar(dir))
+        .env_remove("DISTLOG_LOG")
+        .env_remove("RUST_LOG");
     let out = success(&run(cmd, LIMIT));
     assert!(out.contains("MISUSE OK"), "{out}");
     out
@@ -25,7 +27,13 @@ fn run_misuse(exe: &std::path::Path, dir: &std::path::Path) -> String {
 fn misuse_is_survived_shared() {
     let dir = out_dir("misuse-shared");
     let exe = dir.join("misuse");
-    compile("cc", &["-Wall", "-Wextra", "-Werror", "-std=c11"], &c_dir().join("misuse.c"), &exe, Link::Shared);
+    compile(
+        "cc",
+        &["-Wall", "-Wextra", "-Werror", "-std=c11"],
+        &c_dir().join("misuse.c"),
+        &exe,
+        Link::Shared,
+    );
     run_misuse(&exe, &dir);
 }
 
@@ -33,7 +41,13 @@ fn misuse_is_survived_shared() {
 fn misuse_is_survived_static() {
     let dir = out_dir("misuse-static");
     let exe = dir.join("misuse");
-    compile("cc", &["-Wall", "-Wextra", "-Werror", "-std=c11"], &c_dir().join("misuse.c"), &exe, Link::Static);
+    compile(
+        "cc",
+        &["-Wall", "-Wextra", "-Werror", "-std=c11"],
+        &c_dir().join("misuse.c"),
+        &exe,
+        Link::Static,
+    );
     run_misuse(&exe, &dir);
 }
 
@@ -44,7 +58,14 @@ fn demo_compiles_pedantic_shared_and_static() {
         let exe = dir.join(format!("demo-{link:?}"));
         compile(
             "cc",
-            &["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11", "-pthread"],
+            &[
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-pedantic",
+                "-std=c11",
+                "-pthread",
+            ],
             &c_dir().join("demo.c"),
             &exe,
             link,
@@ -61,7 +82,13 @@ fn demo_compiles_pedantic_shared_and_static() {
 fn cpp_includes_the_header() {
     let dir = out_dir("cpp");
     let exe = dir.join("smoke");
-    compile("c++", &["-Wall", "-Wextra", "-Werror", "-std=c++17"], &c_dir().join("smoke.cpp"), &exe, Link::Shared);
+    compile(
+        "c++",
+        &["-Wall", "-Wextra", "-Werror", "-std=c++17"],
+        &c_dir().join("smoke.cpp"),
+        &exe,
+        Link::Shared,
+    );
     let mut cmd = Command::new(&exe);
     cmd.env("DISTLOG_SOCKET", no_sidecar(&dir));
     let out = success(&run(cmd, LIMIT));
@@ -73,7 +100,13 @@ fn struct_layouts_match() {
     use std::mem::{align_of, offset_of, size_of};
     let dir = out_dir("layout");
     let exe = dir.join("layout");
-    compile("cc", &["-Wall", "-Werror", "-std=c11"], &c_dir().join("layout.c"), &exe, Link::Shared);
+    compile(
+        "cc",
+        &["-Wall", "-Werror", "-std=c11"],
+        &c_dir().join("layout.c"),
+        &exe,
+        Link::Shared,
+    );
     let out = success(&run(Command::new(&exe), LIMIT));
     let want = format!(
         "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nenums 4 4 4 4\n",
@@ -112,7 +145,10 @@ fn asan_works(dir: &std::path::Path) -> Result<(), String> {
     }
     let r = Command::new(&exe).output().map_err(|e| e.to_string())?;
     if !r.status.success() {
-        return Err(format!("an ASan program does not run here: {}", String::from_utf8_lossy(&r.stderr)));
+        return Err(format!(
+            "an ASan program does not run here: {}",
+            String::from_utf8_lossy(&r.stderr)
+        ));
     }
     Ok(())
 }
@@ -124,17 +160,29 @@ fn misuse_under_address_sanitizer() {
         eprintln!("SKIPPED misuse_under_address_sanitizer: cc -fsanitize=address unusable: {why}");
         return;
     }
-    for (name, link) in [("misuse-asan-shared", Link::Shared), ("misuse-asan-static", Link::Static)] {
+    for (name, link) in [
+        ("misuse-asan-shared", Link::Shared),
+        ("misuse-asan-static", Link::Static),
+    ] {
         let exe = dir.join(name);
         compile(
             "cc",
-            &["-Wall", "-Wextra", "-Werror", "-std=c11", "-g", "-fsanitize=address", "-fno-omit-frame-pointer"],
+            &[
+                "-Wall",
+                "-Wextra",
+                "-Werror",
+                "-std=c11",
+                "-g",
+                "-fsanitize=address",
+                "-fno-omit-frame-pointer",
+            ],
             &c_dir().join("misuse.c"),
             &exe,
             link,
         );
         let mut cmd = Command::new(&exe);
-        cmd.env("DISTLOG_SOCKET", no_sidecar(&dir)).env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0");
+        cmd.env("DISTLOG_SOCKET", no_sidecar(&dir))
+            .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0");
         let out = success(&run(cmd, LIMIT));
         assert!(out.contains("MISUSE OK"), "{out}");
     }

@@ -16,13 +16,19 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 fn read(rel: &str) -> String {
-    let p = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().join(rel);
+    let p = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .join(rel);
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
 }
 
 fn rust_sources() -> String {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files
         .iter()
@@ -123,15 +129,16 @@ fn declarations(code: &str) -> Vec<String> {
     let mut out = Vec::new();
     let mut cur = String::new();
     let mut depth = 0;
-    let mut chars = code.chars().peekable();
-    while let Some(c) = chars.next() {
+    for c in code.chars() {
         match c {
             '{' => depth += 1,
             '}' => {
                 depth -= 1;
                 if depth == 0 {
                     let head = cur.trim_start();
-                    if !head.starts_with("typedef") && !head.starts_with("struct") && !head.starts_with("union")
+                    if !head.starts_with("typedef")
+                        && !head.starts_with("struct")
+                        && !head.starts_with("union")
                         && !head.starts_with("enum")
                     {
                         // A function definition (static inline): skip it.
@@ -193,14 +200,20 @@ fn header_api(header: &str) -> (Api, BTreeMap<String, String>) {
             continue;
         } else if let Some(open) = d.find('(') {
             let before = d[..open].trim_end();
-            let name = before.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap();
+            let name = before
+                .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap();
             assert!(d.ends_with(')'), "not a prototype: {d}");
             let params = &d[open + 1..d.len() - 1];
             if name.starts_with("distlog_") {
                 api.functions.insert(name.to_owned(), count_params(params));
             }
         } else if d.starts_with("extern ") {
-            let name = d.rsplit(|c: char| !(c.is_alphanumeric() || c == '_')).next().unwrap();
+            let name = d
+                .rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+                .unwrap();
             api.variables.push(name.to_owned());
         } else {
             panic!("unexpected declaration in the header: {d}");
@@ -217,14 +230,21 @@ fn rust_api(src: &str) -> Api {
     while let Some(at) = rest.find("#[no_mangle]") {
         rest = &rest[at + "#[no_mangle]".len()..];
         let item = rest.trim_start();
-        let item = item.strip_prefix("pub ").expect("a #[no_mangle] item is pub");
+        let item = item
+            .strip_prefix("pub ")
+            .expect("a #[no_mangle] item is pub");
         if let Some(f) = item.strip_prefix("static ") {
-            let name = f.split(|c: char| c == ':' || c.is_whitespace()).next().unwrap();
+            let name = f
+                .split(|c: char| c == ':' || c.is_whitespace())
+                .next()
+                .unwrap();
             api.variables.push(name.to_owned());
             continue;
         }
         let f = item.strip_prefix("unsafe ").unwrap_or(item);
-        let f = f.strip_prefix("extern \"C\" fn ").unwrap_or_else(|| panic!("not an extern \"C\" fn: {f:.60}"));
+        let f = f
+            .strip_prefix("extern \"C\" fn ")
+            .unwrap_or_else(|| panic!("not an extern \"C\" fn: {f:.60}"));
         let name = &f[..f.find('(').unwrap()];
         // Parameters: up to the matching ')'.
         let mut depth = 0;
@@ -250,10 +270,18 @@ fn rust_api(src: &str) -> Api {
     let mut rest = src;
     while let Some(at) = rest.find("pub enum distlog_") {
         rest = &rest[at + "pub enum ".len()..];
-        let name = rest.split(|c: char| c.is_whitespace() || c == '{').next().unwrap().to_owned();
+        let name = rest
+            .split(|c: char| c.is_whitespace() || c == '{')
+            .next()
+            .unwrap()
+            .to_owned();
         let body = &rest[rest.find('{').unwrap() + 1..rest.find('}').unwrap()];
         let mut consts = BTreeMap::new();
-        for line in body.lines().map(str::trim).filter(|l| !l.starts_with("//") && l.contains('=')) {
+        for line in body
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.starts_with("//") && l.contains('='))
+        {
             let (k, v) = line.trim_end_matches(',').split_once('=').unwrap();
             consts.insert(k.trim().to_owned(), v.trim().parse::<i64>().unwrap());
         }
@@ -269,20 +297,29 @@ fn diff(h: &Api, r: &Api) -> Vec<String> {
     for (name, n) in &r.functions {
         match h.functions.get(name) {
             None => out.push(format!("{name}: exported by Rust, missing in the header")),
-            Some(m) if m != n => out.push(format!("{name}: {n} parameters in Rust, {m} in the header")),
+            Some(m) if m != n => {
+                out.push(format!("{name}: {n} parameters in Rust, {m} in the header"))
+            }
             _ => {}
         }
     }
     for name in h.functions.keys().filter(|k| !r.functions.contains_key(*k)) {
-        out.push(format!("{name}: declared in the header, not exported by Rust"));
+        out.push(format!(
+            "{name}: declared in the header, not exported by Rust"
+        ));
     }
     if h.variables != r.variables {
-        out.push(format!("variables: header {:?}, Rust {:?}", h.variables, r.variables));
+        out.push(format!(
+            "variables: header {:?}, Rust {:?}",
+            h.variables, r.variables
+        ));
     }
     for (name, consts) in &r.enums {
         match h.enums.get(name) {
             None => out.push(format!("enum {name}: in Rust, missing in the header")),
-            Some(c) if c != consts => out.push(format!("enum {name}: header {c:?}, Rust {consts:?}")),
+            Some(c) if c != consts => {
+                out.push(format!("enum {name}: header {c:?}, Rust {consts:?}"))
+            }
             _ => {}
         }
     }
@@ -294,10 +331,17 @@ fn header_declares_exactly_the_exports() {
     let (h, _) = header_api(&read("include/distlog.h"));
     let r = rust_api(&rust_sources());
     assert!(r.functions.len() >= 10, "parsed too few exports: {r:?}");
-    assert!(r.enums.contains_key("distlog_result") && r.enums.contains_key("distlog_field_type"), "{r:?}");
+    assert!(
+        r.enums.contains_key("distlog_result") && r.enums.contains_key("distlog_field_type"),
+        "{r:?}"
+    );
     assert_eq!(r.variables, ["distlog_max_level"]);
     let d = diff(&h, &r);
-    assert!(d.is_empty(), "include/distlog.h and ffi/src disagree:\n{}", d.join("\n"));
+    assert!(
+        d.is_empty(),
+        "include/distlog.h and ffi/src disagree:\n{}",
+        d.join("\n")
+    );
 }
 
 #[test]
@@ -309,26 +353,59 @@ fn header_enums_and_constants_match_rust() {
     assert_eq!(levels.len(), 5);
     for n in 1..=5u8 {
         let l = Level::from_u8(n).unwrap();
-        assert_eq!(levels[&format!("DISTLOG_LEVEL_{}", l.as_str())], i64::from(n));
+        assert_eq!(
+            levels[&format!("DISTLOG_LEVEL_{}", l.as_str())],
+            i64::from(n)
+        );
     }
     let outcomes = &h.enums["distlog_outcome"];
     assert_eq!(outcomes.len(), 2);
-    assert_eq!(outcomes["DISTLOG_OUTCOME_OK"], i64::from(distlog_ffi::scope::DISTLOG_OUTCOME_OK));
-    assert_eq!(outcomes["DISTLOG_OUTCOME_ERROR"], i64::from(distlog_ffi::scope::DISTLOG_OUTCOME_ERROR));
+    assert_eq!(
+        outcomes["DISTLOG_OUTCOME_OK"],
+        i64::from(distlog_ffi::scope::DISTLOG_OUTCOME_OK)
+    );
+    assert_eq!(
+        outcomes["DISTLOG_OUTCOME_ERROR"],
+        i64::from(distlog_ffi::scope::DISTLOG_OUTCOME_ERROR)
+    );
     // Every result code has its own explanation.
     let results = &h.enums["distlog_result"];
     let mut texts = std::collections::BTreeSet::new();
     for v in results.values() {
         // SAFETY: distlog_result_str returns a static NUL-terminated string.
         let s = unsafe { std::ffi::CStr::from_ptr(distlog_ffi::distlog_result_str(*v as i32)) };
-        assert!(texts.insert(s.to_str().unwrap().to_owned()), "code {v} shares its text");
+        assert!(
+            texts.insert(s.to_str().unwrap().to_owned()),
+            "code {v} shares its text"
+        );
     }
-    let num = |k: &str| defines.get(k).unwrap_or_else(|| panic!("#define {k} missing")).trim_end_matches('u').parse::<usize>().unwrap();
+    let num = |k: &str| {
+        defines
+            .get(k)
+            .unwrap_or_else(|| panic!("#define {k} missing"))
+            .trim_end_matches('u')
+            .parse::<usize>()
+            .unwrap()
+    };
     assert_eq!(num("DISTLOG_MAX_FIELDS"), distlog_ffi::MAX_FIELDS);
-    assert!(distlog_ffi::MAX_FIELDS + 3 <= distlog::wire::MAX_FIELDS, "room for message and distlog.* fields");
-    assert_eq!(num("DISTLOG_TRACEPARENT_LEN"), distlog_ffi::scope::TRACEPARENT_LEN);
-    assert_eq!(num("DISTLOG_TRACEPARENT_LEN"), "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".len() + 1);
-    assert_eq!(num("DISTLOG_CALLSITE_FORMATTED") as u32, distlog_ffi::log::DISTLOG_CALLSITE_FORMATTED);
+    const {
+        assert!(
+            distlog_ffi::MAX_FIELDS + 3 <= distlog::wire::MAX_FIELDS,
+            "room for message and distlog.* fields"
+        )
+    };
+    assert_eq!(
+        num("DISTLOG_TRACEPARENT_LEN"),
+        distlog_ffi::scope::TRACEPARENT_LEN
+    );
+    assert_eq!(
+        num("DISTLOG_TRACEPARENT_LEN"),
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".len() + 1
+    );
+    assert_eq!(
+        num("DISTLOG_CALLSITE_FORMATTED") as u32,
+        distlog_ffi::log::DISTLOG_CALLSITE_FORMATTED
+    );
 }
 
 /// The check itself catches drift (a removed prototype, a changed count, a
@@ -339,9 +416,15 @@ fn drift_is_detected() {
     let r = rust_api(&rust_sources());
     let cases = [
         header.replace("void distlog_shutdown(void);", ""),
-        header.replace("int distlog_enabled(distlog_level level, const char *target);", "int distlog_enabled(distlog_level level);"),
+        header.replace(
+            "int distlog_enabled(distlog_level level, const char *target);",
+            "int distlog_enabled(distlog_level level);",
+        ),
         header.replace("DISTLOG_PANIC = 7", "DISTLOG_PANIC = 8"),
-        header.replace("const char *distlog_result_str(distlog_result r);", "const char *distlog_result_str(distlog_result r);\nint distlog_extra(void);"),
+        header.replace(
+            "const char *distlog_result_str(distlog_result r);",
+            "const char *distlog_result_str(distlog_result r);\nint distlog_extra(void);",
+        ),
         header.replace("extern const uint8_t *distlog_max_level;", ""),
     ];
     for (i, h) in cases.iter().enumerate() {

@@ -22,12 +22,17 @@ const PER_THREAD: usize = 25;
 fn distlogd() -> std::path::PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
-    cmd.current_dir(workspace()).args(["build", "-p", "distlogd"]);
+    cmd.current_dir(workspace())
+        .args(["build", "-p", "distlogd"]);
     if profile_dir().file_name().is_some_and(|n| n == "release") {
         cmd.arg("--release");
     }
     let o = run(cmd, Duration::from_secs(900));
-    assert!(o.status.success(), "cargo build -p distlogd failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "cargo build -p distlogd failed:\n{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let exe = profile_dir().join("distlogd");
     assert!(exe.exists(), "{} missing after cargo build", exe.display());
     exe
@@ -62,9 +67,15 @@ impl Sidecar {
         let start = Instant::now();
         while !socket.exists() {
             if let Ok(Some(st)) = child.try_wait() {
-                panic!("distlogd exited early ({st}): {}", std::fs::read_to_string(dir.join("distlogd.stderr")).unwrap());
+                panic!(
+                    "distlogd exited early ({st}): {}",
+                    std::fs::read_to_string(dir.join("distlogd.stderr")).unwrap()
+                );
             }
-            assert!(start.elapsed() < LIMIT, "distlogd did not create its socket");
+            assert!(
+                start.elapsed() < LIMIT,
+                "distlogd did not create its socket"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
         Sidecar { child, lines }
@@ -91,7 +102,13 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     let dir = out_dir("sidecar");
     let exe = distlogd();
     let demo = dir.join("demo");
-    compile("cc", &["-Wall", "-Werror", "-std=c11", "-pthread"], &c_dir().join("demo.c"), &demo, Link::Shared);
+    compile(
+        "cc",
+        &["-Wall", "-Werror", "-std=c11", "-pthread"],
+        &c_dir().join("demo.c"),
+        &demo,
+        Link::Shared,
+    );
 
     let socket = dir.join("s.sock");
     let sidecar = Sidecar::start(&exe, &socket, &dir);
@@ -140,7 +157,8 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     let deadline = Instant::now() + LIMIT;
     while recs.len() < want && Instant::now() < deadline {
         if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
-            let v: Value = serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
             if v["pid"] == json!(pid) {
                 recs.push(v);
             }
@@ -154,11 +172,16 @@ fn c_records_reach_the_sidecar_like_rust_records() {
         assert!(r["host"].is_string(), "{r}");
         assert!(r["tid"].as_u64().is_some_and(|t| t > 0), "{r}");
         assert!(r["kind"] != "loss", "{r}");
-        assert_ne!(r["level"], "DEBUG", "a filtered DEBUG record got through: {r}");
+        assert_ne!(
+            r["level"], "DEBUG",
+            "a filtered DEBUG record got through: {r}"
+        );
     }
     let main_tid = recs[0]["tid"].clone();
     assert_eq!(main_tid, json!(pid), "the main thread's tid is the pid");
-    let find = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> { recs.iter().filter(|r| pred(r)).collect() };
+    let find = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
+        recs.iter().filter(|r| pred(r)).collect()
+    };
 
     // The root scope.
     let root = find(&|r| r["kind"] == "scope_open" && r["name"] == "request");
@@ -178,7 +201,10 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     assert_eq!(typed["kind"], "event");
     assert_eq!(typed["level"], "INFO");
     assert_eq!(typed["target"], "demo::main");
-    assert!(typed["file"].as_str().unwrap().ends_with("demo.c"), "{typed}");
+    assert!(
+        typed["file"].as_str().unwrap().ends_with("demo.c"),
+        "{typed}"
+    );
     assert_eq!(typed["line"], json!(line_typed));
     assert_eq!(typed["tid"], main_tid);
     assert_eq!(
@@ -244,5 +270,9 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     let root_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == root_id.as_str());
     assert_eq!(root_close.len(), 1);
     assert_eq!(root_close[0]["outcome"], "ok");
-    assert!(root_close[0]["duration_ns"].as_u64().is_some(), "{}", root_close[0]);
+    assert!(
+        root_close[0]["duration_ns"].as_u64().is_some(),
+        "{}",
+        root_close[0]
+    );
 }

@@ -8,7 +8,10 @@ use std::time::{Duration, Instant};
 
 /// The workspace root.
 pub fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// `target/<profile>` (the test binary lives in its `deps/`).
@@ -21,20 +24,30 @@ pub fn profile_dir() -> PathBuf {
 /// `cargo test` rebuilds the cdylib and staticlib in `deps/` without
 /// copying them up, `cargo build` copies them up.
 fn newest(name: &str) -> PathBuf {
-    let cands = [profile_dir().join(name), profile_dir().join("deps").join(name)];
+    let cands = [
+        profile_dir().join(name),
+        profile_dir().join("deps").join(name),
+    ];
     cands
         .iter()
         .filter_map(|p| Some((std::fs::metadata(p).ok()?.modified().ok()?, p.clone())))
         .max()
         .map(|(_, p)| p)
-        .unwrap_or_else(|| panic!("{name} not built in {} (nor deps/)", profile_dir().display()))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name} not built in {} (nor deps/)",
+                profile_dir().display()
+            )
+        })
 }
 
 /// A directory holding the current `libdistlog_ffi.so` and `.a`.
 pub fn lib_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
-        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi-tests").join(format!("lib-{}", std::process::id()));
+        let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .join("ffi-tests")
+            .join(format!("lib-{}", std::process::id()));
         std::fs::create_dir_all(&d).unwrap();
         for name in ["libdistlog_ffi.so", "libdistlog_ffi.a"] {
             std::fs::copy(newest(name), d.join(name)).unwrap();
@@ -54,7 +67,9 @@ pub fn c_dir() -> PathBuf {
 
 /// A fresh directory for this test's outputs.
 pub fn out_dir(name: &str) -> PathBuf {
-    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("ffi-tests").join(name);
+    let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join("ffi-tests")
+        .join(name);
     let _ = std::fs::remove_dir_all(&d);
     std::fs::create_dir_all(&d).unwrap();
     d
@@ -63,7 +78,15 @@ pub fn out_dir(name: &str) -> PathBuf {
 /// The extra system libraries the static library needs (from
 /// `cargo rustc -p distlog-ffi --crate-type staticlib -- --print
 /// native-static-libs`, documented in the header).
-pub const STATIC_LIBS: &[&str] = &["-lgcc_s", "-lutil", "-lrt", "-lpthread", "-lm", "-ldl", "-lc"];
+pub const STATIC_LIBS: &[&str] = &[
+    "-lgcc_s",
+    "-lutil",
+    "-lrt",
+    "-lpthread",
+    "-lm",
+    "-ldl",
+    "-lc",
+];
 
 /// How to link.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,7 +102,12 @@ pub enum Link {
 pub fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, link: Link) {
     let lib = lib_dir();
     let mut cmd = Command::new(compiler);
-    cmd.args(flags).arg("-I").arg(include_dir()).arg(src).arg("-o").arg(out);
+    cmd.args(flags)
+        .arg("-I")
+        .arg(include_dir())
+        .arg(src)
+        .arg("-o")
+        .arg(out);
     match link {
         Link::Shared => {
             cmd.arg(format!("-L{}", lib.display()))
@@ -91,7 +119,9 @@ pub fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, link: Lin
             cmd.arg(lib.join("libdistlog_ffi.a")).args(STATIC_LIBS);
         }
     }
-    let o = cmd.output().unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
+    let o = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {compiler}: {e}"));
     assert!(
         o.status.success(),
         "{cmd:?} failed:\n{}\n{}",
@@ -104,7 +134,9 @@ pub fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, link: Lin
 /// timing assertion).
 pub fn run(mut cmd: Command, limit: Duration) -> Output {
     cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let start = Instant::now();
     loop {
         if child.try_wait().unwrap().is_some() {
@@ -126,7 +158,12 @@ pub fn run(mut cmd: Command, limit: Duration) -> Output {
 /// Assert a run succeeded, showing its output otherwise; returns stdout.
 pub fn success(o: &Output) -> String {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
-    assert!(o.status.success(), "exit {:?}\nstdout:\n{out}\nstderr:\n{}", o.status, String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "exit {:?}\nstdout:\n{out}\nstderr:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
     out
 }
 
