@@ -64,6 +64,17 @@ pub struct distlog_field {
     pub value: distlog_value,
 }
 
+impl std::fmt::Debug for distlog_field {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The value is a union whose valid member only `type` tells, and
+        // the key may dangle: show the raw parts only.
+        f.debug_struct("distlog_field")
+            .field("key", &self.key)
+            .field("type", &self.r#type)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A C string as `&str`: borrowed when it is UTF-8, else converted lossily
 /// (U+FFFD for bad bytes). `None` for NULL.
 ///
@@ -237,4 +248,108 @@ pub(crate) unsafe fn with_fields<R>(
         })
         .collect();
     f(&wire)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn field(key: &CStr, t: c_int, value: distlog_value) -> distlog_field {
+        distlog_field {
+            key: key.as_ptr(),
+            r#type: t,
+            value,
+        }
+    }
+
+    #[test]
+    fn slices_are_checked() {
+        // SAFETY: NULL pointers and a valid one-element array.
+        unsafe {
+            assert!(fields_slice(std::ptr::null(), 0).unwrap().is_empty());
+            assert_eq!(
+                fields_slice(std::ptr::null(), 1).unwrap_err(),
+                distlog_result::DISTLOG_NULL_PARAMETER
+            );
+            let f = [field(c"k", 1, distlog_value { i64: 1 })];
+            assert_eq!(
+                fields_slice(f.as_ptr(), MAX_FIELDS + 1).unwrap_err(),
+                distlog_result::DISTLOG_INVALID_ARGUMENT
+            );
+            assert_eq!(
+                fields_slice(f.as_ptr(), usize::MAX).unwrap_err(),
+                distlog_result::DISTLOG_INVALID_ARGUMENT
+            );
+            assert_eq!(fields_slice(f.as_ptr(), 1).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn levels() {
+        assert_eq!(level(0), None);
+        assert_eq!(level(1), Some(Level::Error));
+        assert_eq!(level(5), Some(Level::Trace));
+        assert_eq!(level(6), None);
+        assert_eq!(level(-1), None);
+        assert_eq!(level(257), None);
+    }
+
+    #[test]
+    fn fields_convert_fast_and_slow() {
+        let bad = [b'x', 0xff, 0];
+        let bad = CStr::from_bytes_with_nul(&bad).unwrap();
+        let mut fs = vec![
+            field(c"i", 1, distlog_value { i64: -1 }),
+            field(c"u", 2, distlog_value { u64: u64::MAX }),
+            field(c"f", 3, distlog_value { f64: 0.5 }),
+            field(c"b", 4, distlog_value { boolean: 9 }),
+            field(
+                c"s",
+                5,
+                distlog_value {
+                    str: c"text".as_ptr(),
+                },
+            ),
+            field(
+                c"n",
+                5,
+                distlog_value {
+                    str: std::ptr::null(),
+                },
+            ),
+            field(c"skip", 99, distlog_value { i64: 0 }),
+            distlog_field {
+                key: std::ptr::null(),
+                r#type: 1,
+                value: distlog_value { i64: 0 },
+            },
+        ];
+        let want = vec![
+            Field::Named("i", Value::I64(-1)),
+            Field::Named("u", Value::U64(u64::MAX)),
+            Field::Named("f", Value::F64(0.5)),
+            Field::Named("b", Value::Bool(true)),
+            Field::Named("s", Value::Str("text")),
+            Field::Named("n", Value::Str("(null)")),
+        ];
+        // SAFETY: every pointer is a static C string or NULL.
+        unsafe { with_fields(&fs, |f| assert_eq!(f, &want[..])) };
+        // Not UTF-8: the slow path, lossy.
+        fs.push(field(bad, 5, distlog_value { str: bad.as_ptr() }));
+        let mut want2 = want.clone();
+        want2.push(Field::Named("x\u{FFFD}", Value::Str("x\u{FFFD}")));
+        // SAFETY: as above.
+        unsafe { with_fields(&fs, |f| assert_eq!(f, &want2[..])) };
+        // More than fit on the stack: the slow path too.
+        let many: Vec<_> = (0..40)
+            .map(|i| field(c"k", 1, distlog_value { i64: i }))
+            .collect();
+        // SAFETY: as above.
+        unsafe {
+            with_fields(&many, |f| {
+                assert_eq!(f.len(), 40);
+                assert_eq!(f[39], Field::Named("k", Value::I64(39)));
+            })
+        };
+    }
 }

@@ -56,3 +56,41 @@ macro_rules! ffi_panic_boundary {
     };
 }
 pub(crate) use ffi_panic_boundary;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn boom() -> bool {
+        panic!("boom")
+    }
+
+    fn guarded_result() -> distlog_result {
+        ffi_panic_boundary! {
+            if boom() { distlog_result::DISTLOG_OK } else { distlog_result::DISTLOG_INVALID_ARGUMENT }
+        }
+    }
+
+    fn guarded_ptr() -> *mut u8 {
+        ffi_panic_boundary! {
+            if boom() { 8 as *mut u8 } else { 16 as *mut u8 }
+        }
+    }
+
+    fn guarded_early_return(x: i32) -> c_int {
+        ffi_panic_boundary! {
+            if x > 0 {
+                return 7;
+            }
+            c_int::from(boom())
+        }
+    }
+
+    #[test]
+    fn panics_become_values() {
+        assert_eq!(guarded_result(), distlog_result::DISTLOG_PANIC);
+        assert!(guarded_ptr().is_null());
+        assert_eq!(guarded_early_return(1), 7);
+        assert_eq!(guarded_early_return(0), 0);
+    }
+}

@@ -76,6 +76,9 @@ int main(void) {
     /* clang-format on */
     distlog_field one[1] = {DISTLOG_FIELD_STR("path", "/runtime")};
     distlog_log(DISTLOG_LEVEL_ERROR, "demo::runtime", "runtime message", one, 1);
+    /* Not UTF-8: carried lossily (U+FFFD), in the message, key and value. */
+    distlog_field bad[1] = {DISTLOG_FIELD_STR("k\xff", "v\xfe")};
+    distlog_log(DISTLOG_LEVEL_INFO, "demo::bytes", "bad \xff bytes", bad, 1);
     distlog_scope_close(child, DISTLOG_OUTCOME_ERROR);
 
     pthread_t t[NTHREADS];
