@@ -311,28 +311,53 @@ pub struct OpenScope {
     pub tid: u32,
 }
 
-/// What decoding a client's records needs: its identity, call sites and
-/// open scopes (see `convert.rs` for the conversion itself).
+/// What decoding a client's records needs besides the open scopes: its
+/// identity and call sites (see `convert.rs` for the conversion itself).
 #[derive(Debug)]
 pub struct Context {
     /// Who it is.
     pub identity: Identity,
     /// Its call-site table.
     pub table: ClientTable,
-    /// Open scopes by id, bounded by `Limits::max_open_scopes_per_client`.
-    pub scopes: HashMap<u64, OpenScope>,
-    /// Scopes opened while the map was full (not remembered).
-    pub scopes_untracked: u64,
 }
 
-/// Everything the drain thread keeps about one client.
+/// Whose scopes are whose: the open scopes of a process are shared by all
+/// its connections (a reconnecting process closes on its new connection
+/// what it opened on the old one). A process is its kernel pid and uid; a
+/// client whose pid is unverified is a process of its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProcessKey {
+    /// Pid and uid from `SO_PEERCRED`.
+    Process {
+        /// Pid.
+        pid: u32,
+        /// Uid.
+        uid: u32,
+    },
+    /// The connection of a client with an unverified pid.
+    Connection(u64),
+}
+
+/// The open scopes of one process, bounded by
+/// `Limits::max_open_scopes_per_client`.
+#[derive(Debug, Default)]
+pub struct Scopes {
+    /// Open scopes by id.
+    pub open: HashMap<u64, OpenScope>,
+    /// Scopes opened while the map was full (not remembered).
+    pub untracked: u64,
+}
+
+/// Everything the drain thread keeps about one client connection.
 #[derive(Debug)]
 pub struct Client {
     /// Connection number (unique in this sidecar).
     pub id: u64,
+    /// The process it belongs to (for its open scopes).
+    pub key: ProcessKey,
     /// Its rings.
     pub rings: Vec<AttachedRing>,
-    /// Identity, table, scopes.
+    /// Identity and call-site table.
     pub ctx: Context,
     /// Records read from all its rings.
     pub records: u64,
@@ -349,15 +374,19 @@ pub struct Client {
 impl Client {
     /// A client with no rings yet.
     pub fn new(id: u64, identity: Identity, table: ClientTable, closer: Shutdown) -> Client {
+        let key = if identity.pid_unverified {
+            ProcessKey::Connection(id)
+        } else {
+            ProcessKey::Process {
+                pid: identity.pid,
+                uid: identity.uid,
+            }
+        };
         Client {
             id,
+            key,
             rings: Vec::new(),
-            ctx: Context {
-                identity,
-                table,
-                scopes: HashMap::new(),
-                scopes_untracked: 0,
-            },
+            ctx: Context { identity, table },
             records: 0,
             gone: false,
             cut_off: false,

@@ -43,7 +43,7 @@ impl Config {
 /// | `max_clients` | 4096 | the hello is refused ("too many clients") |
 /// | `max_rings_per_client` | 256 | the client is cut off |
 /// | `max_defs_per_client` | 65 536 | the client is cut off |
-/// | `max_open_scopes_per_client` | 65 536 | further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
+/// | `max_open_scopes_per_client` | 65 536 | (per process) further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
 /// | `ring_budget` | 256 | records read from one ring per round, so a flooding client cannot starve the others |
 /// | `idle_backstop` | 1 ms | first timed wait of the idle drain thread: bounds the delay of the one wake-up a client can miss (its commit raced with the sleep flags being set) |
 /// | `idle_backstop_max` | 20 ms | longest timed wait once idle (doubling from `idle_backstop`): bounds the delay for a client that never writes the eventfd |
@@ -58,7 +58,8 @@ pub struct Limits {
     pub max_rings_per_client: usize,
     /// Call-site definitions one client may make.
     pub max_defs_per_client: usize,
-    /// Open scopes remembered per client (for durations and abandonment).
+    /// Open scopes remembered per client process (for durations and
+    /// abandonment).
     pub max_open_scopes_per_client: usize,
     /// Records read from one ring per round.
     pub ring_budget: usize,

@@ -5,14 +5,15 @@
 //! the list does not have becomes `field<idx>`: robust, not fatal). The
 //! field named `message` becomes the record's `message`.
 //!
-//! Scopes: each client's open scopes are remembered (bounded) from their
+//! Scopes: each process's open scopes are remembered (bounded) from their
 //! `ScopeOpen` to their `ScopeClose`, which then gets its `duration_ns`; an
-//! event in a scope gets the scope's parent; a client that goes away with
-//! scopes open gets a `scope_close` with outcome `abandoned` for each.
+//! event in a scope gets the scope's parent; a process whose last
+//! connection went away with scopes open gets a `scope_close` with outcome
+//! `abandoned` for each.
 
 use distlog::wire::{self, Field, Head, Level, Value};
 
-use crate::client::{Context, CutOff, OpenScope};
+use crate::client::{Context, CutOff, OpenScope, Scopes};
 use crate::clock::Clock;
 use crate::record::{Kind, Outcome, Record, ScopeId, TraceId};
 use crate::timestamp::Timestamp;
@@ -99,9 +100,14 @@ impl Context {
         env.clock.to_timestamp(raw, self.identity.clock_tsc)
     }
 
-    /// Decode one payload (a private copy) into a record. An error cuts the
-    /// client off.
-    pub(crate) fn convert(&mut self, env: &Env<'_>, payload: &[u8]) -> Result<Record, CutOff> {
+    /// Decode one payload (a private copy) into a record, tracking the
+    /// process's open `scopes`. An error cuts the client off.
+    pub(crate) fn convert(
+        &mut self,
+        scopes: &mut Scopes,
+        env: &Env<'_>,
+        payload: &[u8],
+    ) -> Result<Record, CutOff> {
         let frame = wire::decode(payload)?;
         let max_defs = env.limits.max_defs_per_client;
         match frame.head {
@@ -122,7 +128,7 @@ impl Context {
                 put_fields(&mut r, &def.fields, &frame.fields);
                 if scope != 0 {
                     r.scope_id = Some(ScopeId(scope));
-                    let open = self.scopes.get(&scope);
+                    let open = scopes.open.get(&scope);
                     r.trace_id = trace.or(open.map(|o| o.trace)).map(TraceId);
                     r.parent_id = open.and_then(|o| nonzero(o.parent));
                 }
@@ -157,19 +163,19 @@ impl Context {
                     parent,
                     tid,
                 };
-                if self.scopes.len() < env.limits.max_open_scopes_per_client
-                    || self.scopes.contains_key(&scope)
+                if scopes.open.len() < env.limits.max_open_scopes_per_client
+                    || scopes.open.contains_key(&scope)
                 {
-                    self.scopes.insert(scope, open);
+                    scopes.open.insert(scope, open);
                 } else {
-                    self.scopes_untracked += 1;
+                    scopes.untracked += 1;
                 }
                 Ok(r)
             }
             Head::ScopeRecord { scope, ts } => {
                 let mut r = self.base(env, Kind::ScopeRecord, self.ts(env, ts), Level::Info);
                 r.scope_id = Some(ScopeId(scope));
-                let open = self.scopes.get(&scope).copied();
+                let open = scopes.open.get(&scope).copied();
                 let def = open.and_then(|o| self.table.known(o.callsite));
                 self.describe_scope(&mut r, open, def);
                 put_fields(&mut r, def.map_or(&[], |d| &d.fields[..]), &frame.fields);
@@ -188,7 +194,7 @@ impl Context {
                     wire::Outcome::Ok => Outcome::Ok,
                     wire::Outcome::Error => Outcome::Error,
                 });
-                let open = self.scopes.remove(&scope);
+                let open = scopes.open.remove(&scope);
                 let def = open.and_then(|o| self.table.known(o.callsite));
                 self.describe_scope(&mut r, open, def);
                 if let Some(o) = open {
@@ -222,9 +228,9 @@ impl Context {
 
     /// `scope_close` records (outcome `abandoned`) for every scope still
     /// open; forgets them.
-    pub(crate) fn abandon_scopes(&mut self, env: &Env<'_>, out: &mut Vec<Record>) {
+    pub(crate) fn abandon_scopes(&self, scopes: &mut Scopes, env: &Env<'_>, out: &mut Vec<Record>) {
         let now = Timestamp::now();
-        let mut open: Vec<(u64, OpenScope)> = self.scopes.drain().collect();
+        let mut open: Vec<(u64, OpenScope)> = scopes.open.drain().collect();
         open.sort_by_key(|(_, o)| o.raw_ts);
         for (scope, o) in open {
             let mut r = self.base(env, Kind::ScopeClose, now, Level::Info);

@@ -32,6 +32,15 @@
 //! (through its closer), its rings dropped after the round's records were
 //! written. A sink that fails is dropped.
 //!
+//! # Gone clients
+//!
+//! A client whose connection ended is read until none of its rings has
+//! more (records written before a `kill -9` arrive), then dropped. Open
+//! scopes are kept per process (kernel pid and uid), not per connection: a
+//! process that reconnects closes on its new connection what it opened on
+//! the old one; when the last connection of a process is gone, its open
+//! scopes are closed with outcome `abandoned`.
+//!
 //! # Ring ids
 //!
 //! A ring handed again (same `ring_id`) on the same connection is ignored.
@@ -49,7 +58,11 @@ use std::time::Instant;
 use distlog::ring::Stop;
 use distlog::wire::Level;
 
-use crate::client::{AttachedRing, Client, ClientTable, Context, CutOff, Identity, RingSegment};
+use std::collections::HashMap;
+
+use crate::client::{
+    AttachedRing, Client, ClientTable, Context, CutOff, Identity, ProcessKey, RingSegment, Scopes,
+};
 use crate::clock::Clock;
 use crate::convert::Env;
 use crate::record::Record;
@@ -144,6 +157,7 @@ impl DrainHandle {
                     rx,
                     wake: w,
                     clients: Vec::new(),
+                    processes: HashMap::new(),
                     sinks,
                     batch: Vec::new(),
                     clock: Clock::calibrate(),
@@ -177,6 +191,8 @@ struct Drain {
     rx: mpsc::Receiver<DrainMsg>,
     wake: Arc<Wake>,
     clients: Vec<Client>,
+    /// Open scopes by process.
+    processes: HashMap<ProcessKey, Process>,
     sinks: Vec<Box<dyn Sink>>,
     batch: Vec<Record>,
     clock: Clock,
@@ -194,6 +210,7 @@ struct Drain {
 fn poll_ring(
     ring: &mut AttachedRing,
     ctx: &mut Context,
+    scopes: &mut Scopes,
     env: &Env<'_>,
     budget: usize,
     batch: &mut Vec<Record>,
@@ -201,15 +218,17 @@ fn poll_ring(
 ) -> Result<u64, CutOff> {
     let mut n = 0u64;
     let mut bad = None;
-    let stop = ring.poll(budget, |_seq, payload| match ctx.convert(env, payload) {
-        Ok(r) => {
-            batch.push(r);
-            n += 1;
-            true
-        }
-        Err(e) => {
-            bad = Some(e);
-            false
+    let stop = ring.poll(budget, |_seq, payload| {
+        match ctx.convert(scopes, env, payload) {
+            Ok(r) => {
+                batch.push(r);
+                n += 1;
+                true
+            }
+            Err(e) => {
+                bad = Some(e);
+                false
+            }
         }
     });
     ring.ledger.read += n;
@@ -243,6 +262,14 @@ fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Vec<Record>)
         format!("client cut off by the sidecar: {why}"),
     ));
     c.closer.trigger();
+}
+
+/// The open scopes of one process and how many of its connections the
+/// drain thread holds.
+#[derive(Debug, Default)]
+struct Process {
+    scopes: Scopes,
+    clients: usize,
 }
 
 impl Drain {
@@ -331,7 +358,9 @@ impl Drain {
                 closer,
             } => {
                 self.stats.clients += 1;
-                self.clients.push(Client::new(id, identity, table, closer));
+                let c = Client::new(id, identity, table, closer);
+                self.processes.entry(c.key).or_default().clients += 1;
+                self.clients.push(c);
             }
             DrainMsg::Ring { id, ring } => self.add_ring(id, ring),
             DrainMsg::Gone { id } => {
@@ -417,11 +446,13 @@ impl Drain {
             limits: &self.limits,
         };
         let c = &mut self.clients[hi];
+        let scopes = &mut self.processes.entry(c.key).or_default().scopes;
         let ring = &mut c.rings[rj];
         loop {
             match poll_ring(
                 ring,
                 &mut c.ctx,
+                scopes,
                 &env,
                 self.limits.ring_budget,
                 &mut self.batch,
@@ -457,11 +488,13 @@ impl Drain {
             if c.cut_off {
                 continue;
             }
+            let scopes = &mut self.processes.entry(c.key).or_default().scopes;
             let mut failed = None;
             for ring in c.rings.iter_mut() {
                 match poll_ring(
                     ring,
                     &mut c.ctx,
+                    scopes,
                     &env,
                     budget,
                     &mut self.batch,
@@ -481,8 +514,22 @@ impl Drain {
                 self.stats.cut_off += 1;
                 cut_off(c, &env, &e, &mut self.batch);
             } else if c.gone && c.rings.iter().all(|r| r.last_stop != Stop::Budget) {
-                c.ctx.abandon_scopes(&env, &mut self.batch);
                 c.finished = true;
+            }
+        }
+        // Clients leaving after this round: the last connection of a process
+        // that went away abandons its open scopes (a cut-off one does not:
+        // its process may live on).
+        for c in self.clients.iter().filter(|c| c.cut_off || c.finished) {
+            let Some(p) = self.processes.get_mut(&c.key) else {
+                continue;
+            };
+            p.clients = p.clients.saturating_sub(1);
+            if p.clients == 0 {
+                if c.finished {
+                    c.ctx.abandon_scopes(&mut p.scopes, &env, &mut self.batch);
+                }
+                self.processes.remove(&c.key);
             }
         }
         self.commit();

@@ -15,8 +15,9 @@
 //!    each with a ring memfd (checked before it is mapped). A refused ring
 //!    closes the connection (the drain thread drains what its other rings
 //!    hold).
-//! 5. End of the connection (EOF, error, cut-off by the drain thread,
-//!    shutdown): the drain thread is told the client is gone.
+//! 5. End of the connection (EOF, error, cut-off by the drain thread): the
+//!    drain thread is told the client is gone. Not on shutdown: the client
+//!    lives on and reconnects to the next sidecar.
 //!
 //! # The socket file
 //!
@@ -380,7 +381,10 @@ async fn connection(stream: UnixStream, id: u64, ctx: Arc<ConnCtx>, shutdown: Sh
         };
         diag!("{peer}: {e}; closing the connection");
     }
-    if conn.registered {
+    // On shutdown the client lives on (it reconnects to the next sidecar):
+    // it is not "gone", and its open scopes are not abandoned. The drain
+    // thread reads its rings to the end all the same.
+    if conn.registered && !shutdown.is_triggered() {
         conn.ctx.drain.send(DrainMsg::Gone { id: conn.id });
     }
 }

@@ -313,3 +313,62 @@ fn a_closed_stdout_drops_the_sink_not_the_sidecar() {
         "reported once"
     );
 }
+
+#[test]
+fn open_scopes_survive_a_reconnect_and_a_shutdown() {
+    let mut sc = Sidecar::start("scope-reconnect");
+    let table = new_table(64 << 10);
+    let mut c1 =
+        TestClient::connect_with(&sc.socket, "svc-sr", PROTOCOL_VERSION, table, false).unwrap();
+    let span = c1.site(CallsiteKind::Scope, Level::Info, "long", "t", 1, &[]);
+    let (seg, _) = new_ring_seg(MIN_DATA_BYTES * 4, 1, 0);
+    c1.hand(seg, 1);
+    let ring = TestRing::over(seg);
+    let t0 = now_ns();
+    let open = |scope| Head::ScopeOpen {
+        callsite: span,
+        ts: t0,
+        tid: 1,
+        scope,
+        parent: 0,
+        trace: [1; 16],
+        remote_parent: false,
+    };
+    c1.frame(&ring, &open(1), &[]);
+    c1.frame(&ring, &open(2), &[]);
+    sc.wait_for(2, |v| v["kind"] == "scope_open");
+    // reconnect: a new connection of the same process, then the old one ends
+    let c2 =
+        TestClient::connect_with(&sc.socket, "svc-sr", PROTOCOL_VERSION, table, false).unwrap();
+    c2.hand(seg, 1);
+    drop(c1);
+    c2.frame(
+        &ring,
+        &Head::ScopeClose {
+            scope: 1,
+            ts: t0 + 77,
+            tid: 1,
+            outcome: distlog::wire::Outcome::Ok,
+        },
+        &[],
+    );
+    let close = sc.wait_for(1, |v| v["kind"] == "scope_close");
+    assert_eq!(
+        close[0]["outcome"], "ok",
+        "not abandoned: the process reconnected"
+    );
+    assert_eq!(close[0]["duration_ns"], 77);
+    assert_eq!(close[0]["name"], "long");
+    // shutdown with scope 2 open: the client lives on, nothing is abandoned
+    assert!(sc.terminate().success());
+    assert_eq!(
+        sc.seen
+            .iter()
+            .filter(|v| v["kind"] == "scope_close")
+            .count(),
+        1,
+        "{:?}",
+        sc.seen
+    );
+    drop(c2);
+}
