@@ -92,7 +92,8 @@
  *
  * Example.
  *   distlog_init("checkout");
- *   distlog_scope *s = distlog_scope_open("pay", incoming_traceparent, NULL, 0);
+ *   distlog_scope *s = distlog_scope_open_with_state("pay", incoming_traceparent,
+ *                                                    incoming_tracestate, NULL, 0);
  *   distlog_field f[2] = { DISTLOG_FIELD_I64("order", 42),
  *                          DISTLOG_FIELD_STR("who", name) };
  *   DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "checkout::pay", "paid", f, 2);
@@ -372,6 +373,22 @@ distlog_scope *distlog_scope_open(const char *name, const char *traceparent_or_n
  * Errors: DISTLOG_NULL_PARAMETER (s or buf NULL), DISTLOG_BUFFER_TOO_SMALL
  * (len < DISTLOG_TRACEPARENT_LEN). */
 distlog_result distlog_scope_traceparent(const distlog_scope *s, char *buf, size_t len);
+
+/* distlog_scope_open, also given the W3C tracestate that came with the
+ * traceparent: "distlog=<level>" in it records this scope and its children
+ * up to that level (a per-request verbosity boost that follows the request
+ * across services). */
+distlog_scope *distlog_scope_open_with_state(const char *name, const char *traceparent_or_null,
+                                             const char *tracestate_or_null,
+                                             const distlog_field *fields, size_t nfields);
+
+/* Enough bytes for any tracestate distlog_scope_tracestate writes. */
+#define DISTLOG_TRACESTATE_LEN 32
+
+/* Write the W3C tracestate to send beside the traceparent into buf of len
+ * bytes: "distlog=<level>" when the scope is boosted, else "". Errors:
+ * DISTLOG_NULL_PARAMETER, DISTLOG_BUFFER_TOO_SMALL. */
+distlog_result distlog_scope_tracestate(const distlog_scope *s, char *buf, size_t len);
 
 typedef enum distlog_outcome {
     DISTLOG_OUTCOME_OK = 0,

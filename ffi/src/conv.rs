@@ -131,6 +131,29 @@ pub(crate) unsafe fn fields_slice<'a>(
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
 }
 
+/// Write `s` and a NUL into the C buffer `buf` of `len` bytes; nothing is
+/// written unless it fits.
+///
+/// # Safety
+///
+/// `buf` is NULL or points to `len` writable bytes.
+pub(crate) unsafe fn write_cstr(s: &str, buf: *mut c_char, len: usize) -> distlog_result {
+    if buf.is_null() {
+        return distlog_result::DISTLOG_NULL_PARAMETER;
+    }
+    if s.len() >= len {
+        return distlog_result::DISTLOG_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: buf is non-null with `len` writable bytes (contract) and we
+    // write s.len() + 1 <= len bytes; a Rust string does not overlap a
+    // caller's buffer.
+    unsafe {
+        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
+        *buf.add(s.len()) = 0;
+    }
+    distlog_result::DISTLOG_OK
+}
+
 /// A level from the C number, `None` outside 1..=5.
 pub(crate) fn level(n: c_int) -> Option<Level> {
     u8::try_from(n).ok().and_then(Level::from_u8)

@@ -30,6 +30,9 @@ pub struct distlog_scope {
 
 /// Length of a W3C `traceparent` plus its NUL (`DISTLOG_TRACEPARENT_LEN`).
 pub const TRACEPARENT_LEN: usize = 56;
+/// Enough for the `tracestate` distlog writes, NUL included
+/// (`DISTLOG_TRACESTATE_LEN`; the longest is `distlog=debug`/`trace`).
+pub const TRACESTATE_LEN: usize = 32;
 
 /// Distinct scope names with a call site of their own.
 const MAX_NAMES: usize = 4096;
@@ -127,35 +130,80 @@ pub unsafe extern "C" fn distlog_scope_open(
     nfields: usize,
 ) -> *mut distlog_scope {
     ffi_panic_boundary! {
-        if !RUNNING.load(Ordering::Relaxed) {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: NULL or a string, per the contract.
-        let Some(name) = (unsafe { conv::cstr(name) }) else { return std::ptr::null_mut() };
-        if name.is_empty() {
-            return std::ptr::null_mut();
-        }
-        // SAFETY: NULL or `nfields` fields, per the contract.
-        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
-            return std::ptr::null_mut();
-        };
-        // SAFETY: NULL or a string, per the contract.
-        let tp = unsafe { conv::cstr(traceparent_or_null) };
-        let Some((id, overflow)) = scope_site(&name) else { return std::ptr::null_mut() };
-        // SAFETY: the fields' strings are valid for the call.
-        let scope = unsafe {
-            conv::with_fields(fields, |f| {
-                if overflow {
-                    let mut v = f.to_vec();
-                    v.push(Field::Named("distlog.scope_name", Value::Str(&name)));
-                    Scope::open(id, tp.as_deref(), &v)
-                } else {
-                    Scope::open(id, tp.as_deref(), f)
-                }
-            })
-        };
-        Box::into_raw(scope).cast::<distlog_scope>()
+        // SAFETY: forwarded from our caller.
+        unsafe { open(name, traceparent_or_null, std::ptr::null(), fields, nfields) }
     }
+}
+
+/// `distlog_scope_open` with the W3C `tracestate` that came with the
+/// traceparent: `distlog=<level>` in it records this scope and its children
+/// up to that level (a per-request verbosity boost that follows the request
+/// across services). Ignored without a valid traceparent.
+///
+/// # Safety
+///
+/// As [`distlog_scope_open`]; `tracestate_or_null` is NULL or a
+/// NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_scope_open_with_state(
+    name: *const c_char,
+    traceparent_or_null: *const c_char,
+    tracestate_or_null: *const c_char,
+    fields: *const distlog_field,
+    nfields: usize,
+) -> *mut distlog_scope {
+    ffi_panic_boundary! {
+        // SAFETY: forwarded from our caller.
+        unsafe { open(name, traceparent_or_null, tracestate_or_null, fields, nfields) }
+    }
+}
+
+/// The body of both open functions.
+///
+/// # Safety
+///
+/// As [`distlog_scope_open_with_state`].
+unsafe fn open(
+    name: *const c_char,
+    traceparent: *const c_char,
+    tracestate: *const c_char,
+    fields: *const distlog_field,
+    nfields: usize,
+) -> *mut distlog_scope {
+    if !RUNNING.load(Ordering::Relaxed) {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: NULL or a string, per the contract.
+    let Some(name) = (unsafe { conv::cstr(name) }) else {
+        return std::ptr::null_mut();
+    };
+    if name.is_empty() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: NULL or `nfields` fields, per the contract.
+    let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: NULL or a string, per the contract.
+    let tp = unsafe { conv::cstr(traceparent) };
+    // SAFETY: NULL or a string, per the contract.
+    let ts = unsafe { conv::cstr(tracestate) };
+    let Some((id, overflow)) = scope_site(&name) else {
+        return std::ptr::null_mut();
+    };
+    // SAFETY: the fields' strings are valid for the call.
+    let scope = unsafe {
+        conv::with_fields(fields, |f| {
+            if overflow {
+                let mut v = f.to_vec();
+                v.push(Field::Named("distlog.scope_name", Value::Str(&name)));
+                Scope::open_with_state(id, tp.as_deref(), ts.as_deref(), &v)
+            } else {
+                Scope::open_with_state(id, tp.as_deref(), ts.as_deref(), f)
+            }
+        })
+    };
+    Box::into_raw(scope).cast::<distlog_scope>()
 }
 
 /// Write the W3C `traceparent` of scope `s` (55 characters and a NUL) into
@@ -178,21 +226,34 @@ pub unsafe extern "C" fn distlog_scope_traceparent(
     ffi_panic_boundary! {
         // SAFETY: NULL or a live handle, per the contract.
         let Some(scope) = (unsafe { scope_ref(s) }) else { return distlog_result::DISTLOG_NULL_PARAMETER };
-        if buf.is_null() {
-            return distlog_result::DISTLOG_NULL_PARAMETER;
-        }
-        let tp = scope.traceparent();
-        if tp.len() + 1 > len {
-            return distlog_result::DISTLOG_BUFFER_TOO_SMALL;
-        }
-        // SAFETY: buf is non-null with `len` writable bytes (contract) and
-        // we write tp.len() + 1 <= len bytes; a Rust String does not
-        // overlap a caller's buffer.
-        unsafe {
-            std::ptr::copy_nonoverlapping(tp.as_ptr(), buf.cast::<u8>(), tp.len());
-            *buf.add(tp.len()) = 0;
-        }
-        distlog_result::DISTLOG_OK
+        // SAFETY: NULL or `len` writable bytes, per the contract.
+        unsafe { conv::write_cstr(&scope.traceparent(), buf, len) }
+    }
+}
+
+/// Write the W3C `tracestate` to send beside the scope's traceparent into
+/// `buf` of `len` bytes: `distlog=<level>` when the scope is recorded at a
+/// raised level (a per-request boost), else the empty string. `buf` is
+/// written only on success; `DISTLOG_TRACESTATE_LEN` bytes always suffice.
+///
+/// Errors: `DISTLOG_NULL_PARAMETER` (`s` or `buf` NULL),
+/// `DISTLOG_BUFFER_TOO_SMALL`.
+///
+/// # Safety
+///
+/// As [`distlog_scope_traceparent`].
+#[no_mangle]
+pub unsafe extern "C" fn distlog_scope_tracestate(
+    s: *const distlog_scope,
+    buf: *mut c_char,
+    len: usize,
+) -> distlog_result {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a live handle, per the contract.
+        let Some(scope) = (unsafe { scope_ref(s) }) else { return distlog_result::DISTLOG_NULL_PARAMETER };
+        let ts = scope.tracestate().unwrap_or_default();
+        // SAFETY: NULL or `len` writable bytes, per the contract.
+        unsafe { conv::write_cstr(&ts, buf, len) }
     }
 }
 

@@ -14,7 +14,7 @@ use distlog_ffi::{distlog_callsite, distlog_field, distlog_value};
 const LIMIT: Duration = Duration::from_secs(60);
 
 fn run_misuse(exe: &std::path::Path, dir: &std::path::Path) -> String {
-    let mut cmd = Command::new(exe);
+    let mut cmd = c_command(exe);
     cmd.env("DISTLOG_SOCKET", no_sidecar(dir))
         .env_remove("DISTLOG_LOG")
         .env_remove("RUST_LOG");
@@ -71,7 +71,7 @@ fn demo_compiles_pedantic_shared_and_static() {
             link,
         );
         // Without a sidecar it still runs to the end.
-        let mut cmd = Command::new(&exe);
+        let mut cmd = c_command(&exe);
         cmd.env("DISTLOG_SOCKET", no_sidecar(&dir));
         let out = success(&run(cmd, LIMIT));
         assert!(out.contains("DONE"), "{out}");
@@ -89,7 +89,7 @@ fn cpp_includes_the_header() {
         &exe,
         Link::Shared,
     );
-    let mut cmd = Command::new(&exe);
+    let mut cmd = c_command(&exe);
     cmd.env("DISTLOG_SOCKET", no_sidecar(&dir));
     let out = success(&run(cmd, LIMIT));
     assert!(out.starts_with("CPP OK 00-"), "{out}");
@@ -107,7 +107,7 @@ fn struct_layouts_match() {
         &exe,
         Link::Shared,
     );
-    let out = success(&run(Command::new(&exe), LIMIT));
+    let out = success(&run(c_command(&exe), LIMIT));
     let want = format!(
         "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nenums 4 4 4 4\n",
         size_of::<distlog_field>(),
@@ -143,7 +143,7 @@ fn asan_works(dir: &std::path::Path) -> Result<(), String> {
     if !o.status.success() {
         return Err(String::from_utf8_lossy(&o.stderr).into_owned());
     }
-    let r = Command::new(&exe).output().map_err(|e| e.to_string())?;
+    let r = c_command(&exe).output().map_err(|e| e.to_string())?;
     if !r.status.success() {
         return Err(format!(
             "an ASan program does not run here: {}",
@@ -180,7 +180,7 @@ fn misuse_under_address_sanitizer() {
             &exe,
             link,
         );
-        let mut cmd = Command::new(&exe);
+        let mut cmd = c_command(&exe);
         cmd.env("DISTLOG_SOCKET", no_sidecar(&dir))
             .env("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0");
         let out = success(&run(cmd, LIMIT));

@@ -113,7 +113,7 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     let socket = dir.join("s.sock");
     let sidecar = Sidecar::start(&exe, &socket, &dir);
 
-    let mut cmd = Command::new(&demo);
+    let mut cmd = c_command(&demo);
     cmd.env("DISTLOG_SOCKET", &socket)
         .env_remove("DISTLOG_LOG")
         .env_remove("RUST_LOG")

@@ -123,6 +123,28 @@ int main(void) {
     CHECK(strcmp(buf + 36, "00f067aa0ba902b7-01") != 0);
     distlog_scope_close(remote, DISTLOG_OUTCOME_OK);
 
+    /* tracestate: a boost travels with the request; none gives "". */
+    char ts[DISTLOG_TRACESTATE_LEN];
+    distlog_scope *plain = distlog_scope_open("plain", NULL, NULL, 0);
+    CHECK(distlog_scope_tracestate(plain, ts, sizeof ts) == DISTLOG_OK && ts[0] == 0);
+    CHECK(distlog_scope_tracestate(NULL, ts, sizeof ts) == DISTLOG_NULL_PARAMETER);
+    CHECK(distlog_scope_tracestate(plain, NULL, sizeof ts) == DISTLOG_NULL_PARAMETER);
+    CHECK(distlog_scope_tracestate(plain, ts, 0) == DISTLOG_BUFFER_TOO_SMALL);
+    distlog_scope_close(plain, DISTLOG_OUTCOME_OK);
+    CHECK(distlog_enabled(DISTLOG_LEVEL_DEBUG, "x") == 0);
+    distlog_scope *boosted = distlog_scope_open_with_state(
+        "boosted", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", "other=1,distlog=debug", NULL, 0);
+    CHECK(boosted != NULL);
+    CHECK(distlog_scope_tracestate(boosted, ts, sizeof ts) == DISTLOG_OK);
+    CHECK(strcmp(ts, "distlog=debug") == 0);
+    memset(ts, 'Z', sizeof ts);
+    CHECK(distlog_scope_tracestate(boosted, ts, 5) == DISTLOG_BUFFER_TOO_SMALL && ts[0] == 'Z');
+    CHECK(distlog_enabled(DISTLOG_LEVEL_DEBUG, "x") == 1); /* boosted inside */
+    CHECK(distlog_enabled(DISTLOG_LEVEL_TRACE, "x") == 0);
+    distlog_scope_close(boosted, DISTLOG_OUTCOME_OK);
+    CHECK(distlog_enabled(DISTLOG_LEVEL_DEBUG, "x") == 0);
+    CHECK(distlog_scope_open_with_state(NULL, NULL, "distlog=debug", NULL, 0) == NULL);
+
     distlog_scope_close(NULL, DISTLOG_OUTCOME_OK);
     distlog_scope_close(weird, (distlog_outcome)7);
     distlog_scope_close(garbage, DISTLOG_OUTCOME_ERROR);

@@ -41,16 +41,23 @@ fn newest(name: &str) -> PathBuf {
         })
 }
 
-/// A directory holding the current `libdistlog_ffi.so` and `.a`.
+/// A directory holding the current `libdistlog_ffi.so` and `.a` (hard
+/// links where possible), one per test binary.
 pub fn lib_dir() -> PathBuf {
     static DIR: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
     DIR.get_or_init(|| {
+        let exe = std::env::current_exe().unwrap();
+        let stem = exe.file_stem().unwrap().to_string_lossy().into_owned();
         let d = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
             .join("ffi-tests")
-            .join(format!("lib-{}", std::process::id()));
+            .join(format!("lib-{stem}"));
         std::fs::create_dir_all(&d).unwrap();
         for name in ["libdistlog_ffi.so", "libdistlog_ffi.a"] {
-            std::fs::copy(newest(name), d.join(name)).unwrap();
+            let (from, to) = (newest(name), d.join(name));
+            let _ = std::fs::remove_file(&to);
+            if std::fs::hard_link(&from, &to).is_err() {
+                std::fs::copy(&from, &to).unwrap();
+            }
         }
         d
     })
@@ -128,6 +135,16 @@ pub fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, link: Lin
         String::from_utf8_lossy(&o.stdout),
         String::from_utf8_lossy(&o.stderr)
     );
+}
+
+/// A command running the compiled C program `exe` against the library of
+/// [`lib_dir`]. `cargo test` puts `target/<profile>` (with a possibly older
+/// `libdistlog_ffi.so`) on `LD_LIBRARY_PATH`, which would win over the
+/// program's rpath: point it at our copy.
+pub fn c_command(exe: &Path) -> Command {
+    let mut cmd = Command::new(exe);
+    cmd.env("LD_LIBRARY_PATH", lib_dir());
+    cmd
 }
 
 /// Run `cmd` to its end, killing it after `limit` (a watchdog, not a
