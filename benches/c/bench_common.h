@@ -1,0 +1,94 @@
+/* Timing shared by the C and C++ harnesses: batches of rdtsc-timed loops,
+ * p50/p99 over batches, one JSON line per result (the same shape as
+ * bench-runner's, see benches/src/lib.rs). */
+#ifndef BENCH_COMMON_H
+#define BENCH_COMMON_H
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <x86intrin.h>
+
+static double bench_tpn; /* TSC ticks per ns */
+
+static void bench_calibrate(void) {
+    struct timespec a, b, d = {0, 100000000};
+    clock_gettime(CLOCK_MONOTONIC, &a);
+    uint64_t t0 = __rdtsc();
+    nanosleep(&d, NULL);
+    uint64_t t1 = __rdtsc();
+    clock_gettime(CLOCK_MONOTONIC, &b);
+    double ns = (b.tv_sec - a.tv_sec) * 1e9 + (b.tv_nsec - a.tv_nsec);
+    bench_tpn = (double)(t1 - t0) / ns;
+}
+
+static int bench_cmp(const void *x, const void *y) {
+    double a = *(const double *)x, b = *(const double *)y;
+    return a < b ? -1 : a > b;
+}
+
+static int bench_quick(void) {
+    const char *q = getenv("BENCH_QUICK");
+    return q && *q && strcmp(q, "0") != 0;
+}
+
+static void bench_shape(size_t *batches, size_t *batch) {
+    if (bench_quick()) {
+        *batches = 50;
+        *batch = 32;
+    } else {
+        *batches = 20000;
+        *batch = 100;
+    }
+}
+
+static void bench_emit(const char *workload, const char *impl, double *v, size_t n, const char *extra) {
+    qsort(v, n, sizeof *v, bench_cmp);
+    double sum = 0;
+    for (size_t i = 0; i < n; i++) sum += v[i];
+#define AT(q) v[(size_t)((double)(n - 1) * (q) + 0.5)]
+    printf("{\"workload\":\"%s\",\"impl\":\"%s\",\"unit\":\"ns/op\",\"p50\":%.4f,\"p99\":%.4f,"
+           "\"p999\":%.4f,\"mean\":%.4f,\"min\":%.4f,\"n\":%zu,\"extra\":{%s}}\n",
+           workload, impl, AT(0.5), AT(0.99), AT(0.999), sum / n, v[0], n, extra ? extra : "");
+#undef AT
+    fflush(stdout);
+}
+
+/* BENCH_RUN(workload, impl, extra, statement using uint64_t i): variadic so
+ * the statement may contain commas. */
+#define BENCH_RUN(workload, impl, extra, ...)                                   \
+    do {                                                                        \
+        size_t nb_, bs_;                                                        \
+        bench_shape(&nb_, &bs_);                                                \
+        double *v_ = (double *)malloc(nb_ * sizeof(double));                    \
+        uint64_t i = 0;                                                         \
+        for (size_t b_ = 0; b_ < nb_ / 10 + 1; b_++)                            \
+            for (size_t k_ = 0; k_ < bs_; k_++, i++) { __VA_ARGS__; }                  \
+        for (size_t b_ = 0; b_ < nb_; b_++) {                                   \
+            uint64_t t0_ = __rdtsc();                                           \
+            for (size_t k_ = 0; k_ < bs_; k_++, i++) { __VA_ARGS__; }                  \
+            uint64_t t1_ = __rdtsc();                                           \
+            v_[b_] = (double)(t1_ - t0_) / bench_tpn / (double)bs_;             \
+        }                                                                       \
+        bench_emit(workload, impl, v_, nb_, extra);                             \
+        free(v_);                                                               \
+    } while (0)
+
+/* The floor: a TSC timestamp and 32 bytes into a thread-local buffer,
+ * published with a release store. */
+#define FLOOR_BYTES (64u << 10)
+struct floor_buf_t {
+    uint64_t pos;
+    unsigned char data[FLOOR_BYTES] __attribute__((aligned(64)));
+};
+static __thread struct floor_buf_t floor_buf;
+
+static inline __attribute__((always_inline)) void floor_op(uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t rec[4] = {__rdtsc(), a, b, c};
+    uint64_t p = __atomic_load_n(&floor_buf.pos, __ATOMIC_RELAXED);
+    memcpy(floor_buf.data + (p & (FLOOR_BYTES - 1)), rec, 32);
+    __atomic_store_n(&floor_buf.pos, p + 32, __ATOMIC_RELEASE);
+}
+
+#endif
