@@ -28,5 +28,6 @@ pub use init::{distlog_enabled, distlog_init, distlog_max_level, distlog_shutdow
 pub use log::{distlog_callsite, distlog_callsite_enabled, distlog_callsite_log, distlog_log};
 pub use result::{distlog_result, distlog_result_str};
 pub use scope::{
-    distlog_scope, distlog_scope_close, distlog_scope_open, distlog_scope_traceparent,
+    distlog_scope, distlog_scope_close, distlog_scope_open, distlog_scope_open_with_state,
+    distlog_scope_traceparent, distlog_scope_tracestate,
 };

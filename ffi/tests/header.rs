@@ -403,6 +403,13 @@ fn header_enums_and_constants_match_rust() {
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".len() + 1
     );
     assert_eq!(
+        num("DISTLOG_TRACESTATE_LEN"),
+        distlog_ffi::scope::TRACESTATE_LEN
+    );
+    assert!(
+        distlog::scope::format_tracestate(5).unwrap().len() < distlog_ffi::scope::TRACESTATE_LEN
+    );
+    assert_eq!(
         num("DISTLOG_CALLSITE_FORMATTED") as u32,
         distlog_ffi::log::DISTLOG_CALLSITE_FORMATTED
     );
