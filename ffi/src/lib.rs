@@ -5,7 +5,8 @@
 //! threads, fork, linking); this crate implements it over
 //! [`distlog::raw`]. Every export:
 //!
-//! - runs inside [`ffi_panic_boundary!`](panic), so no panic unwinds into C;
+//! - runs inside `ffi_panic_boundary!` (`src/panic.rs`), so no panic unwinds
+//!   into C;
 //! - converts its arguments through the typed helpers in [`conv`] (lossy C
 //!   strings, checked pointer + length), never with casts of its own;
 //! - rejects NULL and out-of-range arguments with a `distlog_result` code,
