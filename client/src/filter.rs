@@ -33,6 +33,16 @@ use crate::wire::{Level, TraceId};
 /// sites above it are decided by the directives alone.
 static BOOST_CAP: AtomicU8 = AtomicU8::new(0);
 
+/// Bumped (Release) after every change of directives, `MAX_LEVEL` or the
+/// boost cap; caches of filter results compare against it (Acquire).
+pub static EPOCH: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+
+fn bump() {
+    // Release pairs with the Acquire load in `raw::filter_epoch`: a cache
+    // that sees the new epoch sees the new directives' effects.
+    EPOCH.fetch_add(1, Ordering::Release);
+}
+
 /// The most verbose level the C API's runtime filter enables: the C macros
 /// compare against it before anything else.
 pub static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
@@ -127,6 +137,7 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
     }
     MAX_LEVEL.store(max_of(&st.targets).max(boost), Ordering::Relaxed);
     drop(st);
+    bump();
     if let Some(r) = RELOAD.get() {
         // Rebuilds the interest cache of every call site.
         r(env)?;
@@ -147,13 +158,22 @@ pub(crate) fn raise_boost_cap(level: u8) {
     if level > BOOST_CAP.load(Ordering::Relaxed) {
         BOOST_CAP.store(level, Ordering::Relaxed);
         MAX_LEVEL.fetch_max(level, Ordering::Relaxed);
+        bump();
         tracing_core::callsite::rebuild_interest_cache();
     }
 }
 
 #[inline]
-fn boosted(level: u8) -> bool {
+pub(crate) fn boosted(level: u8) -> bool {
     crate::scope::current().is_some_and(|c| c.boost >= level)
+}
+
+/// Whether the directives alone enable `level` for `target`.
+pub(crate) fn enabled_by_directives(level: Level, target: &str) -> bool {
+    match STATE.get() {
+        Some(s) => s.read().unwrap_or_else(|e| e.into_inner()).targets.would_enable(target, &to_tracing(level)),
+        None => level <= Level::Info,
+    }
 }
 
 /// Whether `level` is enabled for `target` (the C API's check).
@@ -162,11 +182,7 @@ pub(crate) fn enabled(level: Level, target: &str) -> bool {
     if lv > MAX_LEVEL.load(Ordering::Relaxed) {
         return false;
     }
-    let by_targets = match STATE.get() {
-        Some(s) => s.read().unwrap_or_else(|e| e.into_inner()).targets.would_enable(target, &to_tracing(level)),
-        None => level <= Level::Info,
-    };
-    by_targets || boosted(lv)
+    enabled_by_directives(level, target) || boosted(lv)
 }
 
 /// The `tracing` filter: the current directives plus the per-request boost.

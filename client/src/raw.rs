@@ -31,6 +31,19 @@ pub fn register_event(
     p.register_dyn(&DynSite { kind: CallsiteKind::Event, level, name, target, file, line, fields })
 }
 
+/// Register (or find) a scope call site described at run time.
+pub fn register_scope(
+    level: Level,
+    target: &str,
+    name: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+    fields: &[&str],
+) -> Option<u32> {
+    let p = runtime::process()?;
+    p.register_dyn(&DynSite { kind: CallsiteKind::Scope, level, name, target, file, line, fields })
+}
+
 /// Register a call site that lives for the program under `key` (the address
 /// of a static in the caller): after the first call, a lock-free lookup.
 #[allow(clippy::too_many_arguments)]
@@ -71,10 +84,26 @@ pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
             enc.field(&Field::Named("message", crate::wire::Value::Str(crate::layer::clip(m))));
         }
         for f in fields {
-            enc.field(f);
+            enc.field(&clip_field(f));
         }
         enc.finish().map(|b| b.len())
     });
+}
+
+/// Cut long string values (see `layer::MAX_STR`), so one giant field
+/// cannot cost the whole record.
+fn clip_field<'a>(f: &Field<'a>) -> Field<'a> {
+    use crate::layer::clip;
+    use crate::wire::Value;
+    let v = |v: &Value<'a>| match *v {
+        Value::Str(s) => Value::Str(clip(s)),
+        Value::Debug(s) => Value::Debug(clip(s)),
+        other => other,
+    };
+    match f {
+        Field::Idx(i, x) => Field::Idx(*i, v(x)),
+        Field::Named(n, x) => Field::Named(clip(n), v(x)),
+    }
 }
 
 /// A scope opened through this API: entered on the opening thread until
@@ -144,7 +173,7 @@ impl Scope {
             };
             let mut enc = Encoder::new(ctx.buf, &head);
             for f in fields {
-                enc.field(f);
+                enc.field(&clip_field(f));
             }
             if let Some(why) = bad {
                 enc.field(&Field::Named("distlog.bad_traceparent", crate::wire::Value::Str(crate::layer::clip(tp_text))));
@@ -201,6 +230,27 @@ pub fn flush(timeout: std::time::Duration) -> bool {
 /// anything else.
 pub fn max_level() -> &'static std::sync::atomic::AtomicU8 {
     &crate::filter::MAX_LEVEL
+}
+
+/// A number that changes whenever the directives or boosts change: a C
+/// call site may cache [`enabled_by_directives`] together with it and ask
+/// again only when it moved.
+#[inline]
+pub fn filter_epoch() -> u64 {
+    crate::filter::EPOCH.load(std::sync::atomic::Ordering::Acquire)
+}
+
+/// Whether the directives alone (no per-request boost) enable `level` for
+/// `target`.
+pub fn enabled_by_directives(level: Level, target: &str) -> bool {
+    crate::filter::enabled_by_directives(level, target)
+}
+
+/// Whether the calling thread's current scope is boosted to `level` or
+/// more (see `distlog::tracestate`).
+#[inline]
+pub fn boosted(level: Level) -> bool {
+    crate::filter::boosted(level as u8)
 }
 
 /// Whether the runtime is started and connected to a sidecar.

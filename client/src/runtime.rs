@@ -640,6 +640,25 @@ fn first_use(l: &Local) -> Option<(&'static Process, &'static RingSlot)> {
     Some((p, slot))
 }
 
+/// Holds a thread's `busy` flag; clears it even when a `Debug` impl the
+/// record calls panics, so the thread can log again afterwards.
+struct Busy<'a>(&'a Cell<bool>);
+
+impl<'a> Busy<'a> {
+    #[inline]
+    fn enter(c: &'a Cell<bool>) -> Self {
+        c.set(true);
+        Busy(c)
+    }
+}
+
+impl Drop for Busy<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        self.0.set(false);
+    }
+}
+
 /// Encode a record with `f` and push it into this thread's ring. Never
 /// blocks; drops and counts when it cannot write.
 #[inline]
@@ -651,23 +670,17 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             }
             return;
         }
-        l.busy.set(true);
+        let _busy = Busy::enter(&l.busy);
         let (proc, slot) = match l.slot.get() {
             // Relaxed-load fast path; the process pointer only changes
             // after a fork, when atfork_child cleared `slot`.
             Some(s) => match process() {
                 Some(p) => (p, s),
-                None => {
-                    l.busy.set(false);
-                    return;
-                }
+                None => return,
             },
             None => match first_use(l) {
                 Some(x) => x,
-                None => {
-                    l.busy.set(false);
-                    return;
-                }
+                None => return,
             },
         };
         // SAFETY: `busy` makes this the only live borrow of the buffers on
@@ -694,7 +707,6 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             }
         };
         let _ = res;
-        l.busy.set(false);
     });
     if done.is_err() {
         // The thread is being torn down: the shared ring still works.
@@ -773,10 +785,9 @@ pub(crate) fn write_scratch(f: impl FnOnce(&mut [u8], &mut String)) {
         if l.busy.get() {
             return;
         }
-        l.busy.set(true);
+        let _busy = Busy::enter(&l.busy);
         // SAFETY: guarded by `busy`, as in write_record.
         let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
         f(buf, scratch);
-        l.busy.set(false);
     });
 }
