@@ -254,9 +254,4 @@ macro_rules! tracing_event {
     };
 }
 
-/// The peer versions, for the report (from Cargo.lock at build time is
-/// overkill: these are the versions the benches crate asks for, and
-/// `bench-runner versions` prints what was resolved).
-pub fn versions() -> Vec<(&'static str, String)> {
-    vec![]
-}
+pub mod wire_fast;
