@@ -52,6 +52,7 @@ fn main() {
     match cmd.as_str() {
         "floor" => bench_floor(),
         "tracing-noop" => bench_tracing_noop(),
+        "tracing-visit" => bench_tracing_visit(),
         "tracing-disabled" => bench_tracing_disabled(),
         "tracing-fmt" => bench_tracing_fmt(&args),
         "ftlog" => bench_ftlog(&args),
@@ -105,6 +106,56 @@ impl tracing_core::Subscriber for NoopEnabled {
     }
     fn enter(&self, _: &tracing_core::span::Id) {}
     fn exit(&self, _: &tracing_core::span::Id) {}
+}
+
+/// Visits every field of an event and keeps nothing: what any subscriber
+/// that records values pays to `tracing` before it writes a byte.
+struct NullVisitor;
+
+impl tracing_core::field::Visit for NullVisitor {
+    fn record_i64(&mut self, _: &tracing_core::Field, v: i64) {
+        std::hint::black_box(v);
+    }
+    fn record_u64(&mut self, _: &tracing_core::Field, v: u64) {
+        std::hint::black_box(v);
+    }
+    fn record_str(&mut self, _: &tracing_core::Field, v: &str) {
+        std::hint::black_box(v);
+    }
+    fn record_debug(&mut self, _: &tracing_core::Field, v: &dyn std::fmt::Debug) {
+        std::hint::black_box(v);
+    }
+}
+
+struct VisitEnabled;
+
+impl tracing_core::Subscriber for VisitEnabled {
+    fn register_callsite(
+        &self,
+        _: &'static tracing_core::Metadata<'static>,
+    ) -> tracing_core::Interest {
+        tracing_core::Interest::always()
+    }
+    fn enabled(&self, _: &tracing_core::Metadata<'_>) -> bool {
+        true
+    }
+    fn new_span(&self, _: &tracing_core::span::Attributes<'_>) -> tracing_core::span::Id {
+        tracing_core::span::Id::from_u64(1)
+    }
+    fn record(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing_core::span::Id, _: &tracing_core::span::Id) {}
+    fn event(&self, e: &tracing_core::Event<'_>) {
+        e.record(&mut NullVisitor);
+    }
+    fn enter(&self, _: &tracing_core::span::Id) {}
+    fn exit(&self, _: &tracing_core::span::Id) {}
+}
+
+fn bench_tracing_visit() {
+    tracing::subscriber::set_global_default(VisitEnabled).unwrap_or_else(|e| die(&e.to_string()));
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    Sample::new("rust.enabled", "tracing-noop+visit-fields", s).emit();
 }
 
 fn bench_tracing_noop() {
@@ -595,12 +646,38 @@ fn bench_drain(args: &[String]) {
         let _ = h.join();
     }
     let (_, dropped, rings) = ring_counters();
+    // `--perf FILE`: profile the sidecar while it drains (perf record,
+    // cpu-clock, call graphs).
+    let perf = arg(args, "--perf").map(|f| {
+        let c = Command::new("perf")
+            .args([
+                "record",
+                "-e",
+                "cpu-clock",
+                "-g",
+                "-o",
+                &f,
+                "-p",
+                &sc.pid().to_string(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| die(&format!("perf: {e}")));
+        std::thread::sleep(Duration::from_millis(500));
+        c
+    });
     let cpu0 = cpu_secs(sc.pid());
     let t0 = Instant::now();
     sc.signal(libc::SIGCONT);
     let ok = distlog::flush(Duration::from_secs(120));
     let wall = t0.elapsed().as_secs_f64();
     let cpu = cpu_secs(sc.pid()) - cpu0;
+    if let Some(mut c) = perf {
+        // SAFETY: kill has no memory preconditions; the pid is our child.
+        unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+        let _ = c.wait();
+    }
     let n = per * threads as u64;
     let name = if out == Out::None {
         "sidecar.drain.nosink"
