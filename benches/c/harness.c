@@ -27,6 +27,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "harness: distlog_init failed\n");
             return 2;
         }
+        bench_batches_max = 5000; /* 550k records of ~80 bytes per row */
         /* Let the connection thread hand the rings to the sidecar. */
         struct timespec d = {0, 300000000};
         nanosleep(&d, NULL);
