@@ -413,7 +413,7 @@ impl Conn {
                 clock_tsc,
                 library,
             },
-            mut fds,
+            fds,
         ) = hello
         else {
             return self.refuse("the first message must be a hello".into());
@@ -439,16 +439,18 @@ impl Conn {
             (pid, true)
         };
         self.peer = format!("pid {pid} ({service})");
-        if fds.len() != 1 {
-            return self.refuse(format!(
-                "a hello carries exactly one file descriptor (the call-site table), got {}",
-                fds.len()
-            ));
-        }
-        let table = match fds.pop().map(ClientTable::accept) {
-            Some(Ok(t)) => t,
-            Some(Err(e)) => return self.refuse(format!("call-site table refused: {e}")),
-            None => unreachable!("length checked"),
+        let fd = match <[OwnedFd; 1]>::try_from(fds) {
+            Ok([fd]) => fd,
+            Err(fds) => {
+                return self.refuse(format!(
+                    "a hello carries exactly one file descriptor (the call-site table), got {}",
+                    fds.len()
+                ))
+            }
+        };
+        let table = match ClientTable::accept(fd) {
+            Ok(t) => t,
+            Err(e) => return self.refuse(format!("call-site table refused: {e}")),
         };
         let mut library = library;
         library.truncate(library.floor_char_boundary_compat(limits.max_service_len));
@@ -477,24 +479,23 @@ impl Conn {
         };
         proto::send(self.stream.as_fd(), &welcome, &[self.ctx.wake.fd()])?;
         loop {
-            let (msg, mut fds) = match recv_msg(&self.stream, &mut self.rx).await {
+            let (msg, fds) = match recv_msg(&self.stream, &mut self.rx).await {
                 Err(ProtoError::Closed) => return Ok(()),
                 r => r?,
             };
             match msg {
                 ClientMsg::Ring { index } => {
-                    if fds.len() != 1 {
+                    let Ok([fd]) = <[OwnedFd; 1]>::try_from(fds) else {
                         return Err(ConnError::Violation(
                             "a ring message carries exactly one file descriptor",
                         ));
-                    }
+                    };
                     self.rings += 1;
                     if self.rings > self.ctx.limits.max_rings_per_client {
                         return Err(ConnError::TooManyRings(
                             self.ctx.limits.max_rings_per_client,
                         ));
                     }
-                    let fd = fds.pop().expect("length checked");
                     let ring =
                         RingSegment::accept(fd).map_err(|err| ConnError::Ring { index, err })?;
                     self.ctx.drain.send(DrainMsg::Ring { id: self.id, ring });

@@ -17,12 +17,14 @@ use distlog::wire::{Encoder, Field, Head, Level, Value};
 fn drain_throughput() {
     let dir = temp_dir("throughput");
     let socket = dir.join("s.sock");
-    let mut child = Command::new(std::env::var_os("DISTLOGD_BIN").unwrap_or(env!("CARGO_BIN_EXE_distlogd").into()))
-        .args(["run", "--stdout", "--socket"])
-        .arg(&socket)
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = Command::new(
+        std::env::var_os("DISTLOGD_BIN").unwrap_or(env!("CARGO_BIN_EXE_distlogd").into()),
+    )
+    .args(["run", "--stdout", "--socket"])
+    .arg(&socket)
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let deadline = Instant::now() + WATCHDOG;
     while TestClient::connect(&socket, "probe").is_err() {
         assert!(Instant::now() < deadline, "sidecar did not start");
@@ -39,7 +41,13 @@ fn drain_throughput() {
             s.spawn(move || {
                 let mut buf = [0u8; 256];
                 for n in 0..per_ring {
-                    let head = Head::Event { callsite: site, ts: n, tid: ring.index, scope: 0, trace: None };
+                    let head = Head::Event {
+                        callsite: site,
+                        ts: n,
+                        tid: ring.index,
+                        scope: 0,
+                        trace: None,
+                    };
                     let mut e = Encoder::new(&mut buf, &head);
                     e.field(&Field::Idx(0, Value::Str("request served")));
                     e.field(&Field::Idx(1, Value::U64(n)));
@@ -59,14 +67,22 @@ fn drain_throughput() {
         }
     });
     for r in &rings {
-        while r.hdr.cons.read_pos.load(Ordering::Acquire) != r.hdr.prod.write_pos.load(Ordering::Acquire) {
-            assert!(start.elapsed() < std::time::Duration::from_secs(600), "watchdog");
+        while r.hdr.cons.read_pos.load(Ordering::Acquire)
+            != r.hdr.prod.write_pos.load(Ordering::Acquire)
+        {
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(600),
+                "watchdog"
+            );
             std::thread::sleep(std::time::Duration::from_micros(200));
         }
     }
     let secs = start.elapsed().as_secs_f64();
     let total = per_ring * rings.len() as u64;
-    println!("{total} records in {secs:.3} s: {:.0} records/s through --stdout > /dev/null", total as f64 / secs);
+    println!(
+        "{total} records in {secs:.3} s: {:.0} records/s through --stdout > /dev/null",
+        total as f64 / secs
+    );
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&dir);
