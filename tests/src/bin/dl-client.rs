@@ -64,6 +64,13 @@ enum Cmd {
         #[arg(long)]
         next: Vec<String>,
     },
+    /// Until killed: every INTERVAL ms write one record at each level
+    /// (`tick` with a counter), targets `dl_client` and `dl_client::db`;
+    /// inside a span `request{order=N}` whose order alternates 1, 2.
+    Loop {
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
     /// Tasks hopping between tokio worker threads inside instrumented spans.
     Async {
         #[arg(long, default_value_t = 8)]
@@ -189,6 +196,22 @@ fn main() {
                 loop {
                     std::thread::sleep(Duration::from_secs(60));
                 }
+            }
+        }
+        Cmd::Loop { interval } => {
+            let mut n = 0u64;
+            loop {
+                let span = tracing::info_span!("request", order = n % 2 + 1);
+                let _e = span.enter();
+                tracing::error!(n, "tick");
+                tracing::warn!(n, "tick");
+                tracing::info!(n, "tick");
+                tracing::debug!(n, "tick");
+                tracing::trace!(n, "tick");
+                tracing::debug!(target: "dl_client::db", n, "tick");
+                drop(_e);
+                n += 1;
+                std::thread::sleep(Duration::from_millis(interval));
             }
         }
         Cmd::Async { tasks } => {
