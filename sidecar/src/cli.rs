@@ -37,6 +37,18 @@ pub struct RunArgs {
     /// Write every record to standard output, one JSON object per line.
     #[arg(long)]
     pub stdout: bool,
+
+    /// Path of the control socket (`distlogd ctl`, `distlogd tail -f`),
+    /// mode 0600, only for the sidecar's owner and root. Default: beside the
+    /// data socket, `distlogd.sock` -> `distlogd.ctl.sock`.
+    #[arg(long, env = "DISTLOG_CTL_SOCKET", value_name = "PATH")]
+    pub ctl_socket: Option<PathBuf>,
+
+    /// Directory for the sidecar's state (verbosity directives that outlive
+    /// a restart, the store). Default: $XDG_STATE_HOME/distlog, else
+    /// ~/.local/state/distlog; /var/lib/distlog for root.
+    #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
 }
 
 /// Arguments of `distlogd demo`.

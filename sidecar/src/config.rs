@@ -10,6 +10,12 @@ use crate::cli::RunArgs;
 pub struct Config {
     /// Path of the data socket.
     pub socket: PathBuf,
+    /// Path of the control socket (`distlogd ctl`, `tail -f`); default:
+    /// beside the data socket ([`distlog::paths::ctl_socket_for`]).
+    pub ctl_socket: PathBuf,
+    /// Where the sidecar keeps state (the directives of `distlogd ctl`,
+    /// the store); default [`default_data_dir`].
+    pub data_dir: PathBuf,
     /// Bounds on what one client may cost.
     pub limits: Limits,
 }
@@ -18,7 +24,9 @@ impl Config {
     /// Defaults for a socket path.
     pub fn new(socket: PathBuf) -> Self {
         Config {
+            ctl_socket: distlog::paths::ctl_socket_for(&socket),
             socket,
+            data_dir: default_data_dir(),
             limits: Limits::default(),
         }
     }
@@ -31,7 +39,29 @@ impl Config {
             .clone()
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(distlog::paths::default_socket);
-        Config::new(socket)
+        let mut c = Config::new(socket);
+        if let Some(p) = args.ctl_socket.clone().filter(|p| !p.as_os_str().is_empty()) {
+            c.ctl_socket = p;
+        }
+        if let Some(d) = args.data_dir.clone().filter(|p| !p.as_os_str().is_empty()) {
+            c.data_dir = d;
+        }
+        c
+    }
+}
+
+/// The default data directory: `$XDG_STATE_HOME/distlog`, else
+/// `~/.local/state/distlog`; `/var/lib/distlog` for root.
+pub fn default_data_dir() -> PathBuf {
+    if nix::unistd::geteuid().is_root() {
+        return PathBuf::from("/var/lib/distlog");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("distlog");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(h) => PathBuf::from(h).join(".local/state/distlog"),
+        None => PathBuf::from("/var/lib/distlog"),
     }
 }
 

@@ -76,7 +76,7 @@ pub mod sink;
 pub mod timestamp;
 pub mod wake;
 
-pub use config::{Config, Limits};
+pub use config::{default_data_dir, Config, Limits};
 pub use shutdown::Shutdown;
 
 /// Run `distlogd run` to completion: bind, serve until SIGINT or SIGTERM,
