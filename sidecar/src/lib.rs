@@ -69,6 +69,7 @@ mod config;
 mod convert;
 pub mod demo;
 pub mod drain;
+pub mod query;
 pub mod record;
 pub mod server;
 mod shutdown;
