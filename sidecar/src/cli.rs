@@ -20,8 +20,14 @@ pub enum Command {
     /// Run the sidecar: listen on the data socket and drain the clients'
     /// rings until SIGINT or SIGTERM, then drain what is left and exit.
     Run(RunArgs),
-    /// Run a demo client that logs into a running sidecar.
+    /// Watch distlog work: start a sidecar on a private socket and demo
+    /// services (Rust, and C when built) handling requests across
+    /// processes; show their records live, change a service's verbosity
+    /// while they run, and show the last request as a tree.
     Demo(DemoArgs),
+    /// One demo service (used by `demo`).
+    #[command(hide = true)]
+    DemoService(DemoServiceArgs),
 }
 
 /// Arguments of `distlogd run`.
@@ -53,7 +59,39 @@ pub struct RunArgs {
 
 /// Arguments of `distlogd demo`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct DemoArgs {}
+pub struct DemoArgs {
+    /// How many requests the demo services handle.
+    #[arg(long, default_value_t = 6)]
+    pub requests: u64,
+    /// Pause between requests, in milliseconds.
+    #[arg(long, default_value_t = 400)]
+    pub pause_ms: u64,
+    /// The C demo service (examples/c/bank.c, built by scripts/demo).
+    #[arg(long, value_name = "PATH")]
+    pub c_service: Option<std::path::PathBuf>,
+    /// Keep the demo's directory (socket, data) afterwards.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// Arguments of the hidden `distlogd demo-service`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DemoServiceArgs {
+    /// `checkout` or `payments`.
+    pub name: String,
+    /// The order number.
+    #[arg(long, default_value_t = 1)]
+    pub order: u64,
+    /// The caller's W3C traceparent.
+    #[arg(long)]
+    pub traceparent: Option<String>,
+    /// The caller's W3C tracestate.
+    #[arg(long)]
+    pub tracestate: Option<String>,
+    /// The C bank service to call.
+    #[arg(long, value_name = "PATH")]
+    pub c_service: Option<std::path::PathBuf>,
+}
 
 #[cfg(test)]
 mod tests {
@@ -73,7 +111,7 @@ mod tests {
                 assert_eq!(a.socket.as_deref(), Some(std::path::Path::new("/x/s.sock")));
                 assert!(a.stdout);
             }
-            Command::Demo(_) => panic!("parsed as demo"),
+            _ => panic!("parsed as something else"),
         }
     }
 }

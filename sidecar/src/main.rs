@@ -8,6 +8,11 @@ fn main() {
     let result: anyhow::Result<()> = match &cli.command {
         Command::Run(args) => distlogd::run_daemon(args).map_err(Into::into),
         Command::Demo(args) => distlogd::demo::run(args).map_err(Into::into),
+        Command::DemoService(args) => match distlogd::demo::service(args) {
+            Ok(true) => Ok(()),
+            Ok(false) => std::process::exit(3),
+            Err(e) => Err(e.into()),
+        },
     };
     if let Err(e) = result {
         distlogd::diag!("error: {e:#}");
