@@ -122,7 +122,15 @@ impl DynSite<'_> {
     fn hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
         let mut h = std::collections::hash_map::DefaultHasher::new();
-        (self.kind as u8, self.level as u8, self.name, self.target, self.file, self.line).hash(&mut h);
+        (
+            self.kind as u8,
+            self.level as u8,
+            self.name,
+            self.target,
+            self.file,
+            self.line,
+        )
+            .hash(&mut h);
         self.fields.hash(&mut h);
         h.finish()
     }
@@ -161,7 +169,10 @@ pub(crate) fn cached_dyn(generation: u64, site: &DynSite<'_>) -> Option<u32> {
                 return None;
             }
             // Look up without allocating: hash, then compare the bucket.
-            c.1.get(&site.hash())?.iter().find(|(k, _)| site.matches(k)).map(|(_, id)| *id)
+            c.1.get(&site.hash())?
+                .iter()
+                .find(|(k, _)| site.matches(k))
+                .map(|(_, id)| *id)
         })
         .ok()
         .flatten()

@@ -162,10 +162,16 @@ mod tests {
         // SAFETY: buf outlives the view, 8-aligned.
         let mem = unsafe { RawMemory::new(buf.as_mut_ptr() as *mut u8, 4096) };
         assert_eq!(read(&hdr, &mem), Some((0, Directives::default())));
-        let d = Directives { filter: Some("debug,a=trace".into()), traces: vec![([1; 16], Level::Debug)] };
+        let d = Directives {
+            filter: Some("debug,a=trace".into()),
+            traces: vec![([1; 16], Level::Debug)],
+        };
         let s = write(&hdr, &mem, &d).unwrap();
         assert_eq!(read(&hdr, &mem), Some((s, d)));
-        let huge = Directives { filter: Some("x".repeat(5000)), traces: vec![] };
+        let huge = Directives {
+            filter: Some("x".repeat(5000)),
+            traces: vec![],
+        };
         assert!(write(&hdr, &mem, &huge).is_err());
     }
 }

@@ -86,7 +86,11 @@ fn targets_of(directives: &str) -> Targets {
 
 fn max_of(t: &Targets) -> u8 {
     match Option::<tracing_core::Level>::from(
-        t.iter().map(|(_, l)| l).chain(t.default_level()).max().unwrap_or(LevelFilter::INFO),
+        t.iter()
+            .map(|(_, l)| l)
+            .chain(t.default_level())
+            .max()
+            .unwrap_or(LevelFilter::INFO),
     ) {
         Some(l) => level_num(&l),
         None => 0,
@@ -121,13 +125,17 @@ pub(crate) fn forget_seq() {
 /// Apply directives from the sidecar. Returns an error text when they do
 /// not parse (the sidecar validated them; then the old ones stay).
 pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
-    let Some(state) = STATE.get() else { return Ok(()) };
+    let Some(state) = STATE.get() else {
+        return Ok(());
+    };
     let mut st = state.write().unwrap_or_else(|e| e.into_inner());
     if seq == st.applied_seq {
         return Ok(());
     }
     let text = d.filter.clone().unwrap_or_else(|| st.startup.clone());
-    let env = EnvFilter::builder().parse(&text).map_err(|e| e.to_string())?;
+    let env = EnvFilter::builder()
+        .parse(&text)
+        .map_err(|e| e.to_string())?;
     st.targets = targets_of(&text);
     st.traces = d.traces.clone();
     st.applied_seq = seq;
@@ -149,7 +157,12 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
 pub(crate) fn trace_boost(trace: &TraceId) -> u8 {
     let Some(state) = STATE.get() else { return 0 };
     let st = state.read().unwrap_or_else(|e| e.into_inner());
-    st.traces.iter().filter(|(t, _)| t == trace).map(|(_, l)| *l as u8).max().unwrap_or(0)
+    st.traces
+        .iter()
+        .filter(|(t, _)| t == trace)
+        .map(|(_, l)| *l as u8)
+        .max()
+        .unwrap_or(0)
 }
 
 /// A scope got a boost from a `tracestate`: make call sites up to that level
@@ -171,7 +184,11 @@ pub(crate) fn boosted(level: u8) -> bool {
 /// Whether the directives alone enable `level` for `target`.
 pub(crate) fn enabled_by_directives(level: Level, target: &str) -> bool {
     match STATE.get() {
-        Some(s) => s.read().unwrap_or_else(|e| e.into_inner()).targets.would_enable(target, &to_tracing(level)),
+        Some(s) => s
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .targets
+            .would_enable(target, &to_tracing(level)),
         None => level <= Level::Info,
     }
 }
@@ -215,10 +232,20 @@ where
             (None, _) => None,
         }
     }
-    fn on_new_span(&self, a: &tracing_core::span::Attributes<'_>, id: &tracing_core::span::Id, cx: Context<'_, S>) {
+    fn on_new_span(
+        &self,
+        a: &tracing_core::span::Attributes<'_>,
+        id: &tracing_core::span::Id,
+        cx: Context<'_, S>,
+    ) {
         self.env.on_new_span(a, id, cx)
     }
-    fn on_record(&self, id: &tracing_core::span::Id, v: &tracing_core::span::Record<'_>, cx: Context<'_, S>) {
+    fn on_record(
+        &self,
+        id: &tracing_core::span::Id,
+        v: &tracing_core::span::Record<'_>,
+        cx: Context<'_, S>,
+    ) {
         self.env.on_record(id, v, cx)
     }
     fn on_enter(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {

@@ -50,7 +50,11 @@ impl DistlogLayer {
 
 fn site_of<'a>(meta: &'a Metadata<'a>, names: &'a [&'a str]) -> DynSite<'a> {
     DynSite {
-        kind: if meta.is_span() { CallsiteKind::Scope } else { CallsiteKind::Event },
+        kind: if meta.is_span() {
+            CallsiteKind::Scope
+        } else {
+            CallsiteKind::Event
+        },
         level: Level::from_tracing(meta.level()),
         name: meta.name(),
         target: meta.target(),
@@ -171,7 +175,11 @@ fn encode(
 ) -> Option<usize> {
     let mut enc = Encoder::new(ctx.buf, head);
     {
-        let mut v = Visitor { enc: &mut enc, scratch: ctx.scratch, names };
+        let mut v = Visitor {
+            enc: &mut enc,
+            scratch: ctx.scratch,
+            names,
+        };
         record(&mut v);
     }
     enc.finish().map(|b| b.len())
@@ -183,9 +191,15 @@ fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
     runtime::write_scratch(|buf, scratch| {
         let head = Head::ScopeRecord { scope: 0, ts: 0 };
         let mut enc = Encoder::new(buf, &head);
-        let hl = postcard::to_slice(&head, &mut [0u8; 32]).map(|s| s.len()).unwrap_or(0);
+        let hl = postcard::to_slice(&head, &mut [0u8; 32])
+            .map(|s| s.len())
+            .unwrap_or(0);
         {
-            let mut v = Visitor { enc: &mut enc, scratch, names: Names::Index };
+            let mut v = Visitor {
+                enc: &mut enc,
+                scratch,
+                names: Names::Index,
+            };
             record(&mut v);
         }
         if let Some(b) = enc.finish() {
@@ -222,10 +236,21 @@ pub(crate) fn ensure_open(d: &ScopeData) {
 
 fn close_record(d: &ScopeData) {
     ensure_open(d);
-    let outcome = if d.error.load(Ordering::Relaxed) { Outcome::Error } else { Outcome::Ok };
+    let outcome = if d.error.load(Ordering::Relaxed) {
+        Outcome::Error
+    } else {
+        Outcome::Ok
+    };
     runtime::write_record(|ctx| {
-        let head = Head::ScopeClose { scope: d.scope, ts: crate::clock::now(), tid: ctx.tid, outcome };
-        postcard::to_slice(&head, &mut ctx.buf[..]).ok().map(|s| s.len())
+        let head = Head::ScopeClose {
+            scope: d.scope,
+            ts: crate::clock::now(),
+            tid: ctx.tid,
+            outcome,
+        };
+        postcard::to_slice(&head, &mut ctx.buf[..])
+            .ok()
+            .map(|s| s.len())
     });
 }
 
@@ -241,8 +266,12 @@ where
     }
 
     fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(p) = runtime::process_fast() else { return };
-        let Some(callsite) = callsite_id(p, attrs.metadata()) else { return };
+        let Some(p) = runtime::process_fast() else {
+            return;
+        };
+        let Some(callsite) = callsite_id(p, attrs.metadata()) else {
+            return;
+        };
         let parent = if let Some(pid) = attrs.parent() {
             ctx.span(pid).and_then(|s| {
                 let ext = s.extensions();
@@ -258,7 +287,11 @@ where
         };
         let (parent, trace, boost) = parent.unwrap_or_else(|| (0, scope::new_trace(), 0));
         let boost = boost.max(crate::filter::trace_boost(&trace));
-        let fields = if attrs.fields().is_empty() { Vec::new() } else { encode_fields(&|v| attrs.record(v)) };
+        let fields = if attrs.fields().is_empty() {
+            Vec::new()
+        } else {
+            encode_fields(&|v| attrs.record(v))
+        };
         let data = ScopeData {
             scope: scope::new_scope_id(),
             trace,
@@ -280,7 +313,9 @@ where
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
         let Some(span) = ctx.span(id) else { return };
         let ext = span.extensions();
-        let Some(d) = ext.get::<ScopeData>() else { return };
+        let Some(d) = ext.get::<ScopeData>() else {
+            return;
+        };
         ensure_open(d);
         let mut m = ErrorMark(false);
         values.record(&mut m);
@@ -289,16 +324,23 @@ where
         }
         let scope = d.scope;
         runtime::write_record(|ctx| {
-            let head = Head::ScopeRecord { scope, ts: crate::clock::now() };
+            let head = Head::ScopeRecord {
+                scope,
+                ts: crate::clock::now(),
+            };
             encode(ctx, &head, Names::Index, &|v| values.record(v))
         });
     }
 
     fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        let Some(p) = runtime::process_fast() else { return };
+        let Some(p) = runtime::process_fast() else {
+            return;
+        };
         let meta = event.metadata();
         let (callsite, names) = if event.is_log() {
-            let Some(nm) = event.normalized_metadata() else { return };
+            let Some(nm) = event.normalized_metadata() else {
+                return;
+            };
             let site = DynSite {
                 kind: CallsiteKind::Event,
                 level: Level::from_tracing(nm.level()),
@@ -345,7 +387,13 @@ where
             None => (0, None),
         };
         runtime::write_record(|ctx| {
-            let head = Head::Event { callsite, ts: crate::clock::now(), tid: ctx.tid, scope, trace };
+            let head = Head::Event {
+                callsite,
+                ts: crate::clock::now(),
+                tid: ctx.tid,
+                scope,
+                trace,
+            };
             encode(ctx, &head, names, &|v| event.record(v))
         });
     }
@@ -391,7 +439,10 @@ impl Visit for ErrorMark {
 
 /// Find a span's scope data through the current dispatcher (which must be
 /// built on a `tracing_subscriber::Registry`).
-pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&mut ScopeData) -> R) -> Option<R> {
+pub(crate) fn with_scope<R>(
+    span: &tracing::Span,
+    f: impl FnOnce(&mut ScopeData) -> R,
+) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
         let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let s = reg.span(id)?;

@@ -195,9 +195,15 @@ impl Builder {
             .ok()
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| self.service.clone());
-        let ring = env_usize("DISTLOG_RING_BYTES")?.or(self.ring_bytes).unwrap_or(DEFAULT_RING_BYTES);
-        let ring = ring.clamp(ring::MIN_DATA_BYTES, ring::MAX_DATA_BYTES).next_power_of_two();
-        let max_rings = env_usize("DISTLOG_MAX_RINGS")?.or(self.max_rings).unwrap_or(DEFAULT_MAX_RINGS);
+        let ring = env_usize("DISTLOG_RING_BYTES")?
+            .or(self.ring_bytes)
+            .unwrap_or(DEFAULT_RING_BYTES);
+        let ring = ring
+            .clamp(ring::MIN_DATA_BYTES, ring::MAX_DATA_BYTES)
+            .next_power_of_two();
+        let max_rings = env_usize("DISTLOG_MAX_RINGS")?
+            .or(self.max_rings)
+            .unwrap_or(DEFAULT_MAX_RINGS);
         Ok(runtime::Config {
             service,
             socket: self.socket.clone().unwrap_or_else(paths::default_socket),
@@ -228,14 +234,18 @@ impl Builder {
         let directives = self.directives();
         let env = tracing_subscriber::EnvFilter::builder()
             .parse(&directives)
-            .map_err(|e| Error::BadFilter { directives: directives.clone(), msg: e.to_string() })?;
+            .map_err(|e| Error::BadFilter {
+                directives: directives.clone(),
+                msg: e.to_string(),
+            })?;
         let layer = self.layer()?;
         let (verbosity, handle) = tracing_subscriber::reload::Layer::new(filter::Verbosity { env });
         filter::set_reloader(Box::new(move |env| {
             handle.modify(|v| v.env = env).map_err(|e| e.to_string())
         }));
         let sub = tracing_subscriber::registry().with(verbosity).with(layer);
-        tracing::subscriber::set_global_default(sub).map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
+        tracing::subscriber::set_global_default(sub)
+            .map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
         // Route `log` records into tracing; a logger installed before us is
         // not an error for tracing records, so say it and go on.
         if let Err(e) = tracing_log::LogTracer::init() {
@@ -295,7 +305,11 @@ pub fn continue_from(traceparent: &str, span: tracing::Span) -> tracing::Span {
 /// `traceparent`: when it carries `distlog=<level>` (see [`tracestate`]),
 /// this process records the request at that level too, whatever its own
 /// directives say.
-pub fn continue_from_with_state(traceparent: &str, tracestate: Option<&str>, span: tracing::Span) -> tracing::Span {
+pub fn continue_from_with_state(
+    traceparent: &str,
+    tracestate: Option<&str>,
+    span: tracing::Span,
+) -> tracing::Span {
     let parsed = scope::parse_traceparent(traceparent);
     let mut raise = 0;
     layer::with_scope(&span, |d| {
@@ -345,7 +359,9 @@ pub fn tracestate() -> Option<String> {
 /// Mark a span failed: its close record says `error`. (An error-level event
 /// inside it, or recording `error = true` on it, does the same.)
 pub fn mark_error(span: &tracing::Span) {
-    layer::with_scope(span, |d| d.error.store(true, std::sync::atomic::Ordering::Relaxed));
+    layer::with_scope(span, |d| {
+        d.error.store(true, std::sync::atomic::Ordering::Relaxed)
+    });
 }
 
 /// Wait until the sidecar has read everything written so far, at most

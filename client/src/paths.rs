@@ -28,7 +28,10 @@ pub fn default_socket() -> PathBuf {
 /// The control socket beside a data socket: `x.sock` → `x.ctl.sock`
 /// (`x` → `x.ctl` when there is no `.sock` suffix).
 pub fn ctl_socket_for(data: &Path) -> PathBuf {
-    let name = data.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = data
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let ctl = match name.strip_suffix(".sock") {
         Some(stem) => format!("{stem}.ctl.sock"),
         None => format!("{name}.ctl"),
@@ -42,7 +45,10 @@ mod tests {
 
     #[test]
     fn ctl_name() {
-        assert_eq!(ctl_socket_for(Path::new("/a/distlogd.sock")), Path::new("/a/distlogd.ctl.sock"));
+        assert_eq!(
+            ctl_socket_for(Path::new("/a/distlogd.sock")),
+            Path::new("/a/distlogd.ctl.sock")
+        );
         assert_eq!(ctl_socket_for(Path::new("/a/s")), Path::new("/a/s.ctl"));
     }
 }

@@ -103,7 +103,11 @@ impl From<nix::Error> for ProtoError {
 
 /// Send one message with `fds` attached. Blocking sockets: all of it is
 /// sent; short writes are continued without the fds.
-pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>]) -> Result<(), ProtoError> {
+pub fn send<T: Serialize>(
+    sock: BorrowedFd<'_>,
+    msg: &T,
+    fds: &[BorrowedFd<'_>],
+) -> Result<(), ProtoError> {
     let body = postcard::to_allocvec(msg).map_err(|e| ProtoError::Malformed(e.to_string()))?;
     let mut buf = Vec::with_capacity(body.len() + 4);
     buf.extend_from_slice(&(body.len() as u32).to_le_bytes());
@@ -112,14 +116,26 @@ pub fn send<T: Serialize>(sock: BorrowedFd<'_>, msg: &T, fds: &[BorrowedFd<'_>])
     let cmsg = [ControlMessage::ScmRights(&raw)];
     let cm: &[ControlMessage<'_>] = if raw.is_empty() { &[] } else { &cmsg };
     let mut sent = loop {
-        match sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&buf)], cm, MsgFlags::MSG_NOSIGNAL, None) {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&buf)],
+            cm,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
             Ok(n) => break n,
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),
         }
     };
     while sent < buf.len() {
-        match sendmsg::<()>(sock.as_raw_fd(), &[IoSlice::new(&buf[sent..])], &[], MsgFlags::MSG_NOSIGNAL, None) {
+        match sendmsg::<()>(
+            sock.as_raw_fd(),
+            &[IoSlice::new(&buf[sent..])],
+            &[],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
             Ok(n) => sent += n,
             Err(nix::Error::EINTR) => continue,
             Err(e) => return Err(e.into()),
@@ -169,13 +185,26 @@ impl Receiver {
     ) -> Result<(T, Vec<OwnedFd>), ProtoError> {
         loop {
             if let Some((body, fds)) = self.take_message()? {
-                let msg = postcard::from_bytes(&body).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+                let msg = postcard::from_bytes(&body)
+                    .map_err(|e| ProtoError::Malformed(e.to_string()))?;
                 return Ok((msg, fds));
             }
             let mut chunk = [0u8; 4096];
             let mut cmsg = nix::cmsg_space!([RawFd; MAX_FDS]);
+            // Never read past the current message: fds arrive with the
+            // first read that touches the packet they were sent with, so a
+            // read spanning two messages would give the second one's fds to
+            // the first.
+            let want = if self.buf.len() < 4 {
+                4 - self.buf.len()
+            } else {
+                let len = u32::from_le_bytes(self.buf[..4].try_into().expect("4 bytes")) as usize;
+                // len <= MAX_MSG: take_message checked it above.
+                (4 + len).saturating_sub(self.buf.len()).max(1)
+            };
+            let want = want.min(chunk.len());
             let (n, fds) = {
-                let mut iov = [IoSliceMut::new(&mut chunk)];
+                let mut iov = [IoSliceMut::new(&mut chunk[..want])];
                 let r = match recvmsg::<()>(
                     sock.as_raw_fd(),
                     &mut iov,
@@ -231,14 +260,24 @@ mod tests {
         };
         send(a.as_fd(), &hello, &[seg.fd()]).unwrap();
         send(a.as_fd(), &ClientMsg::Ring { index: 1 }, &[]).unwrap();
+        send(a.as_fd(), &ClientMsg::Ring { index: 2 }, &[seg.fd()]).unwrap();
         let mut r = Receiver::new();
         let (m, fds): (ClientMsg, _) = r.recv(b.as_fd()).unwrap();
         assert_eq!(m, hello);
         assert_eq!(fds.len(), 1);
         let (m, fds): (ClientMsg, _) = r.recv(b.as_fd()).unwrap();
         assert_eq!(m, ClientMsg::Ring { index: 1 });
-        assert!(fds.is_empty());
+        assert!(
+            fds.is_empty(),
+            "a message without fds gets none of the next one's"
+        );
+        let (m, fds): (ClientMsg, _) = r.recv(b.as_fd()).unwrap();
+        assert_eq!(m, ClientMsg::Ring { index: 2 });
+        assert_eq!(fds.len(), 1);
         drop(a);
-        assert!(matches!(r.recv::<ClientMsg>(b.as_fd()), Err(ProtoError::Closed)));
+        assert!(matches!(
+            r.recv::<ClientMsg>(b.as_fd()),
+            Err(ProtoError::Closed)
+        ));
     }
 }

@@ -28,7 +28,15 @@ pub fn register_event(
     fields: &[&str],
 ) -> Option<u32> {
     let p = runtime::process()?;
-    p.register_dyn(&DynSite { kind: CallsiteKind::Event, level, name, target, file, line, fields })
+    p.register_dyn(&DynSite {
+        kind: CallsiteKind::Event,
+        level,
+        name,
+        target,
+        file,
+        line,
+        fields,
+    })
 }
 
 /// Register (or find) a scope call site described at run time.
@@ -41,7 +49,15 @@ pub fn register_scope(
     fields: &[&str],
 ) -> Option<u32> {
     let p = runtime::process()?;
-    p.register_dyn(&DynSite { kind: CallsiteKind::Scope, level, name, target, file, line, fields })
+    p.register_dyn(&DynSite {
+        kind: CallsiteKind::Scope,
+        level,
+        name,
+        target,
+        file,
+        line,
+        fields,
+    })
 }
 
 /// Register a call site that lives for the program under `key` (the address
@@ -58,7 +74,18 @@ pub fn register_static(
     fields: &[&str],
 ) -> Option<u32> {
     let p = runtime::process()?;
-    p.register_static(key, &DynSite { kind, level, name, target, file, line, fields })
+    p.register_static(
+        key,
+        &DynSite {
+            kind,
+            level,
+            name,
+            target,
+            file,
+            line,
+            fields,
+        },
+    )
 }
 
 /// Whether a record at `level` for `target` would be written.
@@ -81,7 +108,10 @@ pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
         };
         let mut enc = Encoder::new(ctx.buf, &head);
         if let Some(m) = message {
-            enc.field(&Field::Named("message", crate::wire::Value::Str(crate::layer::clip(m))));
+            enc.field(&Field::Named(
+                "message",
+                crate::wire::Value::Str(crate::layer::clip(m)),
+            ));
         }
         for f in fields {
             enc.field(&clip_field(f));
@@ -137,7 +167,12 @@ impl Scope {
     ) -> Box<Scope> {
         let mut bad = None;
         let (parent, trace, remote, mut boost) = match traceparent.map(scope::parse_traceparent) {
-            Some(Ok(tp)) => (tp.parent, tp.trace, true, tracestate.map_or(0, scope::parse_tracestate)),
+            Some(Ok(tp)) => (
+                tp.parent,
+                tp.trace,
+                true,
+                tracestate.map_or(0, scope::parse_tracestate),
+            ),
             other => {
                 if let Some(Err(e)) = other {
                     bad = Some(e);
@@ -176,14 +211,25 @@ impl Scope {
                 enc.field(&clip_field(f));
             }
             if let Some(why) = bad {
-                enc.field(&Field::Named("distlog.bad_traceparent", crate::wire::Value::Str(crate::layer::clip(tp_text))));
-                enc.field(&Field::Named("distlog.bad_traceparent_reason", crate::wire::Value::Str(why)));
+                enc.field(&Field::Named(
+                    "distlog.bad_traceparent",
+                    crate::wire::Value::Str(crate::layer::clip(tp_text)),
+                ));
+                enc.field(&Field::Named(
+                    "distlog.bad_traceparent_reason",
+                    crate::wire::Value::Str(why),
+                ));
             }
             enc.finish().map(|b| b.len())
         });
         let mut s = s;
         s.key = key;
-        scope::push(Current { key, scope: s.scope, trace: s.trace, boost: s.boost });
+        scope::push(Current {
+            key,
+            scope: s.scope,
+            trace: s.trace,
+            boost: s.boost,
+        });
         s
     }
 
@@ -207,11 +253,22 @@ impl Scope {
     #[allow(clippy::boxed_local)]
     pub fn close(self: Box<Self>, outcome: Outcome) {
         scope::pop(self.key);
-        let outcome = if self.error.load(std::sync::atomic::Ordering::Relaxed) { Outcome::Error } else { outcome };
+        let outcome = if self.error.load(std::sync::atomic::Ordering::Relaxed) {
+            Outcome::Error
+        } else {
+            outcome
+        };
         let id = self.scope;
         runtime::write_record(|ctx| {
-            let head = Head::ScopeClose { scope: id, ts: crate::clock::now(), tid: ctx.tid, outcome };
-            postcard::to_slice(&head, &mut ctx.buf[..]).ok().map(|s| s.len())
+            let head = Head::ScopeClose {
+                scope: id,
+                ts: crate::clock::now(),
+                tid: ctx.tid,
+                outcome,
+            };
+            postcard::to_slice(&head, &mut ctx.buf[..])
+                .ok()
+                .map(|s| s.len())
         });
     }
 }

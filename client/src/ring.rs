@@ -307,7 +307,10 @@ pub struct Writer<'a, M: Memory> {
 
 impl<M: Memory> std::fmt::Debug for Writer<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Writer").field("cap", &self.cap).field("shared", &self.shared).finish()
+        f.debug_struct("Writer")
+            .field("cap", &self.cap)
+            .field("shared", &self.shared)
+            .finish()
     }
 }
 
@@ -389,11 +392,13 @@ impl<'a, M: Memory> Writer<'a, M> {
         }
         let mut off = (w & self.mask) as usize;
         if pad != 0 {
-            self.mem.store_word(off, PAD | pad as u32, Ordering::Relaxed);
+            self.mem
+                .store_word(off, PAD | pad as u32, Ordering::Relaxed);
             off = 0;
         }
         self.mem.write(off + 4, payload);
-        self.mem.store_word(off, VALID | payload.len() as u32, Ordering::Relaxed);
+        self.mem
+            .store_word(off, VALID | payload.len() as u32, Ordering::Relaxed);
         let written = self.hdr.prod.written.load(Ordering::Relaxed);
         self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
         // Release pairs with the Acquire load of `write_pos` in
@@ -438,17 +443,20 @@ impl<'a, M: Memory> Writer<'a, M> {
         let mut off = (w & self.mask) as usize;
         if pad != 0 {
             // Release pairs with the Acquire header load in `Reader::poll`.
-            self.mem.store_word(off, PAD | pad as u32, Ordering::Release);
+            self.mem
+                .store_word(off, PAD | pad as u32, Ordering::Release);
             off = 0;
         }
         // BUSY first, so a reader that finds this slot knows its length
         // even if we die before committing.
-        self.mem.store_word(off, BUSY | payload.len() as u32, Ordering::Relaxed);
+        self.mem
+            .store_word(off, BUSY | payload.len() as u32, Ordering::Relaxed);
         self.mem.write(off + 4, payload);
         self.hdr.prod.written.fetch_add(1, Ordering::Relaxed);
         // Release pairs with the Acquire header load in `Reader::poll`: the
         // payload is visible to a reader that sees the header without BUSY.
-        self.mem.store_word(off, VALID | payload.len() as u32, Ordering::Release);
+        self.mem
+            .store_word(off, VALID | payload.len() as u32, Ordering::Release);
         // Relaxed: see push_exclusive.
         let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
         Push::Done { wake }
@@ -546,7 +554,10 @@ pub struct Reader<'a, M: Memory> {
 
 impl<M: Memory> std::fmt::Debug for Reader<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader").field("geo", &self.geo).field("pos", &self.pos).finish()
+        f.debug_struct("Reader")
+            .field("geo", &self.geo)
+            .field("pos", &self.pos)
+            .finish()
     }
 }
 
@@ -561,7 +572,9 @@ impl<'a, M: Memory> Reader<'a, M> {
         let r = hdr.cons.read_pos.load(Ordering::Acquire);
         let seq = hdr.cons.read_seq.load(Ordering::Relaxed);
         if r > w || w - r > geo.cap || !r.is_multiple_of(8) {
-            return Err(RingError::BadCursor("read position outside the written range"));
+            return Err(RingError::BadCursor(
+                "read position outside the written range",
+            ));
         }
         Ok(Reader {
             hdr,
@@ -596,7 +609,11 @@ impl<'a, M: Memory> Reader<'a, M> {
 
     /// Bytes committed or reserved but not yet read (a hint).
     pub fn backlog(&self) -> u64 {
-        self.hdr.prod.write_pos.load(Ordering::Relaxed).saturating_sub(self.pos)
+        self.hdr
+            .prod
+            .write_pos
+            .load(Ordering::Relaxed)
+            .saturating_sub(self.pos)
     }
 
     /// Read up to `budget` records, handing each payload (a private copy)
@@ -613,7 +630,9 @@ impl<'a, M: Memory> Reader<'a, M> {
         // `Writer::push_exclusive`: records below it are complete.
         let w = self.hdr.prod.write_pos.load(Ordering::Acquire);
         if w < self.pos || w - self.pos > cap {
-            return Err(RingError::BadCursor("write position moved backwards or past the ring"));
+            return Err(RingError::BadCursor(
+                "write position moved backwards or past the ring",
+            ));
         }
         let mut n = 0;
         while self.pos < w {
@@ -626,20 +645,38 @@ impl<'a, M: Memory> Reader<'a, M> {
             // clear); for exclusive rings the write_pos Acquire already did.
             let word = self.mem.load_word(off as usize, Ordering::Acquire);
             if word == 0 || word & BUSY != 0 {
+                if self.geo.flags & FLAG_SHARED == 0 {
+                    // An exclusive ring publishes write_pos after the
+                    // record: nothing below it is ever unfinished.
+                    return Err(RingError::BadRecord {
+                        pos: self.pos,
+                        why: "unfinished record below the write position",
+                    });
+                }
                 return Ok(Stop::Busy);
             }
             let len = u64::from(word & LEN_MASK);
             if word & PAD != 0 {
                 let len = u64::from(word & (PAD - 1));
                 if len != cap - off || self.pos + len > w {
-                    return Err(RingError::BadRecord { pos: self.pos, why: "bad padding" });
+                    return Err(RingError::BadRecord {
+                        pos: self.pos,
+                        why: "bad padding",
+                    });
                 }
                 self.pos += len;
                 continue;
             }
             let total = record_bytes(len as usize) as u64;
-            if word & VALID == 0 || len as usize > MAX_RECORD || total > cap - off || self.pos + total > w {
-                return Err(RingError::BadRecord { pos: self.pos, why: "length out of bounds" });
+            if word & VALID == 0
+                || len as usize > MAX_RECORD
+                || total > cap - off
+                || self.pos + total > w
+            {
+                return Err(RingError::BadRecord {
+                    pos: self.pos,
+                    why: "length out of bounds",
+                });
             }
             self.scratch.clear();
             self.scratch.resize(len as usize, 0);
@@ -653,6 +690,28 @@ impl<'a, M: Memory> Reader<'a, M> {
             }
         }
         Ok(Stop::Empty)
+    }
+
+    /// Step over a record of a shared ring that was reserved but never
+    /// committed (its writer died between reserving and committing). The
+    /// caller decides when waiting has become pointless (a grace period);
+    /// returns false when the record's length is not known (a writer that
+    /// died before writing even the BUSY word), in which case the ring
+    /// cannot be read further.
+    pub fn skip_busy(&mut self) -> bool {
+        let off = self.pos & (self.geo.cap - 1);
+        let word = self.mem.load_word(off as usize, Ordering::Acquire);
+        if word & BUSY == 0 || word & PAD != 0 {
+            return false;
+        }
+        let len = (word & LEN_MASK) as usize;
+        let total = record_bytes(len) as u64;
+        if len > MAX_RECORD || total > self.geo.cap - off {
+            return false;
+        }
+        self.pos += total;
+        self.seq += 1;
+        true
     }
 
     /// Give everything read so far back to the producer. Call it only after
@@ -686,7 +745,10 @@ impl<'a, M: Memory> Reader<'a, M> {
         // SeqCst: orders this store before the emptiness re-check the
         // caller makes next, so at most a producer whose commit raced with
         // it misses the flag; the timed wait covers that one.
-        self.hdr.wake.sleeping.store(u32::from(sleeping), Ordering::SeqCst);
+        self.hdr
+            .wake
+            .sleeping
+            .store(u32::from(sleeping), Ordering::SeqCst);
     }
 }
 
@@ -788,10 +850,16 @@ mod tests {
         let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
         // length past write_pos
         mem.store_word(0, VALID | 2000, Ordering::Relaxed);
-        assert!(matches!(r.poll(10, |_, _| true), Err(RingError::BadRecord { .. })));
+        assert!(matches!(
+            r.poll(10, |_, _| true),
+            Err(RingError::BadRecord { .. })
+        ));
         // write_pos far beyond the ring
         ring.hdr.prod.write_pos.store(1 << 40, Ordering::Relaxed);
-        assert!(matches!(r.poll(10, |_, _| true), Err(RingError::BadCursor(_))));
+        assert!(matches!(
+            r.poll(10, |_, _| true),
+            Err(RingError::BadCursor(_))
+        ));
         // bad geometry
         let mut bad = HeapRing::new(4096, 0);
         bad.hdr.stat.data_bytes = 5000;
@@ -809,13 +877,26 @@ mod tests {
         // SAFETY: shared ring, any thread may push.
         unsafe { w.push(&[3u8; 10]) };
         // simulate a writer that reserved and died before committing
-        ring.hdr.prod.write_pos.fetch_add(24, Ordering::Relaxed);
+        ring.hdr
+            .prod
+            .write_pos
+            .fetch_add(record_bytes(12) as u64, Ordering::Relaxed);
         mem.store_word(record_bytes(10), BUSY | 12, Ordering::Relaxed);
         let geo = check_header(&ring.hdr, 4096).unwrap();
         let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
         let mut n = 0;
-        assert_eq!(r.poll(10, |_, _| { n += 1; true }).unwrap(), Stop::Busy);
+        assert_eq!(
+            r.poll(10, |_, _| {
+                n += 1;
+                true
+            })
+            .unwrap(),
+            Stop::Busy
+        );
         assert_eq!(n, 1);
+        // after a grace period the reader steps over it
+        assert!(r.skip_busy());
+        assert_eq!(r.poll(10, |_, _| true).unwrap(), Stop::Empty);
     }
 
     #[test]
@@ -933,7 +1014,12 @@ mod loom_tests {
                     }
                 }));
             }
-            let geo = Geometry { cap: 64, flags, ring_id: [0, 0], index: 0 };
+            let geo = Geometry {
+                cap: 64,
+                flags,
+                ring_id: [0, 0],
+                index: 0,
+            };
             let mut r = Reader::attach(&hdr, mem.clone(), geo).unwrap();
             let mut seen = 0;
             for _ in 0..3 {
@@ -952,7 +1038,11 @@ mod loom_tests {
             for h in hs {
                 h.join().unwrap();
             }
-            r.poll(8, |_, _| { seen += 1; true }).unwrap();
+            r.poll(8, |_, _| {
+                seen += 1;
+                true
+            })
+            .unwrap();
             let written = hdr.prod.written.load(Ordering::Relaxed);
             let dropped = hdr.prod.dropped.load(Ordering::Relaxed);
             assert_eq!(written + dropped, u64::from(writers * per));

@@ -64,8 +64,15 @@ pub(crate) struct RingSlot {
 }
 
 impl RingSlot {
-    fn create(index: u32, data_bytes: usize, shared: bool) -> Result<&'static RingSlot, crate::Error> {
-        let seg = Segment::create(&format!("distlog-ring-{index}"), ring::HEADER_BYTES + data_bytes)?;
+    fn create(
+        index: u32,
+        data_bytes: usize,
+        shared: bool,
+    ) -> Result<&'static RingSlot, crate::Error> {
+        let seg = Segment::create(
+            &format!("distlog-ring-{index}"),
+            ring::HEADER_BYTES + data_bytes,
+        )?;
         let mut flags = if shared { ring::FLAG_SHARED } else { 0 };
         if crate::clock::uses_tsc() {
             flags |= ring::FLAG_CLOCK_TSC;
@@ -83,7 +90,10 @@ impl RingSlot {
         // SAFETY: the data region lies inside the mapping, is 8-aligned
         // (page offset 4096) and lives for 'static like the header.
         let mem = unsafe { RawMemory::new(seg.as_ptr().add(ring::HEADER_BYTES), data_bytes) };
-        let fd = seg.fd().try_clone_to_owned().map_err(|e| crate::Error::Io(e.to_string()))?;
+        let fd = seg
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| crate::Error::Io(e.to_string()))?;
         Ok(Box::leak(Box::new(RingSlot {
             _seg: seg,
             writer: Writer::new(hdr, mem),
@@ -143,10 +153,18 @@ impl Table {
         // SAFETY: the table is leaked below; the mapping lives for 'static.
         let hdr: &'static TableHeader = unsafe { &*hp };
         // SAFETY: entries region inside the mapping, 8-aligned, 'static.
-        let mem = unsafe { RawMemory::new(seg.as_ptr().add(TABLE_HEADER_BYTES), bytes - TABLE_HEADER_BYTES) };
+        let mem = unsafe {
+            RawMemory::new(
+                seg.as_ptr().add(TABLE_HEADER_BYTES),
+                bytes - TABLE_HEADER_BYTES,
+            )
+        };
         let mut w = TableWriter::new(hdr, mem);
         w.set_next_id(next_id);
-        Ok(Box::leak(Box::new(Table { seg, writer: Mutex::new(w) })))
+        Ok(Box::leak(Box::new(Table {
+            seg,
+            writer: Mutex::new(w),
+        })))
     }
 
     fn header(&self) -> &TableHeader {
@@ -162,7 +180,9 @@ fn count_entries(base: &*mut u8, n: usize) -> u32 {
     while pos + 4 <= n {
         let mut w = [0u8; 4];
         // SAFETY: pos + 4 <= n, inside the copied entries region.
-        unsafe { std::ptr::copy_nonoverlapping(base.add(TABLE_HEADER_BYTES + pos), w.as_mut_ptr(), 4) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(base.add(TABLE_HEADER_BYTES + pos), w.as_mut_ptr(), 4)
+        };
         let len = u32::from_le_bytes(w) as usize;
         pos += ring::record_bytes(len);
         count += 1;
@@ -338,7 +358,13 @@ impl Process {
             line: site.line,
             fields: site.fields.to_vec(),
         };
-        let id = self.table.writer.lock().unwrap_or_else(|e| e.into_inner()).append(&mut def).ok()?;
+        let id = self
+            .table
+            .writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .append(&mut def)
+            .ok()?;
         map.insert(key, id);
         crate::callsite::remember_dyn(self.generation, site, id);
         Some(id)
@@ -378,7 +404,10 @@ impl Process {
         for r in rings.iter() {
             // Acquire pairs with the Release store in `Local::drop`: the
             // previous owner's writes to the ring are complete.
-            if r.in_use.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_ok() {
+            if r.in_use
+                .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
                 r.header().prod.owner_tid.store(tid, Ordering::Relaxed);
                 return r;
             }
@@ -397,7 +426,11 @@ impl Process {
         // ring over on each connect; a duplicate is ignored by the sidecar).
         let conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(s) = conn.as_ref() {
-            let _ = proto::send(s.as_fd(), &ClientMsg::Ring { index: slot.index }, &[slot.fd.as_fd()]);
+            let _ = proto::send(
+                s.as_fd(),
+                &ClientMsg::Ring { index: slot.index },
+                &[slot.fd.as_fd()],
+            );
         }
         slot
     }
@@ -419,7 +452,13 @@ impl Process {
 
     fn all_rings(&self) -> Vec<&'static RingSlot> {
         let mut v = vec![self.overflow];
-        v.extend(self.rings.lock().unwrap_or_else(|e| e.into_inner()).iter().copied());
+        v.extend(
+            self.rings
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .copied(),
+        );
         v
     }
 
@@ -437,7 +476,8 @@ impl Process {
                 let pending = self.all_rings().iter().any(|r| {
                     let h = r.header();
                     // Acquire pairs with the sidecar's Release store of read_pos.
-                    h.cons.read_pos.load(Ordering::Acquire) < h.prod.write_pos.load(Ordering::Relaxed)
+                    h.cons.read_pos.load(Ordering::Acquire)
+                        < h.prod.write_pos.load(Ordering::Relaxed)
                 });
                 if !pending {
                     return true;
@@ -469,7 +509,12 @@ impl Process {
                     self.install_wake_fd(fd);
                 }
                 let ctl = fds.next().and_then(|fd| {
-                    Segment::accept_readonly(fd, crate::control::CONTROL_BYTES, crate::control::CONTROL_BYTES).ok()
+                    Segment::accept_readonly(
+                        fd,
+                        crate::control::CONTROL_BYTES,
+                        crate::control::CONTROL_BYTES,
+                    )
+                    .ok()
                 });
                 *self.control.lock().unwrap_or_else(|e| e.into_inner()) = ctl;
                 crate::filter::forget_seq();
@@ -490,7 +535,12 @@ impl Process {
         let _ = stream.set_read_timeout(None);
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         for r in self.all_rings() {
-            proto::send(stream.as_fd(), &ClientMsg::Ring { index: r.index }, &[r.fd.as_fd()]).ok()?;
+            proto::send(
+                stream.as_fd(),
+                &ClientMsg::Ring { index: r.index },
+                &[r.fd.as_fd()],
+            )
+            .ok()?;
         }
         *conn = Some(stream.try_clone().ok()?);
         self.connected.store(true, Ordering::Relaxed);
@@ -524,7 +574,8 @@ impl Process {
     fn install_wake_fd(&self, fd: OwnedFd) {
         let cur = self.wake_fd.load(Ordering::Relaxed);
         if cur < 0 {
-            self.wake_fd.store(std::os::fd::IntoRawFd::into_raw_fd(fd), Ordering::Relaxed);
+            self.wake_fd
+                .store(std::os::fd::IntoRawFd::into_raw_fd(fd), Ordering::Relaxed);
         } else {
             // SAFETY: dup2 onto our own fd number atomically replaces what
             // it refers to; writers racing with it write to the old or the
@@ -686,7 +737,11 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
         // SAFETY: `busy` makes this the only live borrow of the buffers on
         // this thread (a nested call returns above).
         let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
-        let mut ctx = Ctx { buf, scratch, tid: l.tid.get() };
+        let mut ctx = Ctx {
+            buf,
+            scratch,
+            tid: l.tid.get(),
+        };
         let res = match f(&mut ctx) {
             Some(n) => push(proc, slot, &ctx.buf[..n]),
             None => {
@@ -696,7 +751,11 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                 if big.len() < ring::MAX_RECORD {
                     big.resize(ring::MAX_RECORD, 0);
                 }
-                let mut ctx = Ctx { buf: &mut big[..], scratch: ctx.scratch, tid: l.tid.get() };
+                let mut ctx = Ctx {
+                    buf: &mut big[..],
+                    scratch: ctx.scratch,
+                    tid: l.tid.get(),
+                };
                 match f(&mut ctx) {
                     Some(n) => push(proc, slot, &ctx.buf[..n]),
                     None => {
@@ -715,13 +774,21 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             let mut s = String::new();
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() } as u32;
-            let mut ctx = Ctx { buf: &mut buf, scratch: &mut s, tid };
+            let mut ctx = Ctx {
+                buf: &mut buf,
+                scratch: &mut s,
+                tid,
+            };
             match f(&mut ctx) {
                 Some(n) => {
                     push(p, p.overflow, &buf[..n]);
                 }
                 None => {
-                    p.overflow.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+                    p.overflow
+                        .header()
+                        .prod
+                        .dropped
+                        .fetch_add(1, Ordering::Relaxed);
                 }
             }
         }

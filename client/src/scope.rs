@@ -49,7 +49,12 @@ pub(crate) struct ScopeData {
 
 impl ScopeData {
     pub(crate) fn current(&self, key: u64) -> Current {
-        Current { key, scope: self.scope, trace: self.trace, boost: self.boost }
+        Current {
+            key,
+            scope: self.scope,
+            trace: self.trace,
+            boost: self.boost,
+        }
     }
 
     /// Whether this call should write the open record (only the first).
@@ -167,7 +172,10 @@ pub fn parse_traceparent(s: &str) -> Result<TraceParent, &'static str> {
         return Err("expected version-traceid-parentid-flags");
     }
     let (ver, tr, sp, fl) = (parts[0], parts[1], parts[2], parts[3]);
-    if ver.len() != 2 || !ver.bytes().all(|b| b.is_ascii_hexdigit()) || ver.eq_ignore_ascii_case("ff") {
+    if ver.len() != 2
+        || !ver.bytes().all(|b| b.is_ascii_hexdigit())
+        || ver.eq_ignore_ascii_case("ff")
+    {
         return Err("bad version");
     }
     if ver == "00" && parts.len() != 4 {
@@ -182,7 +190,11 @@ pub fn parse_traceparent(s: &str) -> Result<TraceParent, &'static str> {
         return Err("parent id is zero");
     }
     let flags = unhex::<1>(fl).ok_or("flags are not 2 hex digits")?[0];
-    Ok(TraceParent { trace, parent, flags })
+    Ok(TraceParent {
+        trace,
+        parent,
+        flags,
+    })
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -203,19 +215,35 @@ mod tests {
 
     #[test]
     fn traceparent_roundtrip() {
-        let t = [0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e, 0x47, 0x36];
+        let t = [
+            0x4b, 0xf9, 0x2f, 0x35, 0x77, 0xb3, 0x4d, 0xa6, 0xa3, 0xce, 0x92, 0x9d, 0x0e, 0x0e,
+            0x47, 0x36,
+        ];
         let s = format_traceparent(&t, 0x00f0_67aa_0ba9_02b7);
         assert_eq!(s, "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let p = parse_traceparent(&s).unwrap();
-        assert_eq!(p, TraceParent { trace: t, parent: 0x00f0_67aa_0ba9_02b7, flags: 1 });
+        assert_eq!(
+            p,
+            TraceParent {
+                trace: t,
+                parent: 0x00f0_67aa_0ba9_02b7,
+                flags: 1
+            }
+        );
     }
 
     #[test]
     fn tracestate() {
-        assert_eq!(parse_tracestate("congo=t61rcWkgMzE, distlog=debug"), Level::Debug as u8);
+        assert_eq!(
+            parse_tracestate("congo=t61rcWkgMzE, distlog=debug"),
+            Level::Debug as u8
+        );
         assert_eq!(parse_tracestate("distlog=loud"), 0);
         assert_eq!(parse_tracestate(""), 0);
-        assert_eq!(format_tracestate(Level::Trace as u8).as_deref(), Some("distlog=trace"));
+        assert_eq!(
+            format_tracestate(Level::Trace as u8).as_deref(),
+            Some("distlog=trace")
+        );
         assert_eq!(format_tracestate(0), None);
     }
 

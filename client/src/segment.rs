@@ -71,15 +71,25 @@ impl Segment {
     /// of the page size).
     pub fn create(name: &str, len: usize) -> Result<Segment, SegmentError> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
-        let fd = memfd_create(&cname, MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING)
-            .map_err(sys("memfd_create"))?;
+        let fd = memfd_create(
+            &cname,
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .map_err(sys("memfd_create"))?;
         // fallocate both sizes the file and reserves its pages: no SIGBUS on
         // first touch when memory runs short.
-        nix::fcntl::fallocate(fd.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, len as i64)
-            .map_err(sys("fallocate"))?;
+        nix::fcntl::fallocate(
+            fd.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            len as i64,
+        )
+        .map_err(sys("fallocate"))?;
         fcntl(
             fd.as_raw_fd(),
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL),
+            FcntlArg::F_ADD_SEALS(
+                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
+            ),
         )
         .map_err(sys("F_ADD_SEALS"))?;
         Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
@@ -113,7 +123,9 @@ impl Segment {
         let st = nix::sys::stat::fstat(fd.as_raw_fd()).map_err(sys("fstat"))?;
         let size = st.st_size as usize;
         if size < min || size > max || !size.is_multiple_of(4096) {
-            return Err(SegmentError::Size(format!("{size} bytes, want {min}..={max}, page multiple")));
+            return Err(SegmentError::Size(format!(
+                "{size} bytes, want {min}..={max}, page multiple"
+            )));
         }
         if (st.st_blocks as u64) * 512 < size as u64 {
             return Err(SegmentError::Size(format!(
@@ -125,21 +137,27 @@ impl Segment {
     }
 
     fn map(fd: OwnedFd, len: usize, prot: ProtFlags) -> Result<Segment, SegmentError> {
-        let nz = std::num::NonZeroUsize::new(len).ok_or_else(|| SegmentError::Size("empty".into()))?;
+        let nz =
+            std::num::NonZeroUsize::new(len).ok_or_else(|| SegmentError::Size("empty".into()))?;
         // SAFETY: a fresh shared mapping of a file we hold; no existing
         // memory is affected. The pointer is valid until `munmap` in Drop.
-        let ptr = unsafe {
-            mmap(None, nz, prot, MapFlags::MAP_SHARED, &fd, 0)
-        }
-        .map_err(sys("mmap"))?;
-        Ok(Segment { fd, ptr: ptr.cast(), len })
+        let ptr =
+            unsafe { mmap(None, nz, prot, MapFlags::MAP_SHARED, &fd, 0) }.map_err(sys("mmap"))?;
+        Ok(Segment {
+            fd,
+            ptr: ptr.cast(),
+            len,
+        })
     }
 
     /// Forbid new writable mappings (`F_SEAL_FUTURE_WRITE`): a peer that
     /// gets the fd can only read. Our own mapping stays writable.
     pub fn seal_future_write(&self) -> Result<(), SegmentError> {
-        fcntl(self.fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(libc::F_SEAL_FUTURE_WRITE)))
-            .map_err(sys("F_SEAL_FUTURE_WRITE"))?;
+        fcntl(
+            self.fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::from_bits_retain(libc::F_SEAL_FUTURE_WRITE)),
+        )
+        .map_err(sys("F_SEAL_FUTURE_WRITE"))?;
         Ok(())
     }
 
@@ -147,12 +165,23 @@ impl Segment {
     /// possible (no `F_SEAL_SEAL`), for [`Segment::seal_future_write`].
     pub fn create_sealable(name: &str, len: usize) -> Result<Segment, SegmentError> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
-        let fd = memfd_create(&cname, MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING)
-            .map_err(sys("memfd_create"))?;
-        nix::fcntl::fallocate(fd.as_raw_fd(), nix::fcntl::FallocateFlags::empty(), 0, len as i64)
-            .map_err(sys("fallocate"))?;
-        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW))
-            .map_err(sys("F_ADD_SEALS"))?;
+        let fd = memfd_create(
+            &cname,
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )
+        .map_err(sys("memfd_create"))?;
+        nix::fcntl::fallocate(
+            fd.as_raw_fd(),
+            nix::fcntl::FallocateFlags::empty(),
+            0,
+            len as i64,
+        )
+        .map_err(sys("fallocate"))?;
+        fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .map_err(sys("F_ADD_SEALS"))?;
         Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
     }
 
@@ -200,21 +229,34 @@ mod tests {
         assert_eq!(unsafe { *t.as_ptr().add(100) }, 7);
         // size out of range
         let fd = s.fd().try_clone_to_owned().unwrap();
-        assert!(matches!(Segment::accept(fd, 16384, 1 << 20), Err(SegmentError::Size(_))));
+        assert!(matches!(
+            Segment::accept(fd, 16384, 1 << 20),
+            Err(SegmentError::Size(_))
+        ));
     }
 
     #[test]
     fn unsealed_is_refused() {
         let fd = memfd_create(c"x", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&fd, 4096).unwrap();
-        assert!(matches!(Segment::accept(fd, 4096, 8192), Err(SegmentError::NotSealed(_))));
+        assert!(matches!(
+            Segment::accept(fd, 4096, 8192),
+            Err(SegmentError::NotSealed(_))
+        ));
     }
 
     #[test]
     fn unallocated_is_refused() {
         let fd = memfd_create(c"x", MemFdCreateFlag::MFD_ALLOW_SEALING).unwrap();
         nix::unistd::ftruncate(&fd, 8192).unwrap();
-        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW)).unwrap();
-        assert!(matches!(Segment::accept(fd, 4096, 8192), Err(SegmentError::Size(_))));
+        fcntl(
+            fd.as_raw_fd(),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
+        )
+        .unwrap();
+        assert!(matches!(
+            Segment::accept(fd, 4096, 8192),
+            Err(SegmentError::Size(_))
+        ));
     }
 }

@@ -72,7 +72,11 @@ pub struct TableWriter<'a, M: Memory> {
 impl<'a, M: Memory> TableWriter<'a, M> {
     /// `mem` is the segment after the header.
     pub fn new(hdr: &'a TableHeader, mem: M) -> Self {
-        TableWriter { hdr, mem, next_id: 0 }
+        TableWriter {
+            hdr,
+            mem,
+            next_id: 0,
+        }
     }
 
     /// Continue after `n` entries already in the table (a copy made after
@@ -100,10 +104,13 @@ impl<'a, M: Memory> TableWriter<'a, M> {
             return Err(TableError::Full);
         }
         self.mem.write(at + 4, &bytes);
-        self.mem.store_word(at, bytes.len() as u32, Ordering::Relaxed);
+        self.mem
+            .store_word(at, bytes.len() as u32, Ordering::Relaxed);
         // Release pairs with the Acquire load of `committed` in
         // `TableReader::refresh`: the entry is complete when it is counted.
-        self.hdr.committed.store((at + need) as u64, Ordering::Release);
+        self.hdr
+            .committed
+            .store((at + need) as u64, Ordering::Release);
         self.next_id += 1;
         Ok(def.id)
     }
@@ -155,7 +162,12 @@ pub fn check_table(hdr: &TableHeader, seg_len: usize) -> Result<(), TableError> 
 impl<'a, M: Memory> TableReader<'a, M> {
     /// A reader over a checked table.
     pub fn new(hdr: &'a TableHeader, mem: M) -> Self {
-        TableReader { hdr, mem, pos: 0, defs: Vec::new() }
+        TableReader {
+            hdr,
+            mem,
+            pos: 0,
+            defs: Vec::new(),
+        }
     }
 
     /// Read entries committed since the last call. `max_defs` bounds how

@@ -250,7 +250,11 @@ pub struct Encoder<'b> {
 impl<'b> Encoder<'b> {
     /// Start a record with its head.
     pub fn new(buf: &'b mut [u8], head: &Head) -> Self {
-        let mut e = Encoder { buf, len: 0, overflow: false };
+        let mut e = Encoder {
+            buf,
+            len: 0,
+            overflow: false,
+        };
         e.put(head);
         e
     }
@@ -293,7 +297,14 @@ mod tests {
     use proptest::prelude::*;
 
     fn value() -> impl Strategy<Value = (u8, i64, u64, f64, bool, String)> {
-        (any::<u8>(), any::<i64>(), any::<u64>(), any::<f64>(), any::<bool>(), ".{0,40}")
+        (
+            any::<u8>(),
+            any::<i64>(),
+            any::<u64>(),
+            any::<f64>(),
+            any::<bool>(),
+            ".{0,40}",
+        )
     }
 
     proptest! {
@@ -343,7 +354,10 @@ mod tests {
     fn overflow_is_reported() {
         let mut buf = [0u8; 16];
         let mut e = Encoder::new(&mut buf, &Head::ScopeRecord { scope: 1, ts: 2 });
-        e.field(&Field::Named("x", Value::Str("a long string that does not fit")));
+        e.field(&Field::Named(
+            "x",
+            Value::Str("a long string that does not fit"),
+        ));
         assert!(e.finish().is_none());
     }
 }
