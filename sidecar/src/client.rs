@@ -189,6 +189,9 @@ impl RingSegment {
             _seg: self.seg,
             ledger: Ledger::default(),
             last_stop: Stop::Empty,
+            busy_since: None,
+            writer_gone: false,
+            gaps_unreported: 0,
         })
     }
 }
@@ -213,7 +216,18 @@ pub struct AttachedRing {
     pub ledger: Ledger,
     /// Why the last poll stopped.
     pub last_stop: Stop,
+    /// Where and since when the reader waits for an unfinished record.
+    busy_since: Option<(u64, std::time::Instant)>,
+    /// The writing process is gone: an unfinished record never finishes.
+    pub writer_gone: bool,
+    /// Records stepped over unfinished, not yet reported as lost.
+    pub gaps_unreported: u64,
 }
+
+/// How long an unfinished record of a shared ring may stay unfinished while
+/// its process lives before the reader steps over it (a thread that died
+/// mid-record, e.g. killed by a signal).
+pub const BUSY_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl std::fmt::Debug for AttachedRing {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -239,6 +253,35 @@ impl AttachedRing {
         let r = self.reader.poll(budget, f);
         if let Ok(stop) = r {
             self.last_stop = stop;
+            if stop != Stop::Busy {
+                self.busy_since = None;
+                return r;
+            }
+            let pos = self.reader.pos();
+            match self.busy_since {
+                Some((p, t)) if p == pos && (self.writer_gone || t.elapsed() >= BUSY_GRACE) => {
+                    if !self.reader.skip_busy() {
+                        return Err(RingError::BadRecord {
+                            pos,
+                            why: "a record was reserved by a writer that died before writing its length",
+                        });
+                    }
+                    self.gaps_unreported += 1;
+                    self.busy_since = None;
+                    // More may follow it: poll again.
+                    self.last_stop = Stop::Budget;
+                    return Ok(Stop::Budget);
+                }
+                Some((p, _)) if p == pos => {}
+                _ => {
+                    self.busy_since = Some((pos, std::time::Instant::now()));
+                    if self.writer_gone {
+                        // Poll once more right away: it will step over it.
+                        self.last_stop = Stop::Budget;
+                        return Ok(Stop::Budget);
+                    }
+                }
+            }
         }
         r
     }

@@ -232,6 +232,13 @@ fn poll_ring(
         }
     });
     ring.ledger.read += n;
+    if ring.gaps_unreported > 0 {
+        // Records a dead writer reserved and never finished: lost too.
+        let gaps = std::mem::take(&mut ring.gaps_unreported);
+        batch.push(ctx.loss(env, gaps, ring.geometry().index, ring.owner_tid()));
+        ring.ledger.lost += gaps;
+        *lost_total += gaps;
+    }
     let dropped = ring.dropped();
     if dropped > ring.ledger.dropped_seen {
         let lost = dropped - ring.ledger.dropped_seen;
@@ -448,6 +455,7 @@ impl Drain {
         let c = &mut self.clients[hi];
         let scopes = &mut self.processes.entry(c.key).or_default().scopes;
         let ring = &mut c.rings[rj];
+        ring.writer_gone = true;
         loop {
             match poll_ring(
                 ring,
@@ -491,6 +499,7 @@ impl Drain {
             let scopes = &mut self.processes.entry(c.key).or_default().scopes;
             let mut failed = None;
             for ring in c.rings.iter_mut() {
+                ring.writer_gone |= c.gone;
                 match poll_ring(
                     ring,
                     &mut c.ctx,
