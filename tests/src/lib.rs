@@ -17,7 +17,10 @@ pub const DEADLINE: Duration = Duration::from_secs(60);
 fn target_dir() -> PathBuf {
     // tests run from target/<profile>/deps/<test-binary>
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(Path::parent).expect("target/<profile>").to_path_buf()
+    exe.parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>")
+        .to_path_buf()
 }
 
 /// Path of a workspace binary, built on first use (same profile as the test).
@@ -151,7 +154,10 @@ impl Sidecar {
         let _ = std::fs::remove_file(&self.socket);
         let extra: Vec<&str> = self.extra.iter().map(|s| s.as_str()).collect();
         let records = self.records.clone();
-        let old = std::mem::replace(self, Sidecar::start_with(&self.socket.clone(), &extra, records));
+        let old = std::mem::replace(
+            self,
+            Sidecar::start_with(&self.socket.clone(), &extra, records),
+        );
         drop(old);
     }
 
@@ -184,14 +190,18 @@ impl Sidecar {
                     self.stderr.lock().unwrap().join("\n")
                 );
             }
-            std::thread::sleep(Duration::from_millis(10));
+            // The predicate scans every record: not too often.
+            std::thread::sleep(Duration::from_millis(50));
         }
     }
 
     /// A client command with `DISTLOG_SOCKET` set to this sidecar.
     pub fn client(&self, args: &[&str]) -> Command {
         let mut c = Command::new(dl_client());
-        c.args(args).env("DISTLOG_SOCKET", &self.socket).env_remove("RUST_LOG").env_remove("DISTLOG_LOG");
+        c.args(args)
+            .env("DISTLOG_SOCKET", &self.socket)
+            .env_remove("RUST_LOG")
+            .env_remove("DISTLOG_LOG");
         c
     }
 }
@@ -204,13 +214,22 @@ impl Drop for Sidecar {
 }
 
 /// Records of `kind` from process `pid`.
-pub fn of_pid<'a>(recs: &'a [Value], pid: u32, kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
-    recs.iter().filter(move |r| r["pid"] == pid && r["kind"] == kind)
+pub fn of_pid<'a>(
+    recs: &'a [Value],
+    pid: u32,
+    kind: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    recs.iter()
+        .filter(move |r| r["pid"] == pid && r["kind"] == kind)
 }
 
 /// Run a command to completion under a deadline; returns its stdout.
 pub fn run_ok(mut cmd: Command) -> String {
-    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::inherit()).spawn().expect("spawn");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn");
     let pid = child.id();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
