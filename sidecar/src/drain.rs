@@ -218,9 +218,11 @@ fn poll_ring(
 ) -> Result<u64, CutOff> {
     let mut n = 0u64;
     let mut bad = None;
-    let stop = ring.poll(budget, |_seq, payload| {
+    let ring_id = ring.geometry().ring_id;
+    let stop = ring.poll(budget, |seq, payload| {
         match ctx.convert(scopes, env, payload) {
-            Ok(r) => {
+            Ok(mut r) => {
+                r.origin = Some(crate::record::Origin { ring_id, seq });
                 batch.push(r);
                 n += 1;
                 true

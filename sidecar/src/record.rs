@@ -255,6 +255,23 @@ pub struct Record {
     /// How long the scope was open (`scope_close`, when its open was seen).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ns: Option<u64>,
+    /// Where in which ring the record was read (not part of the schema):
+    /// the store keeps a per-ring high-water mark with it, for exactly-once
+    /// across a sidecar crash. `None` for records the sidecar made itself.
+    #[serde(skip)]
+    pub origin: Option<Origin>,
+}
+
+/// A record's place in its ring: the ring's id and the record's sequence
+/// number there (see `distlog::ring::Reader::seq`). Both survive a sidecar
+/// restart: the client hands the same ring again and the reader resumes at
+/// the released sequence number.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Origin {
+    /// `Geometry::ring_id`.
+    pub ring_id: [u64; 2],
+    /// Sequence number of the record in that ring.
+    pub seq: u64,
 }
 
 impl Record {
@@ -281,6 +298,7 @@ impl Record {
             remote_parent: false,
             outcome: None,
             duration_ns: None,
+            origin: None,
         }
     }
 
