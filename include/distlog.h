@@ -279,7 +279,7 @@ void distlog_log(distlog_level level, const char *target, const char *message,
  * internal members. Not for direct use. */
 typedef struct distlog_callsite {
     uint32_t internal_id;       /* written by the library: id + 1, 0 = new */
-    uint32_t internal_interest; /* reserved for the library, 0 */
+    uint32_t internal_interest; /* written by the library: cached filter verdict, 0 = new */
     int32_t level;              /* a distlog_level */
     uint32_t flags;             /* DISTLOG_CALLSITE_* */
     uint32_t line;

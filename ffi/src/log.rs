@@ -5,10 +5,12 @@
 //! registers it with the client (keyed by its address) and caches the id in
 //! the struct itself.
 //!
-//! The filter's verdict is not cached per call site: the client's
-//! directives change while the process runs (the sidecar) and a scope may
-//! raise the level for one request, so a call site that passes the global
-//! gate asks [`distlog::raw::enabled`] each time.
+//! The directives' verdict is cached in the call site together with the
+//! filter epoch it was computed under ([`distlog::raw::filter_epoch`]): the
+//! sidecar may change the directives at any time, which moves the epoch and
+//! makes every call site ask again once. A call site the directives disable
+//! can still be enabled for one request (a boosted scope), so that case
+//! asks [`distlog::raw::boosted`], a thread-local look at the current scope.
 
 use std::borrow::Cow;
 use std::os::raw::{c_char, c_int};
@@ -33,7 +35,8 @@ pub const DISTLOG_CALLSITE_FORMATTED: u32 = 1;
 pub struct distlog_callsite {
     /// Call-site id + 1; 0 = not registered yet. Written by the library.
     id_plus_one: AtomicU32,
-    /// Reserved for a cached filter verdict; 0.
+    /// Cached verdict of the directives: `(epoch << 1) | enabled`, 0 =
+    /// never computed. Written by the library.
     interest: AtomicU32,
     /// A `distlog_level` number.
     pub level: c_int,
@@ -69,10 +72,35 @@ impl distlog_callsite {
     /// # Safety
     ///
     /// As [`Self::enabled`].
+    #[inline]
     unsafe fn evaluate(&self, level: Level) -> bool {
+        // The epoch's low 31 bits (it starts at 1, so 0 = "not computed"
+        // until it wraps after 2^31 directive changes).
+        let epoch = (distlog::raw::filter_epoch() as u32) << 1;
+        // Relaxed: the cache only ever holds a verdict computed under the
+        // epoch stored with it; a stale read just recomputes.
+        let cached = self.interest.load(Ordering::Relaxed);
+        let by_directives = if cached & !1 == epoch {
+            cached & 1 == 1
+        } else {
+            // SAFETY: forwarded from our caller.
+            let on = unsafe { self.directives_allow(level) };
+            // Relaxed: see above.
+            self.interest.store(epoch | u32::from(on), Ordering::Relaxed);
+            on
+        };
+        by_directives || distlog::raw::boosted(level)
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::enabled`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn directives_allow(&self, level: Level) -> bool {
         // SAFETY: forwarded from our caller.
         match unsafe { conv::cstr(self.target) } {
-            Some(t) => distlog::raw::enabled(level, &t),
+            Some(t) => distlog::raw::enabled_by_directives(level, &t),
             None => false,
         }
     }
