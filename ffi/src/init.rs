@@ -76,6 +76,11 @@ pub unsafe extern "C" fn distlog_init(service: *const c_char) -> distlog_result 
             .filter(|s| !s.trim().is_empty())
             .unwrap_or_else(|| name.into_owned());
         let _ = SERVICE.set(effective);
+        // The shared scope call site, registered while the table has room:
+        // scopes fall back to it when the table fills up.
+        if let Some(svc) = SERVICE.get() {
+            let _ = distlog::raw::register_scope(distlog::wire::Level::Info, svc, "scope", None, None, &[]);
+        }
         RUNNING.store(true, Ordering::Relaxed);
         let gate: &'static AtomicU8 = distlog::raw::max_level();
         distlog_max_level.store(gate as *const AtomicU8 as *mut AtomicU8, Ordering::Relaxed);

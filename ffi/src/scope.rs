@@ -1,20 +1,16 @@
 //! Scopes opened from C.
 //!
-//! A scope's name is known only at run time, so its call site is keyed by
-//! an interned name: each distinct name gets one leaked byte whose address
-//! is the key of a static call site (a thread-local map finds it without a
-//! lock after the first use on a thread). Past [`MAX_NAMES`] names, scopes
-//! share one call site named `scope` and carry their name in the field
+//! A scope's name is known only at run time: its call site is registered
+//! by content (`distlog::raw::register_scope`, a thread-local cache in
+//! front of the process's map). When the call-site table is full, scopes
+//! share the call site named `scope` and carry their name in the field
 //! `distlog.scope_name`.
 
-use std::cell::RefCell;
-use std::collections::HashMap;
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::Ordering;
-use std::sync::Mutex;
 
 use distlog::raw::Scope;
-use distlog::wire::{CallsiteKind, Field, Level, Outcome, Value};
+use distlog::wire::{Field, Level, Outcome, Value};
 
 use crate::conv::{self, distlog_field};
 use crate::init::{RUNNING, SERVICE};
@@ -34,63 +30,15 @@ pub const TRACEPARENT_LEN: usize = 56;
 /// (`DISTLOG_TRACESTATE_LEN`; the longest is `distlog=debug`/`trace`).
 pub const TRACESTATE_LEN: usize = 32;
 
-/// Distinct scope names with a call site of their own.
-const MAX_NAMES: usize = 4096;
-
-/// Name → interned key (the address of a leaked byte).
-static NAMES: Mutex<Option<HashMap<String, usize>>> = Mutex::new(None);
-/// The key of the shared call site for names past `MAX_NAMES`.
-static OVERFLOW_KEY: u8 = 0;
-
-thread_local! {
-    static LOCAL_NAMES: RefCell<HashMap<String, usize>> = RefCell::new(HashMap::new());
-}
-
-/// The key for `name`, `None` when past `MAX_NAMES`.
-fn name_key(name: &str) -> Option<usize> {
-    let cached = LOCAL_NAMES
-        .try_with(|m| m.borrow().get(name).copied())
-        .ok()
-        .flatten();
-    if cached.is_some() {
-        return cached;
-    }
-    let key = {
-        let mut g = NAMES.lock().unwrap_or_else(|e| e.into_inner());
-        let map = g.get_or_insert_with(HashMap::new);
-        match map.get(name) {
-            Some(k) => *k,
-            None if map.len() >= MAX_NAMES => return None,
-            None => {
-                let k = Box::leak(Box::new(0u8)) as *mut u8 as usize;
-                map.insert(name.to_owned(), k);
-                k
-            }
-        }
-    };
-    let _ = LOCAL_NAMES.try_with(|m| m.borrow_mut().insert(name.to_owned(), key));
-    Some(key)
-}
-
 /// The call-site id of scopes named `name`, and whether the name must go
-/// in a field (overflow).
+/// in a field (the table was full).
 fn scope_site(name: &str) -> Option<(u32, bool)> {
     let target = SERVICE.get().map_or("c", String::as_str);
-    let (key, site_name, overflow) = match name_key(name) {
-        Some(k) => (k, name, false),
-        None => (&OVERFLOW_KEY as *const u8 as usize, "scope", true),
-    };
-    let id = distlog::raw::register_static(
-        key,
-        CallsiteKind::Scope,
-        Level::Info,
-        target,
-        site_name,
-        None,
-        None,
-        &[],
-    )?;
-    Some((id, overflow))
+    let site = |n: &str| distlog::raw::register_scope(Level::Info, target, n, None, None, &[]);
+    match site(name) {
+        Some(id) => Some((id, false)),
+        None => site("scope").map(|id| (id, true)),
+    }
 }
 
 /// The Rust scope behind a C handle.
