@@ -154,6 +154,16 @@ impl Visit for Visitor<'_, '_> {
         *self.scratch = s;
     }
     fn record_debug(&mut self, f: &TField, v: &dyn std::fmt::Debug) {
+        // `message` is format_args!: its Debug is the formatted text, written
+        // straight into the record (no String in between).
+        if f.name() == "message" {
+            let idx = match self.names {
+                Names::Index => f.index() as u16,
+                Names::Log => 0,
+            };
+            self.enc.field_idx_fmt(idx, v, MAX_STR);
+            return;
+        }
         self.scratch.clear();
         let _ = write!(self.scratch, "{v:?}");
         let s = std::mem::take(self.scratch);
@@ -189,11 +199,7 @@ fn encode(
 fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
     let mut out = Vec::new();
     runtime::write_scratch(|buf, scratch| {
-        let head = Head::ScopeRecord { scope: 0, ts: 0 };
-        let mut enc = Encoder::new(buf, &head);
-        let hl = postcard::to_slice(&head, &mut [0u8; 32])
-            .map(|s| s.len())
-            .unwrap_or(0);
+        let mut enc = Encoder::fields_only(buf);
         {
             let mut v = Visitor {
                 enc: &mut enc,
@@ -203,7 +209,7 @@ fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
             record(&mut v);
         }
         if let Some(b) = enc.finish() {
-            out.extend_from_slice(&b[hl..]);
+            out.extend_from_slice(b);
         }
     });
     out

@@ -359,6 +359,25 @@ impl<'a, M: Memory> Writer<'a, M> {
         }
     }
 
+    /// Whether `need` bytes are free now (padding at the end of the region
+    /// not counted): the producer asks before it encodes, so a full ring
+    /// costs a load and a compare, not an encoding. Refreshes the cached
+    /// read position only when the cached one says no.
+    #[inline]
+    pub fn has_room(&self, need: u64) -> bool {
+        // Relaxed: only producers write write_pos; a stale value only makes
+        // the answer approximate (push checks exactly).
+        let w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
+        if (w + need).wrapping_sub(self.cached_read.load(Ordering::Relaxed)) <= self.cap {
+            return true;
+        }
+        // Acquire pairs with the Release store of `read_pos` in
+        // `Reader::release`, as in push_exclusive.
+        let r = self.hdr.cons.read_pos.load(Ordering::Acquire);
+        self.cached_read.store(r, Ordering::Relaxed);
+        (w + need).wrapping_sub(r) <= self.cap
+    }
+
     /// Room left before `pos` for a record of `need` bytes; returns the
     /// padding to the end of the region (0 if the record fits where it is).
     #[inline]

@@ -624,6 +624,10 @@ impl Process {
     }
 }
 
+/// Free bytes below which a ring counts as full before a record is encoded
+/// (a typical record is 48..128 bytes).
+const DROP_EARLY_BYTES: u64 = 256;
+
 /// Size of the per-thread encode buffer; larger records take the heap path.
 pub(crate) const STACK_RECORD: usize = 2048;
 
@@ -734,6 +738,14 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                 None => return,
             },
         };
+        // A (nearly) full ring: drop and count before encoding, so the drop
+        // path costs a compare, not an encoding (overload must never slow
+        // the application down).
+        if !slot.writer.has_room(DROP_EARLY_BYTES) {
+            slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+            l.busy.set(false);
+            return;
+        }
         // SAFETY: `busy` makes this the only live borrow of the buffers on
         // this thread (a nested call returns above).
         let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };

@@ -62,7 +62,7 @@ fn main() {
         "distlog-drop" => bench_distlog_drop(),
         "distlog-disabled" => bench_distlog_disabled(),
         "distlog-scope" => bench_distlog_scope(),
-        "distlog-threads" => bench_distlog_threads(),
+        "distlog-threads" => bench_distlog_threads(&args),
         "drain" => bench_drain(&args),
         "e2e" => bench_e2e(&args),
         "overload" => bench_overload(&args),
@@ -418,10 +418,11 @@ fn bench_distlog_enabled() {
         .with("written", w)
         .with("dropped", d)
         .emit();
-    let s = measure(
+    let s = measure_with(
         b,
         n,
         |i| log::info!(target: "bench", "message text a={} b={} s={}", i as i64, 42u64, "short"),
+        drain_every(500),
     );
     let (w2, d2, _) = ring_counters();
     Sample::new("rust.enabled.log-crate", "distlog", s)
@@ -489,48 +490,78 @@ fn bench_distlog_scope() {
     Sample::new("rust.scope.nofields", "distlog", s).emit();
 }
 
-fn bench_distlog_threads() {
+/// One thread, then two threads at once, each writing bursts. Run twice:
+/// with the sidecar paused (SIGSTOP: the client's own scaling, no third
+/// thread competing for the two cores) and with it draining meanwhile.
+fn bench_distlog_threads(args: &[String]) {
+    std::env::set_var("DISTLOG_RING_BYTES", "64m");
+    let sc = Sidecar::start(&distlogd_path(args), Out::DevNull, "threads");
     let _g = distlog_start(true);
     let (b, n) = shape();
-    // A quarter of the usual batches: two threads' bursts (28 MB each) fit
-    // their 64 MiB rings even if the sidecar gets no core meanwhile, so
-    // neither run reaches the drop path (checked: `dropped`).
+    // A quarter of the usual batches: a thread's burst (~28 MB) fits its
+    // 64 MiB ring with the sidecar paused: never the drop path (checked:
+    // `dropped`).
     let b = b / 4;
-    let one = measure(b, n, |i| tracing_event!(i));
-    distlog::flush(Duration::from_secs(10));
-    let bar = Arc::new(Barrier::new(2));
-    let hs: Vec<_> = (0..2)
-        .map(|_| {
-            let bar = bar.clone();
-            std::thread::spawn(move || {
-                tracing_event!(0u64); // claim the ring outside the timing
-                bar.wait();
-                measure(b, n, |i| tracing_event!(i))
+    for paused in [true, false] {
+        let tag = if paused {
+            "sidecar-paused"
+        } else {
+            "sidecar-draining"
+        };
+        let pause = |on: bool| {
+            if paused {
+                sc.signal(if on { libc::SIGSTOP } else { libc::SIGCONT });
+            }
+        };
+        let (_, d0, _) = ring_counters();
+        pause(true);
+        let one = measure(b, n, |i| tracing_event!(i));
+        pause(false);
+        distlog::flush(Duration::from_secs(30));
+        let bar = Arc::new(Barrier::new(3));
+        let hs: Vec<_> = (0..2)
+            .map(|_| {
+                let bar = bar.clone();
+                std::thread::spawn(move || {
+                    tracing_event!(0u64); // claim the ring outside the timing
+                    bar.wait();
+                    bar.wait();
+                    measure(b, n, |i| tracing_event!(i))
+                })
             })
-        })
-        .collect();
-    let two: Vec<Stats> = hs
-        .into_iter()
-        .map(|h| h.join().unwrap_or_default())
-        .collect();
-    let (w, d, _) = ring_counters();
-    Sample::new("rust.threads.1", "distlog", one).emit();
-    let p50 = (two[0].p50 + two[1].p50) / 2.0;
-    let p99 = (two[0].p99 + two[1].p99) / 2.0;
-    let st = Stats {
-        p50,
-        p99,
-        p999: two[0].p999.max(two[1].p999),
-        mean: (two[0].mean + two[1].mean) / 2.0,
-        min: two[0].min.min(two[1].min),
-        n: two[0].n + two[1].n,
-    };
-    Sample::new("rust.threads.2", "distlog", st)
-        .with("t0_p50", two[0].p50)
-        .with("t1_p50", two[1].p50)
-        .with("written", w)
-        .with("dropped", d)
-        .emit();
+            .collect();
+        bar.wait(); // both threads have their rings (handed over)
+        std::thread::sleep(Duration::from_millis(200));
+        distlog::flush(Duration::from_secs(5));
+        pause(true);
+        bar.wait();
+        let two: Vec<Stats> = hs
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
+        pause(false);
+        distlog::flush(Duration::from_secs(30));
+        let (w, d, _) = ring_counters();
+        Sample::new(&format!("rust.threads.1.{tag}"), "distlog", one).emit();
+        let p50 = (two[0].p50 + two[1].p50) / 2.0;
+        let p99 = (two[0].p99 + two[1].p99) / 2.0;
+        let st = Stats {
+            p50,
+            p99,
+            p999: two[0].p999.max(two[1].p999),
+            mean: (two[0].mean + two[1].mean) / 2.0,
+            min: two[0].min.min(two[1].min),
+            n: two[0].n + two[1].n,
+        };
+        Sample::new(&format!("rust.threads.2.{tag}"), "distlog", st)
+            .with("t0_p50", two[0].p50)
+            .with("t1_p50", two[1].p50)
+            .with("written", w)
+            .with("dropped", d - d0)
+            .emit();
+    }
+    drop(_g);
+    sc.stop();
 }
 
 // ---------------------------------------------------------------- sidecar
