@@ -12,7 +12,7 @@
 //!    that level, and so do its children, in this process and (through
 //!    [`crate::tracestate`]) in every process the request reaches.
 //!
-//! For `tracing`, 1 and 2 are an `EnvFilter` behind a `reload` layer: a
+//! For `tracing`, 1 and 2 are an `EnvFilter` that is swapped in place: a
 //! change rebuilds `tracing-core`'s interest cache, so a disabled call site
 //! costs one load and a compare. 3 makes call sites up to the highest boost
 //! level "sometimes" interesting, checked against the current scope. For
@@ -203,8 +203,29 @@ pub(crate) fn enabled(level: Level, target: &str) -> bool {
 }
 
 /// The `tracing` filter: the current directives plus the per-request boost.
+///
+/// Not `tracing_subscriber::reload`: that takes its lock on every callback,
+/// events included, and an `EnvFilter` has nothing to do for an event whose
+/// call site it already let through. This one locks only where the filter
+/// decides or tracks spans.
 pub(crate) struct Verbosity {
-    pub env: EnvFilter,
+    env: std::sync::Arc<RwLock<EnvFilter>>,
+}
+
+impl Verbosity {
+    pub(crate) fn new(env: EnvFilter) -> Self {
+        Verbosity { env: std::sync::Arc::new(RwLock::new(env)) }
+    }
+
+    /// The filter, for swapping it when the sidecar's directives change.
+    pub(crate) fn cell(&self) -> std::sync::Arc<RwLock<EnvFilter>> {
+        self.env.clone()
+    }
+
+    #[inline]
+    fn env(&self) -> std::sync::RwLockReadGuard<'_, EnvFilter> {
+        self.env.read().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 impl<S> Layer<S> for Verbosity
@@ -212,7 +233,7 @@ where
     S: Subscriber + for<'a> LookupSpan<'a>,
 {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
-        let i = <EnvFilter as Layer<S>>::register_callsite(&self.env, meta);
+        let i = <EnvFilter as Layer<S>>::register_callsite(&self.env(), meta);
         if !i.is_always() && level_num(meta.level()) <= BOOST_CAP.load(Ordering::Relaxed) {
             Interest::sometimes()
         } else {
@@ -220,12 +241,12 @@ where
         }
     }
     fn enabled(&self, meta: &Metadata<'_>, cx: Context<'_, S>) -> bool {
-        <EnvFilter as Layer<S>>::enabled(&self.env, meta, cx) || boosted(level_num(meta.level()))
+        <EnvFilter as Layer<S>>::enabled(&self.env(), meta, cx) || boosted(level_num(meta.level()))
     }
     fn max_level_hint(&self) -> Option<LevelFilter> {
         let cap = BOOST_CAP.load(Ordering::Relaxed);
         let boost = Level::from_u8(cap).map(|l| LevelFilter::from_level(to_tracing(l)));
-        let env = <EnvFilter as Layer<S>>::max_level_hint(&self.env);
+        let env = <EnvFilter as Layer<S>>::max_level_hint(&self.env());
         match (env, boost) {
             (Some(e), Some(b)) => Some(e.max(b)),
             (e, None) => e,
@@ -238,7 +259,7 @@ where
         id: &tracing_core::span::Id,
         cx: Context<'_, S>,
     ) {
-        self.env.on_new_span(a, id, cx)
+        self.env().on_new_span(a, id, cx)
     }
     fn on_record(
         &self,
@@ -246,15 +267,15 @@ where
         v: &tracing_core::span::Record<'_>,
         cx: Context<'_, S>,
     ) {
-        self.env.on_record(id, v, cx)
+        self.env().on_record(id, v, cx)
     }
     fn on_enter(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env.on_enter(id, cx)
+        self.env().on_enter(id, cx)
     }
     fn on_exit(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env.on_exit(id, cx)
+        self.env().on_exit(id, cx)
     }
     fn on_close(&self, id: tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env.on_close(id, cx)
+        self.env().on_close(id, cx)
     }
 }

@@ -239,9 +239,13 @@ impl Builder {
                 msg: e.to_string(),
             })?;
         let layer = self.layer()?;
-        let (verbosity, handle) = tracing_subscriber::reload::Layer::new(filter::Verbosity { env });
+        let verbosity = filter::Verbosity::new(env);
+        let cell = verbosity.cell();
         filter::set_reloader(Box::new(move |env| {
-            handle.modify(|v| v.env = env).map_err(|e| e.to_string())
+            *cell.write().unwrap_or_else(|e| e.into_inner()) = env;
+            // Outside the lock: every call site asks the filter again.
+            tracing_core::callsite::rebuild_interest_cache();
+            Ok(())
         }));
         let sub = tracing_subscriber::registry().with(verbosity).with(layer);
         tracing::subscriber::set_global_default(sub)

@@ -274,7 +274,11 @@ impl<'b> Encoder<'b> {
     /// Start a record with its head.
     #[inline]
     pub fn new(buf: &'b mut [u8], head: &Head) -> Self {
-        let mut e = Encoder { buf, len: 0, overflow: false };
+        let mut e = Encoder {
+            buf,
+            len: 0,
+            overflow: false,
+        };
         e.head(head);
         e
     }
@@ -283,7 +287,11 @@ impl<'b> Encoder<'b> {
     /// record).
     #[inline]
     pub fn fields_only(buf: &'b mut [u8]) -> Self {
-        Encoder { buf, len: 0, overflow: false }
+        Encoder {
+            buf,
+            len: 0,
+            overflow: false,
+        }
     }
 
     /// Room for `n` more bytes, or mark the overflow.
@@ -334,7 +342,13 @@ impl<'b> Encoder<'b> {
     #[inline]
     fn head(&mut self, h: &Head) {
         match *h {
-            Head::Event { callsite, ts, tid, scope, ref trace } => {
+            Head::Event {
+                callsite,
+                ts,
+                tid,
+                scope,
+                ref trace,
+            } => {
                 // One bounds check for the whole head (at most 48 bytes).
                 let Some(out) = self.room(48) else { return };
                 out[0] = 0;
@@ -356,7 +370,15 @@ impl<'b> Encoder<'b> {
                 }
                 self.len += i;
             }
-            Head::ScopeOpen { callsite, ts, tid, scope, parent, ref trace, remote_parent } => {
+            Head::ScopeOpen {
+                callsite,
+                ts,
+                tid,
+                scope,
+                parent,
+                ref trace,
+                remote_parent,
+            } => {
                 self.byte(1);
                 self.varint(callsite as u64);
                 self.varint(ts);
@@ -371,7 +393,12 @@ impl<'b> Encoder<'b> {
                 self.varint(scope);
                 self.varint(ts);
             }
-            Head::ScopeClose { scope, ts, tid, outcome } => {
+            Head::ScopeClose {
+                scope,
+                ts,
+                tid,
+                outcome,
+            } => {
                 self.byte(3);
                 self.varint(scope);
                 self.varint(ts);
@@ -606,22 +633,61 @@ mod tests {
     fn same_bytes_as_postcard() {
         let long = "x".repeat(300);
         let heads = [
-            Head::Event { callsite: 70000, ts: u64::MAX, tid: 4_000_000, scope: 1 << 40, trace: Some([9; 16]) },
-            Head::Event { callsite: 0, ts: 0, tid: 0, scope: 0, trace: None },
-            Head::ScopeOpen { callsite: 5, ts: 1 << 50, tid: 77, scope: u64::MAX, parent: 3, trace: [1; 16], remote_parent: true },
+            Head::Event {
+                callsite: 70000,
+                ts: u64::MAX,
+                tid: 4_000_000,
+                scope: 1 << 40,
+                trace: Some([9; 16]),
+            },
+            Head::Event {
+                callsite: 0,
+                ts: 0,
+                tid: 0,
+                scope: 0,
+                trace: None,
+            },
+            Head::ScopeOpen {
+                callsite: 5,
+                ts: 1 << 50,
+                tid: 77,
+                scope: u64::MAX,
+                parent: 3,
+                trace: [1; 16],
+                remote_parent: true,
+            },
             Head::ScopeRecord { scope: 300, ts: 9 },
-            Head::ScopeClose { scope: 1, ts: 2, tid: 3, outcome: Outcome::Error },
+            Head::ScopeClose {
+                scope: 1,
+                ts: 2,
+                tid: 3,
+                outcome: Outcome::Error,
+            },
         ];
         for h in &heads {
             let mut a = [0u8; 128];
             let want = postcard::to_slice(h, &mut a).unwrap().to_vec();
             let mut b = [0u8; 128];
-            assert_eq!(Encoder::new(&mut b, h).finish().unwrap(), &want[..], "{h:?}");
+            assert_eq!(
+                Encoder::new(&mut b, h).finish().unwrap(),
+                &want[..],
+                "{h:?}"
+            );
         }
         for s in ["", "short", long.as_str()] {
-            let vals = [Value::I64(i64::MIN), Value::I64(-65), Value::I64(64), Value::U64(u64::MAX), Value::U64(128),
-                Value::F64(1.5), Value::Bool(true), Value::Str(s), Value::Debug(s), Value::I128(i128::MIN),
-                Value::U128(u128::MAX)];
+            let vals = [
+                Value::I64(i64::MIN),
+                Value::I64(-65),
+                Value::I64(64),
+                Value::U64(u64::MAX),
+                Value::U64(128),
+                Value::F64(1.5),
+                Value::Bool(true),
+                Value::Str(s),
+                Value::Debug(s),
+                Value::I128(i128::MIN),
+                Value::U128(u128::MAX),
+            ];
             for (i, v) in vals.iter().enumerate() {
                 for f in [Field::Idx(i as u16 * 97, *v), Field::Named(s, *v)] {
                     let mut a = [0u8; 1024];
@@ -633,7 +699,9 @@ mod tests {
                 }
             }
             let mut a = [0u8; 1024];
-            let want = postcard::to_slice(&Field::Idx(3, Value::Str(s)), &mut a).unwrap().to_vec();
+            let want = postcard::to_slice(&Field::Idx(3, Value::Str(s)), &mut a)
+                .unwrap()
+                .to_vec();
             let mut b = [0u8; 1024];
             let mut e = Encoder::fields_only(&mut b);
             e.field_idx_fmt(3, &format_args!("{s}"), 1 << 14);
