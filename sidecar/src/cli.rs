@@ -25,6 +25,9 @@ pub enum Command {
     /// processes; show their records live, change a service's verbosity
     /// while they run, and show the last request as a tree.
     Demo(DemoArgs),
+    /// Talk to the running sidecar: change verbosity while everything runs
+    /// (`ctl level set|show|reset`), see its clients (`ctl status`).
+    Ctl(crate::ctl::command::CtlArgs),
     /// One demo service (used by `demo`).
     #[command(hide = true)]
     DemoService(DemoServiceArgs),

@@ -308,6 +308,11 @@ impl AttachedRing {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// Bytes written and not yet read (a hint).
+    pub fn backlog(&self) -> u64 {
+        self.reader.backlog()
+    }
+
     /// The ring's current owner thread (a hint).
     pub fn owner_tid(&self) -> u32 {
         // Relaxed: a hint for messages; pairs with nothing.

@@ -40,7 +40,11 @@ impl Config {
             .filter(|p| !p.as_os_str().is_empty())
             .unwrap_or_else(distlog::paths::default_socket);
         let mut c = Config::new(socket);
-        if let Some(p) = args.ctl_socket.clone().filter(|p| !p.as_os_str().is_empty()) {
+        if let Some(p) = args
+            .ctl_socket
+            .clone()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             c.ctl_socket = p;
         }
         if let Some(d) = args.data_dir.clone().filter(|p| !p.as_os_str().is_empty()) {

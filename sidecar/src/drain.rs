@@ -96,8 +96,39 @@ pub enum DrainMsg {
         /// Connection number.
         id: u64,
     },
+    /// A record of the sidecar's own (e.g. a verbosity change) for the
+    /// sinks, written with the next round.
+    Record(Box<Record>),
+    /// Report every client's counters (`distlogd ctl status`).
+    Status(tokio::sync::oneshot::Sender<Vec<ClientStats>>),
     /// Drain what is left and stop.
     Shutdown,
+}
+
+/// One client's counters, for `distlogd ctl status`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClientStats {
+    /// Connection number.
+    pub id: u64,
+    /// Records read from its rings.
+    pub records: u64,
+    /// Records it lost (its rings' `dropped` counters, as reported).
+    pub dropped: u64,
+    /// Its rings.
+    pub rings: Vec<RingStats>,
+}
+
+/// One ring's use.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RingStats {
+    /// Its index in the client.
+    pub index: u32,
+    /// Bytes written and not yet read (a hint: the client writes it).
+    pub used: u64,
+    /// Its data capacity in bytes.
+    pub capacity: u64,
+    /// Its `dropped` counter.
+    pub dropped: u64,
 }
 
 /// Counters over the drain thread's life.
@@ -380,6 +411,29 @@ impl Drain {
                         c.gone = true;
                     }
                 }
+            }
+            DrainMsg::Record(r) => self.batch.push(*r),
+            DrainMsg::Status(reply) => {
+                let stats = self
+                    .clients
+                    .iter()
+                    .map(|c| ClientStats {
+                        id: c.id,
+                        records: c.records,
+                        dropped: c.rings.iter().map(|r| r.ledger.lost).sum(),
+                        rings: c
+                            .rings
+                            .iter()
+                            .map(|r| RingStats {
+                                index: r.geometry().index,
+                                used: r.backlog().min(r.geometry().cap),
+                                capacity: r.geometry().cap,
+                                dropped: r.dropped(),
+                            })
+                            .collect(),
+                    })
+                    .collect();
+                let _ = reply.send(stats);
             }
             DrainMsg::Shutdown => self.shutting_down = true,
         }

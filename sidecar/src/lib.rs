@@ -67,13 +67,16 @@ pub mod client;
 pub mod clock;
 mod config;
 mod convert;
+pub mod ctl;
 pub mod demo;
+pub mod directives;
 pub mod drain;
 pub mod query;
 pub mod record;
 pub mod server;
 mod shutdown;
 pub mod sink;
+pub mod subscribe;
 pub mod timestamp;
 pub mod wake;
 

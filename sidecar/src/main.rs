@@ -7,6 +7,7 @@ fn main() {
     let cli = Cli::parse();
     let result: anyhow::Result<()> = match &cli.command {
         Command::Run(args) => distlogd::run_daemon(args).map_err(Into::into),
+        Command::Ctl(args) => distlogd::ctl::command::run(args),
         Command::Demo(args) => distlogd::demo::run(args).map_err(Into::into),
         Command::DemoService(args) => match distlogd::demo::service(args) {
             Ok(true) => Ok(()),

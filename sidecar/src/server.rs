@@ -98,6 +98,8 @@ pub struct Server {
     config: Config,
     /// (dev, ino) of our socket file, to remove only our own.
     socket_id: (u64, u64),
+    /// The control socket (`distlogd ctl`, `tail -f`).
+    ctl: crate::ctl::CtlListener,
     _lock: Flock<File>,
 }
 
@@ -162,10 +164,12 @@ impl Server {
             .set_nonblocking(true)
             .map_err(path_err("set non-blocking", &path))?;
         let md = std::fs::metadata(&path).map_err(path_err("stat", &path))?;
+        let ctl = crate::ctl::CtlListener::bind(&config.ctl_socket)?;
         Ok(Server {
             listener,
             config,
             socket_id: (md.dev(), md.ino()),
+            ctl,
             _lock: lock,
         })
     }
@@ -180,15 +184,19 @@ impl Server {
     /// every sink, and return. Must run inside a tokio runtime (any flavour).
     pub async fn run(
         self,
-        sinks: Vec<Box<dyn Sink>>,
+        mut sinks: Vec<Box<dyn Sink>>,
         shutdown: Shutdown,
     ) -> Result<(), ServerError> {
         let Server {
             listener,
             config,
             socket_id,
+            ctl,
             _lock,
         } = self;
+        // Live subscribers (`tail -f`) are fed like a sink.
+        let hub = crate::subscribe::Hub::new();
+        sinks.push(Box::new(hub.sink()));
         let path = config.socket.clone();
         let wake = Arc::new(Wake::new().map_err(|e| ServerError::Io {
             op: "eventfd",
@@ -198,11 +206,17 @@ impl Server {
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_default();
         let (exited_tx, mut exited_rx) = tokio::sync::oneshot::channel::<()>();
-        let drain = DrainHandle::spawn(config.limits.clone(), sinks, wake.clone(), host, exited_tx)
-            .map_err(|err| ServerError::Io {
-                op: "spawn drain thread",
-                err,
-            })?;
+        let drain = DrainHandle::spawn(
+            config.limits.clone(),
+            sinks,
+            wake.clone(),
+            host.clone(),
+            exited_tx,
+        )
+        .map_err(|err| ServerError::Io {
+            op: "spawn drain thread",
+            err,
+        })?;
         let listener =
             tokio::net::UnixListener::from_std(listener).map_err(|err| ServerError::Io {
                 op: "register listener",
@@ -214,7 +228,16 @@ impl Server {
             std::process::id()
         );
 
+        let control = crate::ctl::Control::new(&config, drain.sender(), host.clone());
+        let ctl_task = tokio::spawn(crate::ctl::serve(
+            ctl,
+            control.clone(),
+            hub,
+            host,
+            shutdown.clone(),
+        ));
         let ctx = Arc::new(ConnCtx {
+            control,
             drain: drain.sender(),
             wake,
             limits: config.limits.clone(),
@@ -250,6 +273,7 @@ impl Server {
             shutdown.trigger();
         }
         while conns.join_next().await.is_some() {}
+        let _ = ctl_task.await;
         drop(ctx);
         let stats = tokio::task::spawn_blocking(move || drain.finish())
             .await
@@ -294,6 +318,7 @@ fn refuse_now(stream: &UnixStream, reason: &str) {
 /// What every connection task shares.
 #[derive(Debug)]
 struct ConnCtx {
+    control: Arc<crate::ctl::Control>,
     drain: DrainSender,
     wake: Arc<Wake>,
     limits: Limits,
@@ -387,6 +412,7 @@ async fn connection(stream: UnixStream, id: u64, ctx: Arc<ConnCtx>, shutdown: Sh
     if conn.registered && !shutdown.is_triggered() {
         conn.ctx.drain.send(DrainMsg::Gone { id: conn.id });
     }
+    conn.ctx.control.detach(conn.id);
 }
 
 impl Conn {
@@ -466,7 +492,7 @@ impl Conn {
         };
         if !self.ctx.drain.send(DrainMsg::Client {
             id: self.id,
-            identity,
+            identity: identity.clone(),
             table,
             closer,
         }) {
@@ -477,9 +503,39 @@ impl Conn {
             version,
             sidecar_pid: std::process::id(),
         };
-        proto::send(self.stream.as_fd(), &welcome, &[self.ctx.wake.fd()])?;
+        // The control segment, with this client's directives written
+        // before the welcome; without one the client keeps its own filter.
+        let (ctl_fd, nudge) = match self.ctx.control.attach(self.id, &identity) {
+            Ok((fd, n)) => (Some(fd), n),
+            Err(e) => {
+                diag!(
+                    "{}: no control segment ({e}); its verbosity cannot be changed",
+                    self.peer
+                );
+                (None, Arc::new(tokio::sync::Notify::new()))
+            }
+        };
+        let mut fds = vec![self.ctx.wake.fd()];
+        fds.extend(ctl_fd.as_ref().map(|f| f.as_fd()));
+        proto::send(self.stream.as_fd(), &welcome, &fds)?;
+        drop(ctl_fd);
         loop {
-            let (msg, fds) = match recv_msg(&self.stream, &mut self.rx).await {
+            let next = tokio::select! {
+                r = recv_msg(&self.stream, &mut self.rx) => r,
+                _ = nudge.notified() => {
+                    // This task owns the socket: the nudge cannot interleave
+                    // with another message. A full socket buffer skips it
+                    // (the client also looks every 50 ms).
+                    if let Some(seq) = self.ctx.control.seq(self.id) {
+                        match proto::send(self.stream.as_fd(), &SidecarMsg::Directives { seq }, &[]) {
+                            Ok(()) | Err(ProtoError::WouldBlock) => {}
+                            Err(e) => return Err(e.into()),
+                        }
+                    }
+                    continue;
+                }
+            };
+            let (msg, fds) = match next {
                 Err(ProtoError::Closed) => return Ok(()),
                 r => r?,
             };
