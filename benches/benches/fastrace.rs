@@ -1,6 +1,7 @@
 //! fastrace span costs: `LocalSpan` (thread-local, its fast path) and
 //! `Span` (the thread-safe kind), under a root that is renewed every 1000
-//! spans so collected spans do not pile up.
+//! spans so collected spans do not pile up. Criterion's time is per 1000
+//! spans (one iteration); `bench-runner fastrace` reports per span.
 use criterion::{criterion_group, criterion_main, Criterion};
 use fastrace::prelude::*;
 

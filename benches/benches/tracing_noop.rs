@@ -33,9 +33,6 @@ fn bench(c: &mut Criterion) {
             distlog_benches::tracing_event!(i)
         })
     });
-    c.bench_function("tracing-noop/disabled-level", |b| {
-        b.iter(|| tracing::trace!(target: "bench", a = 1i64, "message text"))
-    });
 }
 
 criterion_group!(benches, bench);
