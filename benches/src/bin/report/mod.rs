@@ -307,6 +307,57 @@ pub fn main(args: &[String]) {
             extras(v)
         );
     }
+    let _ = writeln!(md, "\n## How to read this\n");
+    for l in NOTES.lines() {
+        let _ = writeln!(md, "{l}");
+    }
     std::fs::write(&out, md).unwrap_or_else(|e| super::die(&format!("{out}: {e}")));
     eprintln!("bench-runner: wrote {out}");
 }
+
+const NOTES: &str = "\
+- Every Rust row runs in its own process (`bench-runner SUBCOMMAND`): one
+  global subscriber or logger each. The event is the same everywhere: a
+  message, two integers and one short string (`tracing::info!(a, b, s,
+  \"message text\")`; `log::info!(\"message text a={} b={} s={}\")` for the `log`
+  peers; a tracepoint with the same four fields for LTTng-UST; the same
+  `fmt` call for spdlog).
+- p50/p99 are over batches of 100 calls between two TSC reads (20 000
+  batches a row, 5 000 for the distlog C rows and a quarter for scopes and
+  threads), so p99 shows a slow path of the call, not one preemption.
+- distlog \"enabled\" rows run with a real `distlogd run --stdout`
+  (stdout to /dev/null) draining 64 MiB rings; every 500 batches the loop
+  waits (untimed) until the sidecar has read everything, so these rows
+  never measure the drop path (`dropped=0` in the notes proves it). The
+  drop path is its own row (`rust.enabled.drop-path`: no sidecar, 4 KiB
+  ring).
+- `tracing-noop` says enabled and does nothing; `tracing-noop+visit-fields`
+  also visits every field into nothing: what any subscriber that records
+  values pays to `tracing` before writing a byte.
+- tracing fmt uses `tracing-appender`'s default non_blocking writer (lossy,
+  128 000 lines buffered; `dropped_lines` is its own count). spdlog: async
+  logger, one worker thread, queue 8192, `overrun` (drop oldest) and
+  `block` policies. ftlog: bounded channel (100 000), discard when full.
+  LTTng-UST: one session, per-UID buffers, 4 × 4 MiB sub-buffers, discard
+  mode, consumer daemon writing to disk.
+- The floor: rdtsc + 32 bytes into a thread-local buffer + a release store;
+  on this VM rdtsc alone costs ~9 ns, so the floor is mostly the clock.
+- Sidecar drain: records written while `distlogd` is SIGSTOPped, then
+  timed from SIGCONT until the client sees every ring read. `nosink` is
+  `distlogd run` without `--stdout` (records decoded into the record schema,
+  then dropped: the drain loop itself); `stdout-json` adds JSON formatting
+  and write(2) to /dev/null. `records_per_cpu_s` divides by the sidecar's
+  CPU time (one drain thread).
+- End to end: the client stamps `sent_ns` (CLOCK_REALTIME) into the event;
+  the bench reads the sidecar's stdout through a pipe and subtracts at
+  arrival. p99.9 on a 2-core machine is dominated by scheduling (the
+  writer, the sidecar's drain thread and the reader share two cores).
+- Memory: a thread ring is a 4 KiB header + the data bytes (default 256 KiB),
+  a `memfd` mapping. Sidecar RSS from /proc/PID/status: RssShmem is the
+  clients' rings it maps (touched pages), RssAnon its own heap.
+- Overload: a default 256 KiB ring, a sidecar formatting JSON into a file,
+  the client writing as fast as it can. `accounted` checks delivered +
+  reported lost (the sidecar's `loss` records) == attempted.
+- Proposed client changes and their measured effect:
+  `benches/proposals/README.md`.
+";
