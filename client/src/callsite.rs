@@ -85,6 +85,7 @@ pub(crate) struct DynKey {
     pub file: Option<String>,
     pub line: Option<u32>,
     pub fields: Vec<String>,
+    pub message: Option<String>,
 }
 
 /// Process-wide map of dynamic call sites (slow path).
@@ -115,6 +116,8 @@ pub struct DynSite<'a> {
     pub line: Option<u32>,
     /// Field names.
     pub fields: &'a [&'a str],
+    /// The static message, if the call site has one.
+    pub message: Option<&'a str>,
 }
 
 impl DynSite<'_> {
@@ -132,6 +135,7 @@ impl DynSite<'_> {
         )
             .hash(&mut h);
         self.fields.hash(&mut h);
+        self.message.hash(&mut h);
         h.finish()
     }
 
@@ -142,6 +146,7 @@ impl DynSite<'_> {
             && k.target == self.target
             && k.name == self.name
             && k.file.as_deref() == self.file
+            && k.message.as_deref() == self.message
             && k.fields.len() == self.fields.len()
             && k.fields.iter().zip(self.fields).all(|(a, b)| a == b)
     }
@@ -155,6 +160,7 @@ impl DynSite<'_> {
             file: self.file.map(str::to_owned),
             line: self.line,
             fields: self.fields.iter().map(|s| (*s).to_owned()).collect(),
+            message: self.message.map(str::to_owned),
         }
     }
 }

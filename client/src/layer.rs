@@ -61,6 +61,7 @@ fn site_of<'a>(meta: &'a Metadata<'a>, names: &'a [&'a str]) -> DynSite<'a> {
         file: meta.file(),
         line: meta.line(),
         fields: names,
+        message: None,
     }
 }
 
@@ -355,6 +356,7 @@ where
                 file: nm.file(),
                 line: nm.line(),
                 fields: &["message"],
+                message: None,
             };
             match p.register_dyn(&site) {
                 Some(id) => (id, Names::Log),

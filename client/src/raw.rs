@@ -36,6 +36,7 @@ pub fn register_event(
         file,
         line,
         fields,
+        message: None,
     })
 }
 
@@ -57,11 +58,15 @@ pub fn register_scope(
         file,
         line,
         fields,
+        message: None,
     })
 }
 
 /// Register a call site that lives for the program under `key` (the address
 /// of a static in the caller): after the first call, a lock-free lookup.
+/// `message`, when given, is the site's static message: events of it that
+/// carry no `message` field are shown with it (the sidecar renders it; the
+/// text is not copied per event).
 #[allow(clippy::too_many_arguments)]
 pub fn register_static(
     key: usize,
@@ -72,6 +77,7 @@ pub fn register_static(
     file: Option<&str>,
     line: Option<u32>,
     fields: &[&str],
+    message: Option<&str>,
 ) -> Option<u32> {
     let p = runtime::process()?;
     p.register_static(
@@ -84,6 +90,7 @@ pub fn register_static(
             file,
             line,
             fields,
+            message,
         },
     )
 }

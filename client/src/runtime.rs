@@ -357,6 +357,7 @@ impl Process {
             file: site.file,
             line: site.line,
             fields: site.fields.to_vec(),
+            message: site.message,
         };
         let id = self
             .table
@@ -392,6 +393,7 @@ impl Process {
             file: site.file,
             line: site.line,
             fields: site.fields.to_vec(),
+            message: site.message,
         };
         let id = w.append(&mut def).ok()?;
         self.statics.insert(key, id);

@@ -143,6 +143,8 @@ pub struct OwnedDef {
     pub line: Option<u32>,
     /// Field names.
     pub fields: Vec<String>,
+    /// The static message of the call site, if any.
+    pub message: Option<String>,
 }
 
 /// Check a table header; returns the entry region's length.
@@ -207,6 +209,7 @@ impl<'a, M: Memory> TableReader<'a, M> {
                 file: def.file.map(str::to_owned),
                 line: def.line,
                 fields: def.fields.iter().map(|s| (*s).to_owned()).collect(),
+                message: def.message.map(str::to_owned),
             });
             self.pos += total;
         }
@@ -245,6 +248,7 @@ mod tests {
                 file: None,
                 line: Some(i),
                 fields: vec!["message", "x"],
+                message: None,
             };
             assert_eq!(w.append(&mut d).unwrap(), i);
         }

@@ -106,6 +106,10 @@ pub struct CallsiteDef<'a> {
     pub line: Option<u32>,
     /// Field names, indexed by [`Field::Idx`].
     pub fields: Vec<&'a str>,
+    /// The message when it is static (a literal at the call site): written
+    /// once here and rendered by the sidecar for every event of the site
+    /// that carries no `message` field of its own.
+    pub message: Option<&'a str>,
 }
 
 /// 128-bit trace id, big-endian bytes as in W3C `traceparent`.
@@ -622,7 +626,7 @@ mod tests {
         fn callsite_def_roundtrip(name in ".{0,20}", target in ".{0,20}", line in any::<Option<u32>>(),
                                   fields in proptest::collection::vec(".{0,10}", 0..8)) {
             let def = CallsiteDef { id: 3, kind: CallsiteKind::Scope, level: Level::Warn, name: &name,
-                target: &target, file: Some("a.rs"), line, fields: fields.iter().map(|s| s.as_str()).collect() };
+                target: &target, file: Some("a.rs"), line, fields: fields.iter().map(|s| s.as_str()).collect(), message: Some("m") };
             let bytes = postcard::to_allocvec(&def).unwrap();
             let back: CallsiteDef<'_> = postcard::from_bytes(&bytes).unwrap();
             prop_assert_eq!(back, def);

@@ -157,6 +157,9 @@ impl distlog_callsite {
             file.as_deref(),
             file.as_ref().map(|_| self.line),
             &[],
+            // A literal message belongs to the call site; a printf template
+            // is the site's name and each event carries its text.
+            if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 { message.as_deref() } else { None },
         )
     }
 }
@@ -204,9 +207,10 @@ pub unsafe extern "C" fn distlog_callsite_log(
         let Some(id) = (unsafe { cs.id(level) }) else { return };
         // SAFETY: NULL or `nfields` fields, per the contract.
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
-        let msg_ptr = if message.is_null() { cs.message } else { message };
+        // NULL: the call site's own message, which the sidecar renders from
+        // the call-site table (not copied per event).
         // SAFETY: NULL or a string valid for the call.
-        let msg = unsafe { conv::cstr(msg_ptr) };
+        let msg = unsafe { conv::cstr(message) };
         // SAFETY: the fields' strings are valid for the call.
         unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
     }

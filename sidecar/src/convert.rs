@@ -126,6 +126,9 @@ impl Context {
                 r.line = def.line;
                 r.tid = Some(tid);
                 put_fields(&mut r, &def.fields, &frame.fields);
+                if r.message.is_none() {
+                    r.message.clone_from(&def.message);
+                }
                 if scope != 0 {
                     r.scope_id = Some(ScopeId(scope));
                     let open = scopes.open.get(&scope);

@@ -450,6 +450,7 @@ impl TestClient {
             file: Some("tests/x.rs"),
             line: Some(line),
             fields: fields.to_vec(),
+            message: None,
         };
         self.table.append(&mut def).unwrap()
     }
