@@ -53,6 +53,7 @@ fn main() {
         "floor" => bench_floor(),
         "tracing-noop" => bench_tracing_noop(),
         "tracing-visit" => bench_tracing_visit(),
+        "tracing-registry" => bench_tracing_registry(),
         "tracing-disabled" => bench_tracing_disabled(),
         "tracing-fmt" => bench_tracing_fmt(&args),
         "ftlog" => bench_ftlog(&args),
@@ -156,6 +157,36 @@ fn bench_tracing_visit() {
     let (b, n) = shape();
     let s = measure(b, n, |i| tracing_event!(i));
     Sample::new("rust.enabled", "tracing-noop+visit-fields", s).emit();
+}
+
+/// A layer that visits event fields into nothing and keeps no span data.
+struct NullLayer;
+
+impl<S: tracing_core::Subscriber> tracing_subscriber::Layer<S> for NullLayer {
+    fn on_event(&self, e: &tracing_core::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+        e.record(&mut NullVisitor);
+    }
+}
+
+/// `tracing_subscriber::Registry` with a layer that does nothing: what
+/// being a `Layer` costs before the layer's own work (span slab,
+/// per-span extensions, layer dispatch).
+fn bench_tracing_registry() {
+    use tracing_subscriber::layer::SubscriberExt;
+    let sub = tracing_subscriber::registry()
+        .with(tracing_subscriber::filter::LevelFilter::INFO)
+        .with(NullLayer);
+    tracing::subscriber::set_global_default(sub).unwrap_or_else(|e| die(&e.to_string()));
+    let (b, n) = shape();
+    let s = measure(b, n, |i| tracing_event!(i));
+    Sample::new("rust.enabled", "tracing-registry+null-layer", s).emit();
+    let s = measure(b / 4, n, |i| {
+        let span = tracing::info_span!(target: "bench", "work", a = i as i64);
+        let g = span.enter();
+        drop(g);
+        drop(span);
+    });
+    Sample::new("rust.scope", "tracing-registry+null-layer", s).emit();
 }
 
 fn bench_tracing_noop() {
