@@ -351,7 +351,7 @@ fn print_status(out: &mut impl Write, d: &Value) -> std::io::Result<()> {
     }
     writeln!(
         out,
-        "{:<16} {:>8} {:>6} {:<14} {:<30} {:>10} {:>8}  RINGS used/capacity",
+        "{:<16} {:>8} {:>6} {:<20} {:<30} {:>10} {:>8}  RINGS used/capacity",
         "SERVICE", "PID", "UID", "LIBRARY", "CONNECTED SINCE", "RECORDS", "DROPPED"
     )?;
     for c in &clients {
@@ -370,7 +370,7 @@ fn print_status(out: &mut impl Write, d: &Value) -> std::io::Result<()> {
             .collect();
         writeln!(
             out,
-            "{:<16} {:>8} {:>6} {:<14} {:<30} {:>10} {:>8}  {}",
+            "{:<16} {:>8} {:>6} {:<20} {:<30} {:>10} {:>8}  {}",
             s(&c["service"]),
             s(&c["pid"]),
             s(&c["uid"]),

@@ -102,13 +102,19 @@ pub async fn serve(
     };
     let owner = nix::unistd::geteuid().as_raw();
     let mut tasks = JoinSet::new();
-    let mut next = control.expire_due();
+    // The next expiry, as a deadline (a loop turn for another reason must
+    // not push it back).
+    let plan = |d: Option<Duration>| {
+        tokio::time::Instant::now()
+            + d.unwrap_or(Duration::from_secs(3600))
+                .min(Duration::from_secs(3600))
+    };
+    let mut deadline = plan(control.expire_due());
     loop {
-        let sleep = next.unwrap_or(Duration::from_secs(3600));
         tokio::select! {
             _ = shutdown.triggered() => break,
-            _ = control.changed.notified() => next = control.expire_due(),
-            _ = tokio::time::sleep(sleep) => next = control.expire_due(),
+            _ = control.changed.notified() => deadline = plan(control.expire_due()),
+            _ = tokio::time::sleep_until(deadline) => deadline = plan(control.expire_due()),
             r = listener.accept() => match r {
                 Ok((stream, _)) => {
                     tasks.spawn(connection(stream, owner, control.clone(), hub.clone(), host.clone(), shutdown.clone()));
@@ -289,7 +295,7 @@ async fn status(control: &Control) -> Reply {
             "data_dir": cfg.data_dir,
         },
         "clients": clients,
-        "totals": { "clients": stats.len(), "records": records, "dropped": dropped },
+        "totals": { "clients": clients.len(), "records": records, "dropped": dropped },
     }));
     r.notes = notes;
     r

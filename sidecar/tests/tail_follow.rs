@@ -1,0 +1,146 @@
+//! Live subscriptions (`tail -f`) through the control socket, and how long
+//! a `ctl level set` takes to show in a running client (measured, printed,
+//! not asserted).
+
+mod ctl_support;
+
+use std::io::Write;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use ctl_support::*;
+use distlogd::ctl::command::{ctl_path, follow};
+use distlogd::record::Record;
+use distlogd::subscribe::Filter;
+
+#[test]
+fn follow_sees_a_record_written_after_it_started() {
+    let d = Daemon::start("tail-f");
+    let ctl = ctl_path(Some(&d.socket), None);
+    let (tx, rx) = mpsc::channel::<Record>();
+    let filter = Filter {
+        services: vec!["tailed".into()],
+        ..Filter::default()
+    };
+    std::thread::spawn(move || {
+        let _ = follow(&ctl, filter, |r| {
+            tx.send(r.clone())
+                .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
+        });
+    });
+    // Another service's records do not reach this subscriber.
+    let _other = d.looping("other", 5);
+    let mut c = Proc(
+        d.client_cmd(&["--service", "tailed", "lines"])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut stdin = c.0.stdin.take().unwrap();
+    // The subscription may not be in place yet when the first line is
+    // written: write lines until one arrives.
+    let end = Instant::now() + DEADLINE;
+    let mut i = 0;
+    let got = loop {
+        assert!(
+            Instant::now() < end,
+            "no record reached the subscriber: {}",
+            d.stderr()
+        );
+        writeln!(stdin, "after-subscribe {i}").unwrap();
+        i += 1;
+        match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(r) => break r,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(e) => panic!("subscriber ended: {e}; {}", d.stderr()),
+        }
+    };
+    assert_eq!(got.service, "tailed");
+    assert!(
+        got.fields["line"]
+            .as_str()
+            .unwrap()
+            .starts_with("after-subscribe"),
+        "{got:?}"
+    );
+    // the line after it arrives too, in order
+    writeln!(stdin, "last").unwrap();
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .expect("the last line");
+        assert_eq!(r.service, "tailed");
+        if r.fields["line"] == "last" {
+            break;
+        }
+    }
+}
+
+#[test]
+fn follow_without_a_sidecar_is_a_clear_error() {
+    let dir = temp_dir("tail-none");
+    let e = follow(
+        &dir.join("distlogd.ctl.sock"),
+        Filter::default(),
+        |_| Ok(()),
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("is distlogd running?"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// How long from a `ctl level set` being applied (its control record's
+/// time) to the first debug record of a running client. Printed, not
+/// asserted: `cargo test -p distlogd --test tail_follow -- --ignored
+/// --nocapture ctl_latency`.
+#[test]
+#[ignore]
+fn ctl_latency() {
+    let d = Daemon::start("ctl-latency");
+    let _c = d.looping("lat", 1);
+    d.wait_for("ticks", |r| ticks(r, "lat", "INFO").count() > 5);
+    let ts = |v: &Value| {
+        v["ts"]
+            .as_str()
+            .unwrap()
+            .parse::<distlogd::timestamp::Timestamp>()
+            .unwrap()
+            .0
+    };
+    let mut figures = Vec::new();
+    for round in 0..10 {
+        let before = d.snapshot().len();
+        let t0 = Instant::now();
+        d.ctl_ok(&["level", "set", "debug", "--service", "lat"]);
+        let cli = t0.elapsed();
+        let recs = d.wait_for("debug", |r| {
+            r[before..]
+                .iter()
+                .any(|x| x["level"] == "DEBUG" && x["service"] == "lat")
+        });
+        let set = recs[before..]
+            .iter()
+            .find(|x| x["kind"] == "control" && x["fields"]["action"] == "set")
+            .map(ts)
+            .unwrap();
+        let first = recs[before..]
+            .iter()
+            .filter(|x| x["level"] == "DEBUG" && x["service"] == "lat")
+            .map(ts)
+            .min()
+            .unwrap();
+        let lag = Duration::from_nanos(first.saturating_sub(set));
+        println!("round {round}: ctl command {cli:?}, set -> first debug record {lag:?}");
+        figures.push(lag);
+        d.ctl_ok(&["level", "reset", "--service", "lat"]);
+        wait_quiet(&d, "lat", "DEBUG");
+    }
+    figures.sort();
+    println!(
+        "ctl level set -> first debug record: median {:?}, max {:?} (client loop interval 1 ms)",
+        figures[figures.len() / 2],
+        figures[figures.len() - 1]
+    );
+}
