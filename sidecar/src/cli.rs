@@ -28,9 +28,20 @@ pub enum Command {
     /// Talk to the running sidecar: change verbosity while everything runs
     /// (`ctl level set|show|reset`), see its clients (`ctl status`).
     Ctl(crate::ctl::command::CtlArgs),
+    /// Show stored records (from the store, with or without a running
+    /// sidecar), journalctl style: filters combine with AND; -n N for the
+    /// last N; -f to go on with live records; -o json for the record schema.
+    Tail(Box<crate::tail::TailArgs>),
+    /// Show one request as a tree of scopes across processes, from the
+    /// store, with durations and outcomes (--json: nested JSON).
+    Tree(crate::tree::TreeArgs),
     /// One demo service (used by `demo`).
     #[command(hide = true)]
     DemoService(DemoServiceArgs),
+    /// Measure the store's ingest and trace-query speed in a scratch
+    /// directory (developer tool).
+    #[command(hide = true)]
+    BenchStore(crate::store::bench::BenchArgs),
 }
 
 /// Arguments of `distlogd run`.
@@ -58,6 +69,12 @@ pub struct RunArgs {
     /// ~/.local/state/distlog; /var/lib/distlog for root.
     #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
+
+    /// TOML file with retention classes and routing rules (see
+    /// distlogd.example.toml); SIGHUP reloads it. Default: everything to the
+    /// store under --data-dir.
+    #[arg(long, env = "DISTLOG_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 /// Arguments of `distlogd demo`.

@@ -73,11 +73,16 @@ pub mod directives;
 pub mod drain;
 pub mod query;
 pub mod record;
+pub mod render;
+pub mod routing;
 pub mod server;
 mod shutdown;
 pub mod sink;
+pub mod store;
 pub mod subscribe;
+pub mod tail;
 pub mod timestamp;
+pub mod tree;
 pub mod wake;
 
 pub use config::{default_data_dir, Config, Limits};
@@ -88,10 +93,13 @@ pub use shutdown::Shutdown;
 /// own tokio runtime). A second signal during the drain exits at once.
 pub fn run_daemon(args: &cli::RunArgs) -> Result<(), server::ServerError> {
     let config = Config::from_args(args);
-    let mut sinks: Vec<Box<dyn sink::Sink>> = Vec::new();
-    if args.stdout {
-        sinks.push(Box::new(sink::StdoutSink::new()));
-    }
+    // Classes, routes (store, stdout, files) and the store, from --config.
+    let router = routing::router_for_run(args.config.as_deref(), args.stdout, &config.data_dir)
+        .map_err(|e| server::ServerError::Io {
+            op: "store and routing",
+            err: std::io::Error::other(format!("{e:#}")),
+        })?;
+    let sinks: Vec<Box<dyn sink::Sink>> = vec![Box::new(router)];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -9,6 +9,9 @@ fn main() {
         Command::Run(args) => distlogd::run_daemon(args).map_err(Into::into),
         Command::Ctl(args) => distlogd::ctl::command::run(args),
         Command::Demo(args) => distlogd::demo::run(args).map_err(Into::into),
+        Command::Tail(args) => distlogd::tail::run(args),
+        Command::Tree(args) => distlogd::tree::run(args),
+        Command::BenchStore(args) => distlogd::store::bench::run(args),
         Command::DemoService(args) => match distlogd::demo::service(args) {
             Ok(true) => Ok(()),
             Ok(false) => std::process::exit(3),

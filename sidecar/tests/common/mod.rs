@@ -115,6 +115,9 @@ impl Sidecar {
         let mut child = cmd
             .args(["run", "--stdout", "--socket"])
             .arg(socket)
+            // The store goes beside the socket, not to the user's data dir.
+            .arg("--data-dir")
+            .arg(socket.parent().unwrap_or(Path::new(".")).join("data"))
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -1,0 +1,409 @@
+//! The store's write side, used by the router on the drain thread.
+//!
+//! [`StoreWriter::write`] takes a batch of (record, class) pairs, groups them
+//! by partition, and writes each group in one transaction together with the
+//! group's per-ring high-water marks (see the [store docs](super)). Open
+//! partitions stay open (one connection each) while they are written; one
+//! not written for `idle_close` is closed, so retention may delete it.
+//! Partitions open for writing are listed in a set shared with retention,
+//! which never deletes one of them.
+
+use std::collections::{HashMap, HashSet};
+use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rusqlite::{params, Connection, OpenFlags};
+
+use super::{
+    is_corrupt, make_private_dir, partition_name, rename_aside, trace_key, StoreError, StoreStats,
+    NS_PER_SEC, SCHEMA,
+};
+use crate::record::Record;
+
+/// Partition files open for writing; retention leaves these alone.
+pub type BusySet = Arc<Mutex<HashSet<PathBuf>>>;
+
+const INSERT: &str = "INSERT INTO records
+  (ts, kind, level, service, host, pid, target, trace, scope, message, json)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+
+const UPSERT_RING: &str = "INSERT INTO rings(ring_hi, ring_lo, seq) VALUES (?1, ?2, ?3)
+  ON CONFLICT(ring_hi, ring_lo) DO UPDATE SET seq = max(seq, excluded.seq)";
+
+/// What one [`StoreWriter::write`] did.
+#[derive(Debug, Default)]
+pub struct WriteOutcome {
+    /// Records committed.
+    pub stored: u64,
+    /// Records skipped: already stored before a restart.
+    pub duplicates: u64,
+    /// Records dropped because their transaction failed.
+    pub lost: u64,
+    /// The first failure, if any.
+    pub error: Option<StoreError>,
+}
+
+struct Open {
+    conn: Connection,
+    path: PathBuf,
+    /// Highest sequence number stored here, per ring.
+    hwm: HashMap<[u64; 2], u64>,
+    last_used: Instant,
+}
+
+/// Writes records into partition files under `<data dir>/store`.
+pub struct StoreWriter {
+    dir: PathBuf,
+    partition_ns: u64,
+    open: HashMap<(String, u64), Open>,
+    busy: BusySet,
+    stats: Arc<StoreStats>,
+    /// A partition not written for this long is closed.
+    pub idle_close: Duration,
+    json: Vec<u8>,
+}
+
+impl std::fmt::Debug for StoreWriter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreWriter")
+            .field("dir", &self.dir)
+            .field("open", &self.open.len())
+            .finish()
+    }
+}
+
+impl StoreWriter {
+    /// A writer for the store directory `dir` (`<data dir>/store`, created
+    /// 0700 with its parents if missing), with partitions `partition` wide
+    /// (whole seconds, at least 1).
+    pub fn new(
+        dir: PathBuf,
+        partition: Duration,
+        busy: BusySet,
+        stats: Arc<StoreStats>,
+    ) -> Result<StoreWriter, StoreError> {
+        if let Some(parent) = dir.parent() {
+            make_private_dir(parent)?;
+        }
+        make_private_dir(&dir)?;
+        Ok(StoreWriter {
+            dir,
+            partition_ns: partition.as_secs().max(1) * NS_PER_SEC,
+            open: HashMap::new(),
+            busy,
+            stats,
+            idle_close: Duration::from_secs(10),
+            json: Vec::with_capacity(1024),
+        })
+    }
+
+    /// Change the partition width (from a reloaded config). Open partitions
+    /// are closed; later records go to partitions of the new width.
+    pub fn set_partition(&mut self, partition: Duration) {
+        let ns = partition.as_secs().max(1) * NS_PER_SEC;
+        if ns != self.partition_ns {
+            self.close_all();
+            self.partition_ns = ns;
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<StoreStats> {
+        &self.stats
+    }
+
+    /// Write a batch: every record into the partition of its class and time,
+    /// one transaction per partition. Failed transactions drop (and count)
+    /// their records; the others are stored.
+    pub fn write<'a>(
+        &mut self,
+        batch: impl IntoIterator<Item = (&'a Record, &'a str)>,
+    ) -> WriteOutcome {
+        let mut out = WriteOutcome::default();
+        // Group by partition, keeping the batch order within a group.
+        let mut groups: Vec<((&str, u64), Vec<&Record>)> = Vec::new();
+        for (r, class) in batch {
+            let start = r.ts.0 - r.ts.0 % self.partition_ns;
+            match groups.iter_mut().find(|(k, _)| *k == (class, start)) {
+                Some((_, v)) => v.push(r),
+                None => groups.push(((class, start), vec![r])),
+            }
+        }
+        for ((class, start), recs) in groups {
+            match self.write_group(class, start, &recs) {
+                Ok((stored, dups)) => {
+                    out.stored += stored;
+                    out.duplicates += dups;
+                }
+                Err(e) => {
+                    out.lost += recs.len() as u64;
+                    if out.error.is_none() {
+                        out.error = Some(e);
+                    }
+                }
+            }
+        }
+        self.stats.stored.fetch_add(out.stored, Ordering::Relaxed);
+        self.stats
+            .duplicates
+            .fetch_add(out.duplicates, Ordering::Relaxed);
+        self.stats.lost.fetch_add(out.lost, Ordering::Relaxed);
+        self.close_idle();
+        out
+    }
+
+    fn write_group(
+        &mut self,
+        class: &str,
+        start: u64,
+        recs: &[&Record],
+    ) -> Result<(u64, u64), StoreError> {
+        let key = (class.to_string(), start);
+        if !self.open.contains_key(&key) {
+            let o = self.open_partition(class, start)?;
+            self.open.insert(key.clone(), o);
+        }
+        let Some(o) = self.open.get_mut(&key) else {
+            unreachable!("inserted above")
+        };
+        o.last_used = Instant::now();
+        let json = &mut self.json;
+        let r = insert_all(o, recs, json);
+        match r {
+            Ok(x) => Ok(x),
+            Err(err) => {
+                // Start over with a fresh connection next time (after a full
+                // disk, an I/O error, a file changed under us).
+                let corrupt = is_corrupt(&err);
+                if let Some(o) = self.open.remove(&key) {
+                    self.release(o);
+                }
+                let path = self.partition_path(class, start);
+                if corrupt {
+                    self.set_aside(&path);
+                }
+                Err(StoreError::Sqlite { path, err })
+            }
+        }
+    }
+
+    fn partition_path(&self, class: &str, start: u64) -> PathBuf {
+        self.dir.join(class).join(partition_name(
+            start / NS_PER_SEC,
+            self.partition_ns / NS_PER_SEC,
+        ))
+    }
+
+    fn set_aside(&self, path: &Path) {
+        self.stats.corrupt_files.fetch_add(1, Ordering::Relaxed);
+        match rename_aside(path) {
+            Ok(to) => diag!(
+                "store: {} is corrupt; moved aside to {}, starting a new one",
+                path.display(),
+                to.display()
+            ),
+            Err(e) => diag!(
+                "store: {} is corrupt and could not be moved aside: {e}",
+                path.display()
+            ),
+        }
+    }
+
+    fn open_partition(&mut self, class: &str, start: u64) -> Result<Open, StoreError> {
+        let path = self.partition_path(class, start);
+        if let Some(d) = path.parent() {
+            make_private_dir(d)?;
+        }
+        // Registered before the file can exist: retention never deletes a
+        // file being opened for writing.
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(path.clone());
+        match open_rw(&path) {
+            Ok(o) => Ok(o),
+            Err(StoreError::Sqlite { err, .. }) if is_corrupt(&err) => {
+                self.set_aside(&path);
+                open_rw(&path).inspect_err(|_| self.unbusy(&path))
+            }
+            Err(e) => {
+                self.unbusy(&path);
+                Err(e)
+            }
+        }
+    }
+
+    fn unbusy(&self, path: &Path) {
+        self.busy
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path);
+    }
+
+    fn release(&self, o: Open) {
+        let path = o.path.clone();
+        drop(o); // closes the connection (and checkpoints the WAL)
+        self.unbusy(&path);
+    }
+
+    fn close_idle(&mut self) {
+        let now = Instant::now();
+        let idle = self.idle_close;
+        let stale: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, o)| now.duration_since(o.last_used) >= idle)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            if let Some(o) = self.open.remove(&k) {
+                self.release(o);
+            }
+        }
+    }
+
+    /// Close every open partition.
+    pub fn close_all(&mut self) {
+        for (_, o) in std::mem::take(&mut self.open) {
+            self.release(o);
+        }
+    }
+}
+
+impl Drop for StoreWriter {
+    fn drop(&mut self) {
+        self.close_all();
+    }
+}
+
+/// Open (creating with mode 0600) a partition for writing and read its
+/// high-water marks.
+fn open_rw(path: &Path) -> Result<Open, StoreError> {
+    let sql = |err| StoreError::Sqlite {
+        path: path.to_owned(),
+        err,
+    };
+    // Create the file ourselves so it is 0600 from the start; SQLite gives
+    // its -wal and -shm files the mode of the database file.
+    OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|err| StoreError::Io {
+            op: "create",
+            path: path.to_owned(),
+            err,
+        })?;
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    conn.busy_timeout(Duration::from_secs(5)).map_err(sql)?;
+    // journal_mode returns a row; the others do not.
+    conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
+        .map_err(sql)?;
+    conn.execute_batch(
+        "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+    )
+    .map_err(sql)?;
+    conn.execute_batch(SCHEMA).map_err(sql)?;
+    let mut hwm = HashMap::new();
+    {
+        let mut st = conn
+            .prepare("SELECT ring_hi, ring_lo, seq FROM rings")
+            .map_err(sql)?;
+        let rows = st
+            .query_map([], |r| {
+                Ok((
+                    [r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64],
+                    r.get::<_, i64>(2)? as u64,
+                ))
+            })
+            .map_err(sql)?;
+        for row in rows {
+            let (k, v) = row.map_err(sql)?;
+            hwm.insert(k, v);
+        }
+    }
+    Ok(Open {
+        conn,
+        path: path.to_owned(),
+        hwm,
+        last_used: Instant::now(),
+    })
+}
+
+/// Insert the group in one transaction, skipping records at or below their
+/// ring's mark, and raise the marks in the same transaction.
+fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::Result<(u64, u64)> {
+    let mut dups = 0u64;
+    let mut stored = 0u64;
+    let mut marks: Vec<([u64; 2], u64)> = Vec::new();
+    let tx = o.conn.transaction()?;
+    {
+        let mut ins = tx.prepare_cached(INSERT)?;
+        for r in recs {
+            if let Some(origin) = r.origin {
+                if o.hwm.get(&origin.ring_id).is_some_and(|m| origin.seq <= *m) {
+                    dups += 1;
+                    continue;
+                }
+                match marks.iter_mut().find(|(id, _)| *id == origin.ring_id) {
+                    Some((_, s)) => *s = (*s).max(origin.seq),
+                    None => marks.push((origin.ring_id, origin.seq)),
+                }
+            }
+            json.clear();
+            r.write_json_line(json);
+            if json.last() == Some(&b'\n') {
+                json.pop();
+            }
+            let text = std::str::from_utf8(json).unwrap_or("{}");
+            ins.execute(params![
+                r.ts.0 as i64,
+                kind_name(r.kind),
+                r.level as u8,
+                r.service,
+                r.host,
+                r.pid,
+                r.target,
+                r.trace_id.as_ref().map(trace_key),
+                r.scope_id.map(|s| s.0 as i64),
+                r.message,
+                text,
+            ])?;
+            stored += 1;
+        }
+        let mut up = tx.prepare_cached(UPSERT_RING)?;
+        for (id, seq) in &marks {
+            up.execute(params![id[0] as i64, id[1] as i64, *seq as i64])?;
+        }
+    }
+    tx.commit()?;
+    for (id, seq) in marks {
+        let m = o.hwm.entry(id).or_insert(seq);
+        *m = (*m).max(seq);
+    }
+    Ok((stored, dups))
+}
+
+/// The schema name of a kind (`event`, `scope_open`, ...).
+pub(crate) fn kind_name(k: crate::record::Kind) -> &'static str {
+    use crate::record::Kind;
+    match k {
+        Kind::Event => "event",
+        Kind::ScopeOpen => "scope_open",
+        Kind::ScopeRecord => "scope_record",
+        Kind::ScopeClose => "scope_close",
+        Kind::Loss => "loss",
+        Kind::Control => "control",
+        Kind::Other => "other",
+    }
+}

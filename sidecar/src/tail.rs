@@ -1,0 +1,138 @@
+//! `distlogd tail`: records from the store (history), then, with `-f`, the
+//! live ones from the running sidecar, journalctl style.
+//!
+//! The history part reads the store files directly (read-only), with or
+//! without a running sidecar. Filters combine with AND (see
+//! [`crate::query`]). Without `-n` every matching record is printed, oldest
+//! first (like journalctl); `-n N` prints the last N, `-n` alone the last 10.
+//! With `-f` the last 10 (or `-n N`) are printed, then records as they
+//! arrive, until interrupted; a record written while switching from the
+//! store to the live stream may show twice or not at all.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::query::FilterArgs;
+use crate::render::{Format, OutputOpts, Printer};
+use crate::store::{self, QueryOptions};
+
+/// Arguments of `distlogd tail`.
+#[derive(Debug, Clone, Args)]
+pub struct TailArgs {
+    /// Which records.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+
+    /// Only the last N records (`-n` alone: 10; `-n all`: every one).
+    /// Default: every matching record; with -f, the last 10.
+    #[arg(short = 'n', long = "lines", value_name = "N", num_args = 0..=1, default_missing_value = "10")]
+    pub lines: Option<String>,
+
+    /// Keep printing records as they arrive (from the running sidecar's
+    /// control socket).
+    #[arg(short = 'f', long)]
+    pub follow: bool,
+
+    /// Output: short (for people; coloured on a terminal), json (the record
+    /// schema, one object per line), cat (messages only).
+    #[arg(short = 'o', long, value_enum, default_value_t = Format::Short)]
+    pub output: Format,
+
+    /// Only records of these retention classes (repeatable): log, usage,
+    /// perf, or your own.
+    #[arg(long, value_name = "CLASS")]
+    pub class: Vec<String>,
+
+    /// The sidecar's data directory (where its store is). Default: the
+    /// sidecar's default ($XDG_STATE_HOME/distlog, ~/.local/state/distlog,
+    /// /var/lib/distlog for root).
+    #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+
+    /// With -f: the sidecar's data socket (its control socket is beside it).
+    #[arg(long, env = "DISTLOG_SOCKET", value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+
+    /// With -f: the sidecar's control socket.
+    #[arg(long, env = "DISTLOG_CTL_SOCKET", value_name = "PATH")]
+    pub ctl_socket: Option<PathBuf>,
+}
+
+/// Parse `-n`.
+fn lines(args: &TailArgs) -> anyhow::Result<Option<usize>> {
+    match args.lines.as_deref() {
+        None if args.follow => Ok(Some(10)),
+        None | Some("all") => Ok(None),
+        Some(n) => n
+            .parse()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("-n {n:?}: want a number or all")),
+    }
+}
+
+/// Run `distlogd tail`.
+pub fn run(args: &TailArgs) -> anyhow::Result<()> {
+    let filter = args.filter.to_filter();
+    let last = lines(args)?;
+    let data = args
+        .data_dir
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or_else(crate::default_data_dir);
+    let store_dir = store::store_dir(&data);
+    let opts = OutputOpts::for_stdout(args.output);
+    let mut printer = Printer::new(opts);
+    let stdout = io::stdout();
+    let mut out = io::BufWriter::new(stdout.lock());
+    let mut write_err: Option<io::Error> = None;
+    let q = QueryOptions {
+        last,
+        classes: args.class.clone(),
+    };
+    if last != Some(0) {
+        match store::query(&store_dir, &filter, &q, |r| {
+            match printer.print(&r, &mut out) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(e);
+                    false
+                }
+            }
+        }) {
+            Ok(stats) => {
+                for s in &stats.skipped {
+                    diag!("skipped {s}");
+                }
+            }
+            // Following a sidecar that has stored nothing yet is fine.
+            Err(store::StoreError::NoStore(_)) if args.follow => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    if let Some(e) = write_err {
+        return if e.kind() == io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e.into())
+        };
+    }
+    if let Err(e) = out.flush() {
+        return if e.kind() == io::ErrorKind::BrokenPipe {
+            Ok(())
+        } else {
+            Err(e.into())
+        };
+    }
+    if !args.follow {
+        return Ok(());
+    }
+    let ctl = crate::ctl::command::ctl_path(args.socket.as_deref(), args.ctl_socket.as_deref());
+    let wire = crate::subscribe::Filter::from_query(&filter);
+    crate::ctl::command::follow(&ctl, wire, |r| {
+        printer.print(r, &mut out)?;
+        out.flush()
+    })?;
+    Ok(())
+}
