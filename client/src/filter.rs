@@ -49,6 +49,8 @@ pub static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
 
 struct State {
     startup: String,
+    /// The directives in force (the sidecar's, else `startup`).
+    current: String,
     targets: Targets,
     traces: Vec<(TraceId, Level)>,
     applied_seq: u64,
@@ -103,6 +105,7 @@ pub(crate) fn set(directives: &str) {
     MAX_LEVEL.store(max_of(&targets), Ordering::Relaxed);
     let _ = STATE.set(RwLock::new(State {
         startup: directives.to_owned(),
+        current: directives.to_owned(),
         targets,
         traces: Vec::new(),
         applied_seq: 0,
@@ -112,6 +115,16 @@ pub(crate) fn set(directives: &str) {
 /// Remember how to swap the `tracing` filter (set by `install`).
 pub(crate) fn set_reloader(f: Reloader) {
     let _ = RELOAD.set(f);
+    // Directives the sidecar gave before the reloader existed (the first
+    // connect happens inside `start`, before `install` builds the filter)
+    // must reach the `tracing` filter too. The read lock is held across the
+    // reload: an `apply` that changes `current` meanwhile reloads after us,
+    // so the newest filter wins (the reload does not touch STATE).
+    let Some(state) = STATE.get() else { return };
+    let st = state.read().unwrap_or_else(|e| e.into_inner());
+    if let (Some(r), Ok(env)) = (RELOAD.get(), EnvFilter::builder().parse(&st.current)) {
+        let _ = r(env);
+    }
 }
 
 /// A new control segment (a new sidecar): whatever its sequence number
@@ -137,6 +150,7 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
         .parse(&text)
         .map_err(|e| e.to_string())?;
     st.targets = targets_of(&text);
+    st.current = text.clone();
     st.traces = d.traces.clone();
     st.applied_seq = seq;
     let boost = d.traces.iter().map(|(_, l)| *l as u8).max().unwrap_or(0);
