@@ -9,6 +9,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod reliability;
+
 pub use serde_json::Value;
 
 /// Generous deadline for anything a test waits for.
@@ -104,6 +106,10 @@ impl Sidecar {
             .arg("--socket")
             .arg(socket)
             .arg("--stdout")
+            // The store and persisted directives of this test only (beside
+            // its socket), never the machine's default data dir.
+            .arg("--data-dir")
+            .arg(socket.parent().expect("socket in a directory").join("data"))
             .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
