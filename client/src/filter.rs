@@ -228,7 +228,9 @@ pub(crate) struct Verbosity {
 
 impl Verbosity {
     pub(crate) fn new(env: EnvFilter) -> Self {
-        Verbosity { env: std::sync::Arc::new(RwLock::new(env)) }
+        Verbosity {
+            env: std::sync::Arc::new(RwLock::new(env)),
+        }
     }
 
     /// The filter, for swapping it when the sidecar's directives change.

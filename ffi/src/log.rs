@@ -86,7 +86,8 @@ impl distlog_callsite {
             // SAFETY: forwarded from our caller.
             let on = unsafe { self.directives_allow(level) };
             // Relaxed: see above.
-            self.interest.store(epoch | u32::from(on), Ordering::Relaxed);
+            self.interest
+                .store(epoch | u32::from(on), Ordering::Relaxed);
             on
         };
         by_directives || distlog::raw::boosted(level)
@@ -159,7 +160,11 @@ impl distlog_callsite {
             &[],
             // A literal message belongs to the call site; a printf template
             // is the site's name and each event carries its text.
-            if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 { message.as_deref() } else { None },
+            if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 {
+                message.as_deref()
+            } else {
+                None
+            },
         )
     }
 }
