@@ -94,7 +94,7 @@ pub fn query(
     'groups: for g in order {
         let mut cursors = Vec::new();
         for p in &parts[g.clone()] {
-            match Cursor::open(&p.path, &where_sql, desc) {
+            match Cursor::open(p, &where_sql, desc) {
                 Ok(Some(c)) => cursors.push(c),
                 Ok(None) => {}
                 Err(why) => stats.skipped.push(why),
@@ -181,7 +181,8 @@ fn overlapping_groups(parts: &[Partition]) -> Vec<std::ops::Range<usize>> {
 struct Where {
     sql: String,
     params: Vec<Value>,
-    by_trace: bool,
+    /// `trace` column value to look up with the trace index.
+    trace: Option<i64>,
 }
 
 impl Where {
@@ -220,10 +221,6 @@ impl Where {
             f.services.iter().map(|s| Value::Text(s.clone())).collect(),
         );
         any_of(
-            "host",
-            f.hosts.iter().map(|s| Value::Text(s.clone())).collect(),
-        );
-        any_of(
             "pid",
             f.pids.iter().map(|p| Value::Integer(*p as i64)).collect(),
         );
@@ -234,30 +231,8 @@ impl Where {
                 .map(|k| Value::Text(super::writer::kind_name(*k).into()))
                 .collect(),
         );
-        if let Some(t) = &f.trace_id {
-            push("trace = ?", vec![Value::Integer(trace_key(t))]);
-        }
         if let Some(s) = f.scope_id {
             push("scope = ?", vec![Value::Integer(s.0 as i64)]);
-        }
-        if !f.targets.is_empty() {
-            let c = vec!["substr(target, 1, ?) = ?"; f.targets.len()].join(" OR ");
-            let vals = f
-                .targets
-                .iter()
-                .flat_map(|t| {
-                    [
-                        Value::Integer(t.chars().count() as i64),
-                        Value::Text(t.clone()),
-                    ]
-                })
-                .collect();
-            push(&format!("({c})"), vals);
-        }
-        if let Some(g) = &f.grep {
-            if g.chars().any(char::is_uppercase) {
-                push("instr(message, ?) > 0", vec![Value::Text(g.clone())]);
-            }
         }
         Where {
             sql: if conds.is_empty() {
@@ -266,7 +241,7 @@ impl Where {
                 format!("({}) AND ", conds.join(" AND "))
             },
             params,
-            by_trace: f.trace_id.is_some(),
+            trace: f.trace_id.as_ref().map(trace_key),
         }
     }
 }
@@ -281,12 +256,15 @@ struct Cursor {
     after: Option<(i64, i64)>,
     buf: VecDeque<(i64, i64, String)>,
     done: bool,
+    /// The first query returns everything (trace lookups).
+    single_page: bool,
     path: String,
 }
 
 impl Cursor {
     /// Open a partition read-only; `None` for a file without records yet.
-    fn open(path: &Path, w: &Where, desc: bool) -> Result<Option<Cursor>, String> {
+    fn open(part: &Partition, w: &Where, desc: bool) -> Result<Option<Cursor>, String> {
+        let path = part.path.as_path();
         let show = path.display().to_string();
         let conn = Connection::open_with_flags(
             path,
@@ -304,21 +282,49 @@ impl Cursor {
             Ok(_) => {}
             Err(e) => return Err(format!("{show}: {e}")),
         }
+        let dir = if desc { "DESC" } else { "ASC" };
+        let n = w.params.len();
+        if let Some(t) = w.trace {
+            // One seek per second of the partition in the (second, trace)
+            // index (CROSS JOIN: SQLite keeps this loop order, rather than
+            // scanning the index and probing the seconds); a trace has few
+            // records: one page, sorted here.
+            let sql = format!(
+                "WITH RECURSIVE s(x) AS (SELECT ?{lo} UNION ALL SELECT x + 1 FROM s WHERE x < ?{hi}) \
+                 SELECT ts, id, json FROM s CROSS JOIN records INDEXED BY records_trace \
+                 WHERE ts / 1000000000 = s.x AND trace = ?{t} AND {} 1 ORDER BY ts {dir}, id {dir}",
+                w.sql,
+                lo = n + 1,
+                hi = n + 2,
+                t = n + 3,
+            );
+            let mut params = w.params.clone();
+            params.push(Value::Integer((part.start_ns / 1_000_000_000) as i64));
+            params.push(Value::Integer(
+                (part.end_ns / 1_000_000_000).saturating_sub(1) as i64,
+            ));
+            params.push(Value::Integer(t));
+            return Ok(Some(Cursor {
+                conn,
+                sql: [sql.clone(), sql],
+                params,
+                after: None,
+                buf: VecDeque::new(),
+                done: false,
+                single_page: true,
+                path: show,
+            }));
+        }
         let (cmp, dir) = if desc { ("<", "DESC") } else { (">", "ASC") };
         let n = w.params.len();
-        let index = if w.by_trace {
-            "INDEXED BY records_trace"
-        } else {
-            ""
-        };
         // Later pages: (ts, id) after the last row fetched (a row-value
         // comparison, which seeks in the (ts) index: it ends in the rowid).
         let first = format!(
-            "SELECT ts, id, json FROM records {index} WHERE {} 1 ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
+            "SELECT ts, id, json FROM records WHERE {} 1 ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
             w.sql,
         );
         let next = format!(
-            "SELECT ts, id, json FROM records {index} WHERE {} (ts, id) {cmp} (?{t}, ?{i}) ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
+            "SELECT ts, id, json FROM records WHERE {} (ts, id) {cmp} (?{t}, ?{i}) ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
             w.sql,
             t = n + 1,
             i = n + 2,
@@ -330,6 +336,7 @@ impl Cursor {
             after: None,
             buf: VecDeque::new(),
             done: false,
+            single_page: false,
             path: show,
         }))
     }
@@ -361,7 +368,7 @@ impl Cursor {
         for row in rows {
             self.buf.push_back(row.map_err(err)?);
         }
-        if self.buf.len() < PAGE {
+        if self.single_page || self.buf.len() < PAGE {
             self.done = true;
         }
         if let Some(&(t, i, _)) = self.buf.back() {

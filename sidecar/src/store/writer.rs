@@ -28,8 +28,8 @@ use crate::record::Record;
 pub type BusySet = Arc<Mutex<HashSet<PathBuf>>>;
 
 const INSERT: &str = "INSERT INTO records
-  (ts, kind, level, service, host, pid, target, trace, scope, message, json)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)";
+  (ts, kind, level, service, pid, trace, scope, json)
+  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
 
 const UPSERT_RING: &str = "INSERT INTO rings(ring_hi, ring_lo, seq) VALUES (?1, ?2, ?3)
   ON CONFLICT(ring_hi, ring_lo) DO UPDATE SET seq = max(seq, excluded.seq)";
@@ -371,12 +371,9 @@ fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::R
                 kind_name(r.kind),
                 r.level as u8,
                 r.service,
-                r.host,
                 r.pid,
-                r.target,
                 r.trace_id.as_ref().map(trace_key),
                 r.scope_id.map(|s| s.0 as i64),
-                r.message,
                 text,
             ])?;
             stored += 1;
