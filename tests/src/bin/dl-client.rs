@@ -76,6 +76,54 @@ enum Cmd {
         #[arg(long, default_value_t = 8)]
         tasks: u32,
     },
+    /// Reliability: THREADS threads write `flood{seq, thread}` at full speed
+    /// for SECONDS, then print `LEDGER attempted= written= dropped=` (the
+    /// rings' own counters). Prints "running" once every thread wrote.
+    Flood {
+        #[arg(long, default_value_t = 4)]
+        threads: u32,
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+    },
+    /// Reliability: COUNT records `slow{seq, sent_ns}` (realtime ns when
+    /// written), one every INTERVAL ms; then `LEDGER ...`.
+    Slow {
+        #[arg(long, default_value_t = 100)]
+        count: u64,
+        #[arg(long, default_value_t = 10)]
+        interval: u64,
+    },
+    /// Reliability: COUNT `log` records, each from a call site of its own
+    /// (distinct targets); then `LEDGER ...`.
+    CallsiteFlood {
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+    },
+    /// Reliability: a string field, a message and a Debug value of BYTES
+    /// bytes each (3 records); then `LEDGER ...`.
+    Giant {
+        #[arg(long, default_value_t = 1 << 20)]
+        bytes: usize,
+    },
+    /// Reliability: write `before`, then leave a record reserved and never
+    /// committed (as a thread killed mid-record does) in ring INDEX (0 =
+    /// the shared overflow ring: run with DISTLOG_MAX_RINGS=0), then write
+    /// AFTER records `after{seq}`, print "stuck", then hang if asked.
+    Stuck {
+        #[arg(long, default_value_t = 0)]
+        index: u32,
+        #[arg(long, default_value_t = 10)]
+        after: u64,
+        #[arg(long)]
+        hang: bool,
+    },
+    /// Reliability: open COUNT connections to the sidecar that never say
+    /// hello, wait a moment, print `held N refused K` (K: closed by the
+    /// sidecar with a refusal), then hold them until killed.
+    Connections {
+        #[arg(long, default_value_t = 1000)]
+        count: u32,
+    },
 }
 
 fn burst(threads: u32, records: u64) {
@@ -93,11 +141,108 @@ fn burst(threads: u32, records: u64) {
     }
 }
 
+fn ledger(attempted: u64) {
+    println!("{}", distlog_tests::reliability::own_ledger_line(attempted));
+    std::io::stdout().flush().unwrap();
+}
+
+fn flood(threads: u32, seconds: f64) {
+    let end = std::time::Instant::now() + Duration::from_secs_f64(seconds);
+    let started = std::sync::Arc::new(std::sync::Barrier::new(threads as usize + 1));
+    let hs: Vec<_> = (0..threads)
+        .map(|t| {
+            let started = started.clone();
+            std::thread::spawn(move || {
+                let mut i = 0u64;
+                tracing::info!(seq = i, thread = t, "flood");
+                i += 1;
+                started.wait();
+                while std::time::Instant::now() < end {
+                    for _ in 0..64 {
+                        tracing::info!(seq = i, thread = t, "flood");
+                        i += 1;
+                    }
+                }
+                i
+            })
+        })
+        .collect();
+    started.wait();
+    println!("running");
+    std::io::stdout().flush().unwrap();
+    let attempted: u64 = hs.into_iter().map(|h| h.join().unwrap()).sum();
+    ledger(attempted);
+}
+
+/// Leave a record reserved and never committed in ring `index` of this
+/// process, as a writer killed between reserving and committing does.
+fn leave_unfinished(index: u32) {
+    use distlog::ring::{record_bytes, RingHeader, BUSY, HEADER_BYTES};
+    use std::os::fd::AsRawFd;
+    use std::sync::atomic::Ordering;
+    let rd = std::fs::read_dir("/proc/self/fd").unwrap();
+    for e in rd.flatten() {
+        let Ok(link) = std::fs::read_link(e.path()) else {
+            continue;
+        };
+        if !link
+            .to_string_lossy()
+            .starts_with(&format!("/memfd:distlog-ring-{index} "))
+        {
+            continue;
+        }
+        let f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(e.path())
+            .unwrap();
+        let len = f.metadata().unwrap().len() as usize;
+        // SAFETY: a new shared mapping of our own ring memfd; leaked.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                f.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        // SAFETY: the mapping starts with the ring's header.
+        let hdr = unsafe { &*(p as *const RingHeader) };
+        let cap = hdr.stat.data_bytes;
+        let need = record_bytes(20) as u64;
+        let w = hdr.prod.write_pos.load(Ordering::Acquire);
+        assert!(cap - (w & (cap - 1)) >= need, "no wrap in this test");
+        let off = HEADER_BYTES + (w & (cap - 1)) as usize;
+        // SAFETY: `off` is a 4-aligned header word inside the mapping.
+        let word = unsafe { &*((p as *mut u8).add(off) as *const std::sync::atomic::AtomicU32) };
+        if hdr.stat.flags & distlog::ring::FLAG_SHARED != 0 {
+            // reserve (as the CAS in push_shared), mark BUSY, never commit
+            hdr.prod.write_pos.store(w + need, Ordering::Relaxed);
+            word.store(BUSY | 20, Ordering::Release);
+        } else {
+            // an exclusive ring whose position covers an unfinished record
+            word.store(BUSY | 20, Ordering::Release);
+            hdr.prod.write_pos.store(w + need, Ordering::Release);
+        }
+        std::mem::forget(f);
+        return;
+    }
+    panic!("no ring {index} in this process");
+}
+
 fn main() {
     let args = Args::parse();
     let guard = distlog::init(&args.service).expect("distlog init");
     match args.cmd {
-        Cmd::Burst { threads, records, hang, hard_exit } => {
+        Cmd::Burst {
+            threads,
+            records,
+            hang,
+            hard_exit,
+        } => {
             burst(threads, records);
             if hang {
                 println!("written");
@@ -156,7 +301,15 @@ fn main() {
                 }
             }
         }
-        Cmd::Chain { name, traceparent, tracestate, debug, fail, hang, next } => {
+        Cmd::Chain {
+            name,
+            traceparent,
+            tracestate,
+            debug,
+            fail,
+            hang,
+            next,
+        } => {
             let span = tracing::info_span!("step", step = name.as_str());
             let span = match &traceparent {
                 Some(tp) => distlog::continue_from_with_state(tp, tracestate.as_deref(), span),
@@ -216,7 +369,11 @@ fn main() {
         }
         Cmd::Async { tasks } => {
             use tracing::Instrument;
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async {
                 let mut hs = Vec::new();
                 for t in 0..tasks {
@@ -236,6 +393,77 @@ fn main() {
                     h.await.unwrap();
                 }
             });
+        }
+        Cmd::Flood { threads, seconds } => flood(threads, seconds),
+        Cmd::Slow { count, interval } => {
+            for i in 0..count {
+                let sent_ns = distlog_tests::reliability::realtime_ns();
+                tracing::info!(seq = i, thread = 0u64, sent_ns, "slow");
+                std::thread::sleep(Duration::from_millis(interval));
+            }
+            ledger(count);
+        }
+        Cmd::CallsiteFlood { count } => {
+            for i in 0..count {
+                let target = format!("site::n{i}");
+                log::info!(target: target.as_str(), "callsite flood {i}");
+            }
+            ledger(count);
+        }
+        Cmd::Giant { bytes } => {
+            let huge = "é".repeat(bytes / 2);
+            tracing::info!(big = huge.as_str(), "giant field");
+            tracing::info!("{huge}");
+            tracing::info!(dbg = ?vec![7u8; bytes / 4], "giant debug");
+            ledger(3);
+        }
+        Cmd::Connections { count } => {
+            use std::io::Read;
+            let path = std::env::var_os("DISTLOG_SOCKET").expect("DISTLOG_SOCKET");
+            let mut socks = Vec::new();
+            let mut failed = 0;
+            for _ in 0..count {
+                match std::os::unix::net::UnixStream::connect(&path) {
+                    Ok(s) => socks.push(s),
+                    Err(_) => failed += 1,
+                }
+            }
+            std::thread::sleep(Duration::from_millis(500));
+            let mut refused = failed;
+            for s in &socks {
+                s.set_nonblocking(true).unwrap();
+                let mut b = [0u8; 64];
+                match (&*s).read(&mut b) {
+                    Ok(_) => refused += 1, // a refusal, or closed
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                    Err(_) => refused += 1,
+                }
+            }
+            println!(
+                "held {} refused {refused}",
+                socks.len() as u32 + failed - refused
+            );
+            std::io::stdout().flush().unwrap();
+            loop {
+                std::thread::sleep(Duration::from_secs(60));
+            }
+        }
+        Cmd::Stuck { index, after, hang } => {
+            tracing::info!(seq = 0u64, "before");
+            distlog::flush(Duration::from_secs(10));
+            leave_unfinished(index);
+            for i in 0..after {
+                tracing::info!(seq = i, "after");
+            }
+            println!("stuck");
+            std::io::stdout().flush().unwrap();
+            if hang {
+                loop {
+                    std::thread::sleep(Duration::from_secs(60));
+                }
+            }
+            distlog::flush(Duration::from_secs(2));
+            ledger(after + 1);
         }
     }
     drop(guard);
