@@ -432,5 +432,5 @@ fn c_push(ring: &TestRing, site: u32, n: u64) {
         },
     );
     e.field(&Field::Idx(0, Value::U64(n)));
-    ring.push_raw(None, &e.finish().unwrap().to_vec());
+    ring.push_raw(None, e.finish().unwrap());
 }

@@ -2,9 +2,11 @@
 //!
 //! [`StoreWriter::write`] takes a batch of (record, class) pairs, groups them
 //! by partition, and writes each group in one transaction together with the
-//! group's per-ring high-water marks (see the [store docs](super)). Open
-//! partitions stay open (one connection each) while they are written; one
-//! not written for `idle_close` is closed, so retention may delete it.
+//! group's per-ring high-water marks (see the [store docs](super)). A
+//! partition stays open (one connection) while consecutive batches write
+//! it; one that a batch did not write is closed after that batch, so
+//! retention may delete it. (The current partition stays open while the
+//! sidecar is idle.)
 //! Partitions open for writing are listed in a set shared with retention,
 //! which never deletes one of them.
 
@@ -133,6 +135,10 @@ impl StoreWriter {
                 None => groups.push(((class, start), vec![r])),
             }
         }
+        let touched: Vec<(String, u64)> = groups
+            .iter()
+            .map(|((c, s), _)| (c.to_string(), *s))
+            .collect();
         for ((class, start), recs) in groups {
             match self.write_group(class, start, &recs) {
                 Ok((stored, dups)) => {
@@ -152,7 +158,7 @@ impl StoreWriter {
             .duplicates
             .fetch_add(out.duplicates, Ordering::Relaxed);
         self.stats.lost.fetch_add(out.lost, Ordering::Relaxed);
-        self.close_idle();
+        self.close_untouched(&touched);
         out
     }
 
@@ -250,13 +256,15 @@ impl StoreWriter {
         self.unbusy(&path);
     }
 
-    fn close_idle(&mut self) {
+    /// Close the partitions this batch did not write (so that retention
+    /// may delete them), and those idle for `idle_close`.
+    fn close_untouched(&mut self, touched: &[(String, u64)]) {
         let now = Instant::now();
         let idle = self.idle_close;
         let stale: Vec<_> = self
             .open
             .iter()
-            .filter(|(_, o)| now.duration_since(o.last_used) >= idle)
+            .filter(|(k, o)| !touched.contains(k) || now.duration_since(o.last_used) >= idle)
             .map(|(k, _)| k.clone())
             .collect();
         for k in stale {
