@@ -669,7 +669,9 @@ impl Sink for Router {
             if let Some(st) = &mut self.store {
                 let bit = 1u64 << si;
                 let routing = &self.routing;
-                let pending = if st.unreported > 0 && st.failing_since.is_none() {
+                // Earlier losses go into the store with the first batch it
+                // takes again.
+                let pending = if st.unreported > 0 {
                     Some(self_loss(
                         &self.host,
                         st.unreported,
@@ -685,13 +687,17 @@ impl Sink for Router {
                     .map(|(r, (c, _))| (r, routing.class_name(*c)))
                     .chain(pending.as_ref().map(|r| (r, "log")));
                 let out = st.writer.write(items);
-                if pending.is_some() && out.lost == 0 {
+                if pending.is_some() && out.error.is_none() {
                     st.unreported = 0;
                 }
+                // The pending loss record itself is not a lost record.
+                let lost = out
+                    .lost
+                    .saturating_sub(u64::from(pending.is_some() && out.error.is_some()));
                 let now = Instant::now();
                 if let Some(e) = &out.error {
-                    st.unreported += out.lost;
-                    st.lost_while_failing += out.lost;
+                    st.unreported += lost;
+                    st.lost_while_failing += lost;
                     if st.failing_since.is_none() {
                         st.failing_since = Some(now);
                     }
@@ -705,7 +711,7 @@ impl Sink for Router {
                         );
                         st.last_diag = Some(now);
                     }
-                    losses.push(self_loss(&self.host, out.lost, &e.to_string()));
+                    losses.push(self_loss(&self.host, lost, &e.to_string()));
                 } else if st.failing_since.take().is_some() {
                     diag!(
                         "store: writing again; {} records were dropped",
