@@ -65,6 +65,11 @@ pub const FLAG_SHARED: u32 = 1;
 /// Ring flag: timestamps are raw TSC ticks (else `CLOCK_REALTIME` ns).
 pub const FLAG_CLOCK_TSC: u32 = 2;
 
+/// Largest position a reader accepts (2^62 bytes: 14 years at 10 GB/s), so
+/// position arithmetic on hostile cursors cannot overflow; the sequence
+/// number, which a client may set to anything, wraps.
+pub const MAX_POS: u64 = 1 << 62;
+
 /// Bytes a record of `payload` bytes takes in the ring.
 #[inline]
 pub const fn record_bytes(payload: usize) -> usize {
@@ -590,7 +595,7 @@ impl<'a, M: Memory> Reader<'a, M> {
         let w = hdr.prod.write_pos.load(Ordering::Acquire);
         let r = hdr.cons.read_pos.load(Ordering::Acquire);
         let seq = hdr.cons.read_seq.load(Ordering::Relaxed);
-        if r > w || w - r > geo.cap || !r.is_multiple_of(8) {
+        if r > w || w - r > geo.cap || !r.is_multiple_of(8) || w > MAX_POS {
             return Err(RingError::BadCursor(
                 "read position outside the written range",
             ));
@@ -648,7 +653,7 @@ impl<'a, M: Memory> Reader<'a, M> {
         // Acquire pairs with the Release store of `write_pos` in
         // `Writer::push_exclusive`: records below it are complete.
         let w = self.hdr.prod.write_pos.load(Ordering::Acquire);
-        if w < self.pos || w - self.pos > cap {
+        if w < self.pos || w - self.pos > cap || w > MAX_POS {
             return Err(RingError::BadCursor(
                 "write position moved backwards or past the ring",
             ));
@@ -702,7 +707,7 @@ impl<'a, M: Memory> Reader<'a, M> {
             self.mem.read(off as usize + 4, &mut self.scratch);
             let seq = self.seq;
             self.pos += total;
-            self.seq += 1;
+            self.seq = self.seq.wrapping_add(1);
             n += 1;
             if !f(seq, &self.scratch) {
                 return Ok(Stop::Callback);
@@ -729,7 +734,7 @@ impl<'a, M: Memory> Reader<'a, M> {
             return false;
         }
         self.pos += total;
-        self.seq += 1;
+        self.seq = self.seq.wrapping_add(1);
         true
     }
 
