@@ -269,15 +269,15 @@ fn poll_ring(
         // Records a dead writer reserved and never finished: lost too.
         let gaps = std::mem::take(&mut ring.gaps_unreported);
         batch.push(ctx.loss(env, gaps, ring.geometry().index, ring.owner_tid()));
-        ring.ledger.lost += gaps;
-        *lost_total += gaps;
+        ring.ledger.lost = ring.ledger.lost.saturating_add(gaps);
+        *lost_total = lost_total.saturating_add(gaps);
     }
     let dropped = ring.dropped();
     if dropped > ring.ledger.dropped_seen {
         let lost = dropped - ring.ledger.dropped_seen;
         batch.push(ctx.loss(env, lost, ring.geometry().index, ring.owner_tid()));
-        ring.ledger.lost += lost;
-        *lost_total += lost;
+        ring.ledger.lost = ring.ledger.lost.saturating_add(lost);
+        *lost_total = lost_total.saturating_add(lost);
     }
     // A counter that went down is a hostile or restarted ring: follow it.
     ring.ledger.dropped_seen = dropped;
@@ -420,7 +420,11 @@ impl Drain {
                     .map(|c| ClientStats {
                         id: c.id,
                         records: c.records,
-                        dropped: c.rings.iter().map(|r| r.ledger.lost).sum(),
+                        dropped: c
+                            .rings
+                            .iter()
+                            .map(|r| r.ledger.lost)
+                            .fold(0, u64::saturating_add),
                         rings: c
                             .rings
                             .iter()
