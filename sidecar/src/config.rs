@@ -75,6 +75,7 @@ pub fn default_data_dir() -> PathBuf {
 /// |---|---|---|
 /// | `hello_timeout` | 5 s | the connection is closed (costs only it) |
 /// | `max_clients` | 4096 | the hello is refused ("too many clients") |
+/// | `max_conns_per_uid` | 2048 | connections of one uid (hello or not) at once; more are refused ("too many connections from uid N"), so one uid cannot take every slot of `max_clients` from the others |
 /// | `max_rings_per_client` | 256 | the client is cut off |
 /// | `max_defs_per_client` | 65 536 | the client is cut off |
 /// | `max_open_scopes_per_client` | 65 536 | (per process) further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
@@ -88,6 +89,8 @@ pub struct Limits {
     pub hello_timeout: Duration,
     /// Connected clients at once.
     pub max_clients: usize,
+    /// Connections of one uid at once (including those still in hello).
+    pub max_conns_per_uid: usize,
     /// Rings one client may hand over.
     pub max_rings_per_client: usize,
     /// Call-site definitions one client may make.
@@ -112,6 +115,7 @@ impl Default for Limits {
         Limits {
             hello_timeout: Duration::from_secs(5),
             max_clients: 4096,
+            max_conns_per_uid: 2048,
             max_rings_per_client: 256,
             max_defs_per_client: 65_536,
             max_open_scopes_per_client: 65_536,

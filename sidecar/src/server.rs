@@ -243,6 +243,7 @@ impl Server {
             limits: config.limits.clone(),
         });
         let mut conns = JoinSet::new();
+        let per_uid: PerUid = Arc::default();
         let mut next_id = 0u64;
         let mut died = false;
         loop {
@@ -256,7 +257,19 @@ impl Server {
                             refuse_now(&stream, "too many clients");
                             continue;
                         }
-                        conns.spawn(connection(stream, next_id, ctx.clone(), shutdown.clone()));
+                        let uid = getsockopt(&stream, PeerCredentials).map_or(u32::MAX, |c| c.uid());
+                        let Some(slot) = UidSlot::take(&per_uid, uid, config.limits.max_conns_per_uid) else {
+                            refuse_now(&stream, &format!(
+                                "too many connections from uid {uid} (limit {})",
+                                config.limits.max_conns_per_uid
+                            ));
+                            continue;
+                        };
+                        let conn = connection(stream, next_id, ctx.clone(), shutdown.clone());
+                        conns.spawn(async move {
+                            conn.await;
+                            drop(slot);
+                        });
                     }
                     Err(e) => {
                         // Out of fds or memory: back off instead of spinning.
@@ -301,6 +314,43 @@ fn remove_if_ours(path: &Path, id: (u64, u64)) {
             }
         }
         _ => {}
+    }
+}
+
+/// Open connections per uid.
+type PerUid = Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>;
+
+/// One connection's place in its uid's count (`Limits::max_conns_per_uid`);
+/// given back on drop, however the connection task ends.
+struct UidSlot {
+    map: PerUid,
+    uid: u32,
+}
+
+impl UidSlot {
+    fn take(map: &PerUid, uid: u32, limit: usize) -> Option<UidSlot> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        let n = m.entry(uid).or_insert(0);
+        if *n >= limit {
+            return None;
+        }
+        *n += 1;
+        Some(UidSlot {
+            map: map.clone(),
+            uid,
+        })
+    }
+}
+
+impl Drop for UidSlot {
+    fn drop(&mut self) {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.uid);
+            }
+        }
     }
 }
 
