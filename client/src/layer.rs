@@ -277,6 +277,8 @@ where
             return;
         };
         let Some(callsite) = callsite_id(p, attrs.metadata()) else {
+            // The call-site table is full: the open is dropped and counted.
+            runtime::count_dropped();
             return;
         };
         let parent = if let Some(pid) = attrs.parent() {
@@ -360,12 +362,12 @@ where
             };
             match p.register_dyn(&site) {
                 Some(id) => (id, Names::Log),
-                None => return,
+                None => return runtime::count_dropped(),
             }
         } else {
             match callsite_id(p, meta) {
                 Some(id) => (id, Names::Index),
-                None => return,
+                None => return runtime::count_dropped(),
             }
         };
         let cur = if let Some(pid) = event.parent() {

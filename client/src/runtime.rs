@@ -809,6 +809,15 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     }
 }
 
+/// Count one record as dropped on this thread's ring without writing it
+/// (its call site could not be defined: the call-site table is full), so
+/// the loss reaches the sidecar as a loss record instead of vanishing.
+#[cold]
+pub(crate) fn count_dropped() {
+    // An encoder that never fits takes the drop-and-count path.
+    write_record(|_| None);
+}
+
 #[inline]
 fn push(proc: &Process, slot: &RingSlot, bytes: &[u8]) -> Push {
     // SAFETY: an exclusive ring is used only by the thread that claimed it
