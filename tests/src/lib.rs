@@ -201,6 +201,23 @@ impl Sidecar {
         }
     }
 
+    /// This sidecar's data directory (store, persisted directives).
+    pub fn data_dir(&self) -> PathBuf {
+        self.socket
+            .parent()
+            .expect("socket in a directory")
+            .join("data")
+    }
+
+    /// A `distlogd` command (tail, tree, ctl) aimed at this sidecar.
+    pub fn distlogd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(distlogd());
+        c.args(args)
+            .env("DISTLOG_SOCKET", &self.socket)
+            .env("DISTLOG_DATA_DIR", self.data_dir());
+        c
+    }
+
     /// A client command with `DISTLOG_SOCKET` set to this sidecar.
     pub fn client(&self, args: &[&str]) -> Command {
         let mut c = Command::new(dl_client());

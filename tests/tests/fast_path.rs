@@ -13,7 +13,9 @@ fn events<'a>(recs: &'a [Value], pid: u32) -> Vec<&'a Value> {
 
 /// Sum of the `lost` counts in loss records of `pid`.
 fn lost(recs: &[Value], pid: u32) -> u64 {
-    of_pid(recs, pid, "loss").map(|r| r["fields"]["lost"].as_u64().unwrap()).sum()
+    of_pid(recs, pid, "loss")
+        .map(|r| r["fields"]["lost"].as_u64().unwrap())
+        .sum()
 }
 
 #[test]
@@ -22,11 +24,17 @@ fn two_processes_many_threads_every_record_once_in_order() {
     let sc = Sidecar::start(&dir.join("s.sock"));
     let (threads, per) = (4u32, 25_000u64);
     let spawn = || {
-        sc.client(&["burst", "--threads", &threads.to_string(), "--records", &per.to_string()])
-            .env("DISTLOG_RING_BYTES", "4m")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap()
+        sc.client(&[
+            "burst",
+            "--threads",
+            &threads.to_string(),
+            "--records",
+            &per.to_string(),
+        ])
+        .env("DISTLOG_RING_BYTES", "4m")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap()
     };
     let (mut a, mut b) = (spawn(), spawn());
     let pids = [a.id(), b.id()];
@@ -75,7 +83,11 @@ fn tiny_ring_and_stalled_sidecar_drop_and_count() {
     writeln!(stdin, "hello").unwrap();
     out.read_line(&mut line).unwrap();
     sc.wait_for("first record", |r| events(r, pid).len() == 1);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sc.child.id() as i32), nix::sys::signal::SIGSTOP).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sc.child.id() as i32),
+        nix::sys::signal::SIGSTOP,
+    )
+    .unwrap();
     // 2000 records into a 4 KiB ring while nobody reads: the client is not
     // blocked (it answers every line), most are dropped and counted.
     let n = 2000;
@@ -85,7 +97,11 @@ fn tiny_ring_and_stalled_sidecar_drop_and_count() {
         out.read_line(&mut line).unwrap();
         assert_eq!(line.trim(), "ok");
     }
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(sc.child.id() as i32), nix::sys::signal::SIGCONT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(sc.child.id() as i32),
+        nix::sys::signal::SIGCONT,
+    )
+    .unwrap();
     // The sidecar reports the loss when it reads the ring again.
     sc.wait_for("a loss record", |r| lost(r, pid) > 0);
     writeln!(stdin, "after").unwrap();
@@ -95,13 +111,24 @@ fn tiny_ring_and_stalled_sidecar_drop_and_count() {
     assert!(c.wait().unwrap().success());
     // hello + n lines + after: each delivered once or counted as lost.
     let total = n + 2;
-    let recs = sc.wait_for("every record accounted for", |r| events(r, pid).len() as u64 + lost(r, pid) >= total);
+    let recs = sc.wait_for("every record accounted for", |r| {
+        events(r, pid).len() as u64 + lost(r, pid) >= total
+    });
     let got = events(&recs, pid).len() as u64;
     let lost = lost(&recs, pid);
     assert!(lost > 0, "a 4 KiB ring cannot hold 2000 records");
     assert!(got > 2, "records that fitted were delivered");
-    assert_eq!(got + lost, total, "every record is either delivered or counted as lost");
-    assert!(events(&recs, pid).iter().any(|e| e["fields"]["line"] == "after"), "the ring works again after the stall");
+    assert_eq!(
+        got + lost,
+        total,
+        "every record is either delivered or counted as lost"
+    );
+    assert!(
+        events(&recs, pid)
+            .iter()
+            .any(|e| e["fields"]["line"] == "after"),
+        "the ring works again after the stall"
+    );
 }
 
 #[test]
@@ -116,11 +143,15 @@ fn client_kill9_after_writing_loses_nothing() {
         .unwrap();
     let pid = c.id();
     let mut line = String::new();
-    BufReader::new(c.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     assert_eq!(line.trim(), "written");
     c.kill().unwrap();
     c.wait().unwrap();
-    let recs = sc.wait_for("40000 records of the killed client", |r| events(r, pid).len() >= 40_000);
+    let recs = sc.wait_for("40000 records of the killed client", |r| {
+        events(r, pid).len() >= 40_000
+    });
     assert_eq!(events(&recs, pid).len(), 40_000);
 }
 
@@ -143,7 +174,12 @@ fn hard_exit_without_flush_loses_nothing() {
 fn sidecar_restart_client_reconnects_and_keeps_writing() {
     let dir = TempDir::new("restart");
     let mut sc = Sidecar::start(&dir.join("s.sock"));
-    let mut c = sc.client(&["lines"]).stdin(Stdio::piped()).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = sc
+        .client(&["lines"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let pid = c.id();
     let mut stdin = c.stdin.take().unwrap();
     let mut out = BufReader::new(c.stdout.take().unwrap());
@@ -153,7 +189,11 @@ fn sidecar_restart_client_reconnects_and_keeps_writing() {
         out.read_line(&mut l).unwrap();
     };
     say("before");
-    sc.wait_for("record before restart", |r| events(r, pid).iter().any(|e| e["fields"]["line"] == "before"));
+    sc.wait_for("record before restart", |r| {
+        events(r, pid)
+            .iter()
+            .any(|e| e["fields"]["line"] == "before")
+    });
     sc.kill9();
     // Written while no sidecar runs: waits in the ring.
     say("while away");
@@ -162,11 +202,18 @@ fn sidecar_restart_client_reconnects_and_keeps_writing() {
     say("after");
     let recs = sc.wait_for("records after restart", |r| {
         let ev = events(r, pid);
-        ev.iter().any(|e| e["fields"]["line"] == "after") && ev.iter().any(|e| e["fields"]["line"] == "while away")
+        ev.iter().any(|e| e["fields"]["line"] == "after")
+            && ev.iter().any(|e| e["fields"]["line"] == "while away")
     });
     // at least once: "before" may be repeated only if the first sidecar died
     // between printing and releasing it.
-    assert!(events(&recs, pid).iter().filter(|e| e["fields"]["line"] == "after").count() == 1);
+    assert!(
+        events(&recs, pid)
+            .iter()
+            .filter(|e| e["fields"]["line"] == "after")
+            .count()
+            == 1
+    );
     drop(stdin);
     c.wait().unwrap();
 }
@@ -175,13 +222,23 @@ fn sidecar_restart_client_reconnects_and_keeps_writing() {
 fn typed_fields_log_crate_and_schema() {
     let dir = TempDir::new("fields");
     let sc = Sidecar::start(&dir.join("s.sock"));
-    let c = sc.client(&["--service", "checkout", "fields"]).spawn().unwrap();
+    let c = sc
+        .client(&["--service", "checkout", "fields"])
+        .spawn()
+        .unwrap();
     let pid = c.id();
     assert!(c.wait_with_output().unwrap().status.success());
     let recs = sc.wait_for("3 records", |r| events(r, pid).len() >= 3);
     let ev = events(&recs, pid);
-    assert_eq!(ev.len(), 3, "the debug record is filtered out by default: {ev:?}");
-    let typed = ev.iter().find(|r| r["message"] == "typed fields").expect("typed record");
+    assert_eq!(
+        ev.len(),
+        3,
+        "the debug record is filtered out by default: {ev:?}"
+    );
+    let typed = ev
+        .iter()
+        .find(|r| r["message"] == "typed fields")
+        .expect("typed record");
     let f = &typed["fields"];
     assert_eq!(f["i"], -5);
     assert_eq!(f["u"].as_u64(), Some(u64::MAX));
@@ -190,18 +247,26 @@ fn typed_fields_log_crate_and_schema() {
     assert_eq!(f["b"], true);
     assert_eq!(f["s"], "text");
     assert_eq!(f["d"], "[1, 2]");
-    for k in ["kind", "ts", "level", "service", "host", "pid", "tid", "target", "file", "line", "message"] {
+    for k in [
+        "kind", "ts", "level", "service", "host", "pid", "tid", "target", "file", "line", "message",
+    ] {
         assert!(!typed[k].is_null(), "schema field {k} missing in {typed}");
     }
     assert_eq!(typed["service"], "checkout");
     assert_eq!(typed["target"], "dl_client");
     assert!(typed["file"].as_str().unwrap().ends_with("dl-client.rs"));
     let ts = typed["ts"].as_str().unwrap();
-    assert!(ts.ends_with('Z') && ts.len() == "2026-11-25T21:07:08.123456789Z".len(), "{ts}");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-11-25T21:07:08.123456789Z".len(),
+        "{ts}"
+    );
     let lit = ev.iter().find(|r| r["target"] == "custom::target").unwrap();
     assert_eq!(lit["message"], "literal");
     assert_eq!(lit["level"], "WARN");
-    let log = ev.iter().find(|r| r["target"] == "thirdparty::db").expect("log crate record");
+    let log = ev
+        .iter()
+        .find(|r| r["target"] == "thirdparty::db")
+        .expect("log crate record");
     assert_eq!(log["message"], "from log 7");
     assert_eq!(log["level"], "WARN");
 }
@@ -219,14 +284,21 @@ fn fork_child_gets_its_own_ring() {
     let parent = events(&recs, pid);
     assert_eq!(parent.len(), 1000);
     assert!(parent.iter().all(|e| e["fields"]["who"] != "child"));
-    let child: Vec<_> = recs.iter().filter(|e| e["fields"]["who"] == "child").collect();
+    let child: Vec<_> = recs
+        .iter()
+        .filter(|e| e["fields"]["who"] == "child")
+        .collect();
     assert_eq!(child.len(), 500);
     let cpid = child[0]["pid"].as_u64().unwrap();
     assert_ne!(cpid, u64::from(pid));
     assert!(child.iter().all(|e| e["pid"] == cpid));
     // In order per process and thread.
     for (who, list) in [("parent-after", &parent), ("child", &child)] {
-        let seqs: Vec<u64> = list.iter().filter(|e| e["fields"]["who"] == who).map(|e| e["fields"]["seq"].as_u64().unwrap()).collect();
+        let seqs: Vec<u64> = list
+            .iter()
+            .filter(|e| e["fields"]["who"] == who)
+            .map(|e| e["fields"]["seq"].as_u64().unwrap())
+            .collect();
         assert_eq!(seqs, (0..500).collect::<Vec<_>>(), "{who}");
     }
 }

@@ -16,12 +16,23 @@ fn chain_of_three_processes_is_one_trace() {
     let dir = TempDir::new("chain");
     let sc = Sidecar::start(&dir.join("s.sock"));
     let started = Instant::now();
-    let out = run_ok(sc.client(&["--service", "checkout", "chain", "checkout", "--next", "payments:fail", "--next", "bank"]));
+    let out = run_ok(sc.client(&[
+        "--service",
+        "checkout",
+        "chain",
+        "checkout",
+        "--next",
+        "payments:fail",
+        "--next",
+        "bank",
+    ]));
     let wall = started.elapsed().as_nanos() as u64;
     let tps: Vec<&str> = out.lines().collect();
     assert_eq!(tps.len(), 3, "{out}");
     let trace = &tps[0][3..35];
-    let recs = sc.wait_for("three closed scopes", |r| by_kind(r, "scope_close").count() >= 3);
+    let recs = sc.wait_for("three closed scopes", |r| {
+        by_kind(r, "scope_close").count() >= 3
+    });
     let opens: Vec<_> = by_kind(&recs, "scope_open").collect();
     assert_eq!(opens.len(), 3);
     let svc_scope: HashMap<String, (String, Option<String>)> = opens
@@ -30,7 +41,10 @@ fn chain_of_three_processes_is_one_trace() {
             assert_eq!(o["trace_id"], trace, "one trace: {o}");
             (
                 o["service"].as_str().unwrap().to_owned(),
-                (o["scope_id"].as_str().unwrap().to_owned(), o["parent_id"].as_str().map(str::to_owned)),
+                (
+                    o["scope_id"].as_str().unwrap().to_owned(),
+                    o["parent_id"].as_str().map(str::to_owned),
+                ),
             )
         })
         .collect();
@@ -44,13 +58,18 @@ fn chain_of_three_processes_is_one_trace() {
     for (tp, s) in tps.iter().zip([a, b, c]) {
         assert_eq!(&tp[36..52], s.as_str());
     }
-    let closes: HashMap<&str, &Value> = by_kind(&recs, "scope_close").map(|c| (c["scope_id"].as_str().unwrap(), c)).collect();
+    let closes: HashMap<&str, &Value> = by_kind(&recs, "scope_close")
+        .map(|c| (c["scope_id"].as_str().unwrap(), c))
+        .collect();
     assert_eq!(closes[a.as_str()]["outcome"], "ok");
     assert_eq!(closes[b.as_str()]["outcome"], "error");
     assert_eq!(closes[c.as_str()]["outcome"], "ok");
     for s in [a, b, c] {
         let d = closes[s.as_str()]["duration_ns"].as_u64().unwrap();
-        assert!(d > 0 && d <= wall, "duration {d} within the wall time {wall}");
+        assert!(
+            d > 0 && d <= wall,
+            "duration {d} within the wall time {wall}"
+        );
     }
     // every event sits in its scope
     for e in by_kind(&recs, "event") {
@@ -58,22 +77,79 @@ fn chain_of_three_processes_is_one_trace() {
         assert_eq!(e["scope_id"], svc_scope[svc].0.as_str(), "{e}");
         assert_eq!(e["trace_id"], trace);
     }
-    let declined = by_kind(&recs, "event").find(|e| e["message"] == "declined").unwrap();
+    let declined = by_kind(&recs, "event")
+        .find(|e| e["message"] == "declined")
+        .unwrap();
     assert_eq!(declined["service"], "payments");
     assert_eq!(declined["fields"]["reason"], "insufficient funds");
+
+    // The same request as one tree, from the store, across the processes.
+    let tree: Value =
+        serde_json::from_str(&run_ok(sc.distlogd(&["tree", trace, "--json"]))).unwrap();
+    assert_eq!(tree["trace_id"], trace);
+    let roots = tree["scopes"].as_array().unwrap();
+    assert_eq!(roots.len(), 1, "one root: {tree:#}");
+    let root = &roots[0];
+    assert_eq!(
+        (root["service"].as_str(), root["scope_id"].as_str()),
+        (Some("checkout"), Some(a.as_str()))
+    );
+    assert_eq!(root["outcome"], "ok");
+    assert_eq!(root["name"], "step");
+    assert_eq!(root["fields"]["step"], "checkout");
+    let pay = &root["children"][0];
+    assert_eq!(
+        (pay["service"].as_str(), pay["scope_id"].as_str()),
+        (Some("payments"), Some(b.as_str()))
+    );
+    assert_eq!(pay["parent_id"], a.as_str());
+    assert_eq!(pay["outcome"], "error");
+    let bank = &pay["children"][0];
+    assert_eq!(
+        (bank["service"].as_str(), bank["outcome"].as_str()),
+        (Some("bank"), Some("ok"))
+    );
+    assert!(bank["children"].as_array().unwrap().is_empty());
+    for (s, svc) in [(root, "checkout"), (pay, "payments"), (bank, "bank")] {
+        assert_ne!(s["pid"], Value::Null);
+        let d = s["duration_ns"].as_u64().unwrap();
+        assert!(d > 0 && d <= wall);
+        let evs = s["events"].as_array().unwrap();
+        assert!(
+            evs.iter()
+                .any(|e| e["message"] == "working" && e["service"] == svc),
+            "{s:#}"
+        );
+    }
+    assert!(
+        root["duration_ns"].as_u64() >= pay["duration_ns"].as_u64(),
+        "the caller outlives its callee"
+    );
+    let pay_events = pay["events"].as_array().unwrap();
+    assert!(pay_events
+        .iter()
+        .any(|e| e["message"] == "declined" && e["level"] == "ERROR"));
 }
 
 #[test]
 fn killed_inside_a_scope_is_abandoned() {
     let dir = TempDir::new("abandon");
     let sc = Sidecar::start(&dir.join("s.sock"));
-    let mut c = sc.client(&["chain", "stuck", "--hang"]).stdout(Stdio::piped()).spawn().unwrap();
+    let mut c = sc
+        .client(&["chain", "stuck", "--hang"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
     let mut tp = String::new();
-    BufReader::new(c.stdout.take().unwrap()).read_line(&mut tp).unwrap();
+    BufReader::new(c.stdout.take().unwrap())
+        .read_line(&mut tp)
+        .unwrap();
     sc.wait_for("the scope opens", |r| by_kind(r, "scope_open").count() == 1);
     c.kill().unwrap();
     c.wait().unwrap();
-    let recs = sc.wait_for("the scope closes", |r| by_kind(r, "scope_close").count() == 1);
+    let recs = sc.wait_for("the scope closes", |r| {
+        by_kind(r, "scope_close").count() == 1
+    });
     let close = by_kind(&recs, "scope_close").next().unwrap();
     assert_eq!(close["outcome"], "abandoned");
     assert_eq!(close["scope_id"], &tp.trim()[36..52]);
@@ -84,15 +160,28 @@ fn async_tasks_hopping_threads_keep_their_scope() {
     let dir = TempDir::new("async");
     let sc = Sidecar::start(&dir.join("s.sock"));
     run_ok(sc.client(&["async", "--tasks", "8"]));
-    let recs = sc.wait_for("40 ticks", |r| r.iter().filter(|e| e["message"] == "tick").count() >= 40);
+    let recs = sc.wait_for("40 ticks", |r| {
+        r.iter().filter(|e| e["message"] == "tick").count() >= 40
+    });
     let task_of_scope: HashMap<&str, u64> = by_kind(&recs, "scope_open")
-        .map(|o| (o["scope_id"].as_str().unwrap(), o["fields"]["task"].as_u64().unwrap()))
+        .map(|o| {
+            (
+                o["scope_id"].as_str().unwrap(),
+                o["fields"]["task"].as_u64().unwrap(),
+            )
+        })
         .collect();
     assert_eq!(task_of_scope.len(), 8);
     let mut tids = std::collections::HashSet::new();
     for e in recs.iter().filter(|e| e["message"] == "tick") {
-        let scope = e["scope_id"].as_str().expect("tick inside its task's scope");
-        assert_eq!(task_of_scope[scope], e["fields"]["task"].as_u64().unwrap(), "{e}");
+        let scope = e["scope_id"]
+            .as_str()
+            .expect("tick inside its task's scope");
+        assert_eq!(
+            task_of_scope[scope],
+            e["fields"]["task"].as_u64().unwrap(),
+            "{e}"
+        );
         tids.insert(e["tid"].as_u64().unwrap());
     }
     assert!(tids.len() >= 2, "tasks ran on more than one worker thread");
