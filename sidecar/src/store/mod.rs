@@ -174,17 +174,22 @@ pub fn store_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("store")
 }
 
-/// Create `dir` (and parents) with mode 0700 if missing.
+/// Create `dir` with mode 0700 if missing; missing parents get the default
+/// mode (the data socket may live in one of them: 0700 there would lock
+/// other users' clients out).
 pub(crate) fn make_private_dir(dir: &Path) -> Result<(), StoreError> {
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|err| StoreError::Io {
-            op: "create directory",
-            path: dir.to_owned(),
-            err,
-        })
+    let io = |err| StoreError::Io {
+        op: "create directory",
+        path: dir.to_owned(),
+        err,
+    };
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(io)?;
+    }
+    match DirBuilder::new().mode(0o700).create(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => Err(io(e)),
+        _ => Ok(()),
+    }
 }
 
 /// A class name usable as a directory name: `[A-Za-z0-9_-]`, 1..=64 bytes.
