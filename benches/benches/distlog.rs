@@ -15,9 +15,20 @@ fn start_sidecar() -> Option<std::process::Child> {
     let dir = std::env::temp_dir().join(format!("distlog-criterion-{}", std::process::id()));
     std::fs::create_dir_all(&dir).ok()?;
     let sock = dir.join("d.sock");
+    let cfg = dir.join("bench.toml");
+    // One route that matches nothing: no disk store, only `--stdout`.
+    std::fs::write(
+        &cfg,
+        "[[route]]\nsink = \"stdout\"\nservice = [\"no-such-service\"]\n",
+    )
+    .ok()?;
     let child = Command::new(&bin)
         .args(["run", "--stdout", "--socket"])
         .arg(&sock)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .arg("--config")
+        .arg(&cfg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()

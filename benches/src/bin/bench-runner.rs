@@ -600,8 +600,8 @@ fn bench_distlog_threads(args: &[String]) {
 /// Where a sidecar's stdout goes.
 #[derive(Clone, Copy, PartialEq)]
 enum Out {
-    /// No `--stdout`: no sink at all (records are drained, decoded and
-    /// turned into records, then dropped).
+    /// No `--stdout`: no sink at all (records are drained, decoded,
+    /// turned into records and routed to nothing).
     None,
     /// `--stdout` into /dev/null: JSON formatting and write(2) included.
     DevNull,
@@ -611,6 +611,12 @@ enum Out {
     /// the two cores while the client is measured).
     File(&'static str),
 }
+
+/// The sidecar configuration of every benchmark: one route that matches no
+/// service, so the default route (everything into the disk store) is off.
+/// With `--stdout` records still go to stdout.
+pub const NO_STORE_TOML: &str =
+    "[[route]]\nsink = \"stdout\"\nservice = [\"distlog-bench-no-such-service\"]\n";
 
 struct Sidecar {
     child: Child,
@@ -627,6 +633,17 @@ impl Sidecar {
         c.args(["run", "--socket"])
             .arg(&socket)
             .env_remove("DISTLOG_SOCKET");
+        // No disk store: a private data dir and a route that selects
+        // nothing, so the only sink is `--stdout` when given (else records
+        // are drained, decoded, routed and dropped).
+        let cfg = dir.join("bench.toml");
+        let _ = std::fs::write(&cfg, NO_STORE_TOML);
+        c.arg("--data-dir")
+            .arg(dir.join("data"))
+            .arg("--config")
+            .arg(&cfg);
+        c.env_remove("DISTLOG_DATA_DIR")
+            .env_remove("DISTLOG_CONFIG");
         match out {
             Out::None => {
                 c.stdout(Stdio::null());
