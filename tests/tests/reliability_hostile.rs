@@ -539,7 +539,7 @@ fn rings_rewritten_at_random_while_read() {
                 hostile_push(&ring, &p);
                 c.wake();
                 n += 1;
-                if n % 64 == 0 {
+                if n.is_multiple_of(64) {
                     std::thread::sleep(Duration::from_micros(200));
                 }
             }
