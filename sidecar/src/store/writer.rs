@@ -169,6 +169,17 @@ impl StoreWriter {
         recs: &[&Record],
     ) -> Result<(u64, u64), StoreError> {
         let key = (class.to_string(), start);
+        // A partition file removed under us (the data dir deleted by hand)
+        // would silently swallow every later write: start a new file.
+        if self.open.get(&key).is_some_and(|o| !o.path.exists()) {
+            if let Some(o) = self.open.remove(&key) {
+                diag!(
+                    "store: {} was removed; starting a new one",
+                    o.path.display()
+                );
+                self.release(o);
+            }
+        }
         if !self.open.contains_key(&key) {
             let o = self.open_partition(class, start)?;
             self.open.insert(key.clone(), o);
