@@ -2,6 +2,9 @@
 //!
 //! # Per connection
 //!
+//! 0. At accept: at most `Limits::max_clients` connections, and at most
+//!    `Limits::max_conns_per_uid` of one uid (from `SO_PEERCRED`), hello or
+//!    not, so one uid cannot take every slot; beyond them `Refused` at once.
 //! 1. Who: pid, uid, gid from `SO_PEERCRED`, never from the client. A pid of
 //!    0 (the client is in another pid namespace) is replaced by the hello's
 //!    pid and its records are marked `pid_unverified`.
