@@ -70,6 +70,12 @@ pub struct RunArgs {
     #[arg(long, env = "DISTLOG_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 
+    /// Most rings all clients of one uid may hand over at once (each costs
+    /// the sidecar a file descriptor); the connection that hands one more
+    /// is closed. Default 16384.
+    #[arg(long, env = "DISTLOG_MAX_RINGS_PER_UID", value_name = "N")]
+    pub max_rings_per_uid: Option<usize>,
+
     /// TOML file with retention classes and routing rules (see
     /// distlogd.example.toml); SIGHUP reloads it. Default: everything to the
     /// store under --data-dir.

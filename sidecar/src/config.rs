@@ -50,6 +50,9 @@ impl Config {
         if let Some(d) = args.data_dir.clone().filter(|p| !p.as_os_str().is_empty()) {
             c.data_dir = d;
         }
+        if let Some(n) = args.max_rings_per_uid {
+            c.limits.max_rings_per_uid = n;
+        }
         c
     }
 }
@@ -77,6 +80,7 @@ pub fn default_data_dir() -> PathBuf {
 /// | `max_clients` | 4096 | the hello is refused ("too many clients") |
 /// | `max_conns_per_uid` | 2048 | connections of one uid (hello or not) at once; more are refused ("too many connections from uid N"), so one uid cannot take every slot of `max_clients` from the others |
 /// | `max_rings_per_client` | 256 | the client is cut off |
+/// | `max_rings_per_uid` | 16 384 | rings (each an open fd in the sidecar) of all connections of one uid; the connection that hands one more is closed, so one uid cannot exhaust the sidecar's file descriptors (`RLIMIT_NOFILE`, raised to its hard limit at start) |
 /// | `max_defs_per_client` | 65 536 | the client is cut off |
 /// | `max_open_scopes_per_client` | 65 536 | (per process) further scopes are not remembered: their `scope_close` has no `duration_ns` and no `abandoned` close |
 /// | `ring_budget` | 256 | records read from one ring per round, so a flooding client cannot starve the others |
@@ -93,6 +97,8 @@ pub struct Limits {
     pub max_conns_per_uid: usize,
     /// Rings one client may hand over.
     pub max_rings_per_client: usize,
+    /// Rings all connections of one uid may hold at once.
+    pub max_rings_per_uid: usize,
     /// Call-site definitions one client may make.
     pub max_defs_per_client: usize,
     /// Open scopes remembered per client process (for durations and
@@ -117,6 +123,7 @@ impl Default for Limits {
             max_clients: 4096,
             max_conns_per_uid: 2048,
             max_rings_per_client: 256,
+            max_rings_per_uid: 16_384,
             max_defs_per_client: 65_536,
             max_open_scopes_per_client: 65_536,
             ring_budget: 256,

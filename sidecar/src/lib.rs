@@ -92,6 +92,7 @@ pub use shutdown::Shutdown;
 /// drain, flush, remove the socket. Blocks the calling thread (it builds its
 /// own tokio runtime). A second signal during the drain exits at once.
 pub fn run_daemon(args: &cli::RunArgs) -> Result<(), server::ServerError> {
+    raise_nofile_limit();
     let config = Config::from_args(args);
     // Classes, routes (store, stdout, files) and the store, from --config.
     let router = routing::router_for_run(args.config.as_deref(), args.stdout, &config.data_dir)
@@ -116,3 +117,19 @@ pub fn run_daemon(args: &cli::RunArgs) -> Result<(), server::ServerError> {
 }
 
 use server::Server;
+
+/// Raise the soft `RLIMIT_NOFILE` to the hard limit: every client ring is
+/// an open file descriptor here (see `Limits::max_rings_per_uid`).
+fn raise_nofile_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            let _ = libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}

@@ -5,6 +5,8 @@
 //! 0. At accept: at most `Limits::max_clients` connections, and at most
 //!    `Limits::max_conns_per_uid` of one uid (from `SO_PEERCRED`), hello or
 //!    not, so one uid cannot take every slot; beyond them `Refused` at once.
+//!    A uid's connections hold at most `Limits::max_rings_per_uid` rings
+//!    (each an open fd here); the connection handing one more is closed.
 //! 1. Who: pid, uid, gid from `SO_PEERCRED`, never from the client. A pid of
 //!    0 (the client is in another pid namespace) is replaced by the hello's
 //!    pid and its records are marked `pid_unverified`.
@@ -268,11 +270,7 @@ impl Server {
                             ));
                             continue;
                         };
-                        let conn = connection(stream, next_id, ctx.clone(), shutdown.clone());
-                        conns.spawn(async move {
-                            conn.await;
-                            drop(slot);
-                        });
+                        conns.spawn(connection(stream, next_id, ctx.clone(), shutdown.clone(), slot));
                     }
                     Err(e) => {
                         // Out of fds or memory: back off instead of spinning.
@@ -320,37 +318,61 @@ fn remove_if_ours(path: &Path, id: (u64, u64)) {
     }
 }
 
-/// Open connections per uid.
-type PerUid = Arc<std::sync::Mutex<std::collections::HashMap<u32, usize>>>;
+/// What the connections of one uid hold now.
+#[derive(Debug, Default)]
+struct UidUse {
+    conns: usize,
+    rings: usize,
+}
 
-/// One connection's place in its uid's count (`Limits::max_conns_per_uid`);
-/// given back on drop, however the connection task ends.
+/// Use per uid.
+type PerUid = Arc<std::sync::Mutex<std::collections::HashMap<u32, UidUse>>>;
+
+/// One connection's share of its uid's use (`Limits::max_conns_per_uid`,
+/// `Limits::max_rings_per_uid`); given back on drop, however the
+/// connection task ends.
+#[derive(Debug)]
 struct UidSlot {
     map: PerUid,
     uid: u32,
+    held: usize,
 }
 
 impl UidSlot {
     fn take(map: &PerUid, uid: u32, limit: usize) -> Option<UidSlot> {
         let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
-        let n = m.entry(uid).or_insert(0);
-        if *n >= limit {
+        let u = m.entry(uid).or_default();
+        if u.conns >= limit {
             return None;
         }
-        *n += 1;
+        u.conns += 1;
         Some(UidSlot {
             map: map.clone(),
             uid,
+            held: 0,
         })
+    }
+
+    /// Count one more ring for this uid; false if that is over `limit`.
+    fn add_ring(&mut self, limit: usize) -> bool {
+        let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
+        let u = m.entry(self.uid).or_default();
+        if u.rings >= limit {
+            return false;
+        }
+        u.rings += 1;
+        self.held += 1;
+        true
     }
 }
 
 impl Drop for UidSlot {
     fn drop(&mut self) {
         let mut m = self.map.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(n) = m.get_mut(&self.uid) {
-            *n -= 1;
-            if *n == 0 {
+        if let Some(u) = m.get_mut(&self.uid) {
+            u.conns = u.conns.saturating_sub(1);
+            u.rings = u.rings.saturating_sub(self.held);
+            if u.conns == 0 {
                 m.remove(&self.uid);
             }
         }
@@ -394,6 +416,8 @@ enum ConnError {
     Violation(&'static str),
     #[error("more than {0} rings")]
     TooManyRings(usize),
+    #[error("its uid holds {0} rings already (--max-rings-per-uid)")]
+    TooManyRingsForUid(usize),
 }
 
 /// Receive one message. Cancel-safe: the receiver keeps partial input.
@@ -433,9 +457,17 @@ struct Conn {
     /// "pid N (service)" for messages.
     peer: String,
     rings: usize,
+    /// Its uid's share of the per-uid limits.
+    slot: UidSlot,
 }
 
-async fn connection(stream: UnixStream, id: u64, ctx: Arc<ConnCtx>, shutdown: Shutdown) {
+async fn connection(
+    stream: UnixStream,
+    id: u64,
+    ctx: Arc<ConnCtx>,
+    shutdown: Shutdown,
+    slot: UidSlot,
+) {
     let closer = Shutdown::new();
     let mut conn = Conn {
         stream,
@@ -445,6 +477,7 @@ async fn connection(stream: UnixStream, id: u64, ctx: Arc<ConnCtx>, shutdown: Sh
         registered: false,
         peer: String::new(),
         rings: 0,
+        slot,
     };
     let result = tokio::select! {
         r = conn.serve(closer.clone()) => r,
@@ -603,6 +636,11 @@ impl Conn {
                     if self.rings > self.ctx.limits.max_rings_per_client {
                         return Err(ConnError::TooManyRings(
                             self.ctx.limits.max_rings_per_client,
+                        ));
+                    }
+                    if !self.slot.add_ring(self.ctx.limits.max_rings_per_uid) {
+                        return Err(ConnError::TooManyRingsForUid(
+                            self.ctx.limits.max_rings_per_uid,
                         ));
                     }
                     let ring =

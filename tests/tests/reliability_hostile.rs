@@ -822,3 +822,58 @@ fn thousands_of_connections_from_one_uid_do_not_lock_out_others() {
     figure("connections", "refused", refused);
     assert!(sc.terminate(), "clean exit: {}", sc.stderr_text());
 }
+
+/// One uid handing thousands of rings (each an fd in the sidecar) is held
+/// to `max_rings_per_uid`: the sidecar's descriptors stay bounded and
+/// another uid is served.
+#[test]
+fn a_ring_flood_from_one_uid_is_bounded() {
+    if !nix::unistd::geteuid().is_root() {
+        println!("skipped: needs root to run a second uid (setpriv)");
+        return;
+    }
+    let dir = TempDir::new("rel-ringflood");
+    let _ = std::fs::set_permissions(&dir.0, std::os::unix::fs::PermissionsExt::from_mode(0o755));
+    let limit = 1000usize;
+    let mut cmd = std::process::Command::new(distlogd());
+    cmd.env("DISTLOG_MAX_RINGS_PER_UID", limit.to_string());
+    let mut sc = LiveSidecar::start_cmd(cmd, &dir.join("s.sock"), Arc::new(|_| false));
+    let (conns, rings) = (12u32, 200u32);
+    let mut flood = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(dl_client())
+        .args([
+            "rings-flood",
+            "--conns",
+            &conns.to_string(),
+            "--rings",
+            &rings.to_string(),
+        ])
+        .env("DISTLOG_SOCKET", &sc.socket)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(flood.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", sc.child.id()))
+        .unwrap()
+        .count();
+    let good = Good::start(&sc, "good-ringflood");
+    std::thread::sleep(Duration::from_millis(200));
+    good.check(&sc, "ring_flood");
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(
+        fds < limit + 200,
+        "the sidecar holds {fds} fds with a limit of {limit} rings per uid ({line})"
+    );
+    assert!(sc.alive(), "{}", sc.stderr_text());
+    let s = "ring_flood";
+    figure(s, "rings_offered", conns * rings);
+    figure(s, "limit_per_uid", limit);
+    figure(s, "sidecar_fds", fds);
+    figure(s, "flood_report", line.trim().replace(' ', "_"));
+    assert!(sc.terminate(), "clean exit: {}", sc.stderr_text());
+}

@@ -124,6 +124,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1000)]
         count: u32,
     },
+    /// Reliability: CONNS protocol-level connections, each handing RINGS
+    /// minimal rings (closing its own copy of each memfd at once); print
+    /// `sent N closed K` (K: connections the sidecar closed), then hold
+    /// them until killed.
+    RingsFlood {
+        #[arg(long, default_value_t = 8)]
+        conns: u32,
+        #[arg(long, default_value_t = 256)]
+        rings: u32,
+    },
 }
 
 fn burst(threads: u32, records: u64) {
@@ -231,6 +241,87 @@ fn leave_unfinished(index: u32) {
         return;
     }
     panic!("no ring {index} in this process");
+}
+
+/// Connect at the protocol level and hand `rings` minimal rings per
+/// connection (see `Cmd::RingsFlood`).
+fn rings_flood(conns: u32, rings: u32) -> ! {
+    use distlog::proto::{self, ClientMsg, Receiver, SidecarMsg};
+    use distlog::ring::{RingHeader, HEADER_BYTES, MIN_DATA_BYTES};
+    use distlog::segment::Segment;
+    use distlog::table::{TableHeader, TABLE_MAGIC, TABLE_VERSION};
+    use std::os::fd::AsFd;
+    let path = std::env::var_os("DISTLOG_SOCKET").expect("DISTLOG_SOCKET");
+    let mut held = Vec::new();
+    let mut sent = 0u64;
+    for c in 0..conns {
+        let Ok(sock) = std::os::unix::net::UnixStream::connect(&path) else {
+            continue;
+        };
+        let table = Segment::create("t", 8192).unwrap();
+        // SAFETY: a fresh page-aligned mapping larger than the header.
+        unsafe {
+            std::ptr::write(
+                table.as_ptr() as *mut TableHeader,
+                TableHeader {
+                    magic: TABLE_MAGIC,
+                    version: TABLE_VERSION,
+                    count: 0,
+                    total_bytes: 8192,
+                    committed: std::sync::atomic::AtomicU64::new(0),
+                },
+            )
+        };
+        let hello = ClientMsg::Hello {
+            version: distlog::wire::PROTOCOL_VERSION,
+            service: "ringsflood".into(),
+            pid: std::process::id(),
+            clock_tsc: false,
+            library: "dl-client".into(),
+        };
+        if proto::send(sock.as_fd(), &hello, &[table.fd()]).is_err() {
+            continue;
+        }
+        match Receiver::new().recv::<SidecarMsg>(sock.as_fd()) {
+            Ok((SidecarMsg::Welcome { .. }, _)) => {}
+            _ => continue,
+        }
+        for r in 0..rings {
+            let seg = Segment::create("r", HEADER_BYTES + MIN_DATA_BYTES).unwrap();
+            let id = [
+                u64::from(std::process::id()) << 32 | u64::from(c),
+                u64::from(r) + 1,
+            ];
+            // SAFETY: as above.
+            unsafe {
+                std::ptr::write(
+                    seg.as_ptr() as *mut RingHeader,
+                    RingHeader::new(MIN_DATA_BYTES, id, 0, r + 1),
+                )
+            };
+            let msg = ClientMsg::Ring { index: r + 1 };
+            if proto::send(sock.as_fd(), &msg, &[seg.fd()]).is_err() {
+                break;
+            }
+            sent += 1;
+        }
+        held.push((sock, table));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let mut closed = 0;
+    for (s, _) in &held {
+        s.set_nonblocking(true).unwrap();
+        let mut b = [0u8; 64];
+        match std::io::Read::read(&mut &*s, &mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => closed += 1,
+        }
+    }
+    println!("sent {sent} closed {closed}");
+    std::io::stdout().flush().unwrap();
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
+    }
 }
 
 fn main() {
@@ -417,6 +508,7 @@ fn main() {
             tracing::info!(dbg = ?vec![7u8; bytes / 4], "giant debug");
             ledger(3);
         }
+        Cmd::RingsFlood { conns, rings } => rings_flood(conns, rings),
         Cmd::Connections { count } => {
             use std::io::Read;
             let path = std::env::var_os("DISTLOG_SOCKET").expect("DISTLOG_SOCKET");
