@@ -622,6 +622,23 @@ impl Drop for MemSampler {
     }
 }
 
+/// CPU time (user + system) a process used so far, in seconds.
+pub fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name (which may hold spaces) in parentheses.
+    let rest = s.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|i| f.get(*i)?.parse::<u64>().ok())
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / hz
+}
+
 /// Parse `LEDGER key=value ...` from a client's stdout.
 pub fn parse_ledger(out: &str) -> Option<HashMap<String, u64>> {
     let line = out.lines().rev().find(|l| l.starts_with("LEDGER "))?;

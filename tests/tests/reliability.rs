@@ -67,6 +67,7 @@ fn load_many_clients_small_rings_ledger_and_memory() {
     let dir = TempDir::new("rel-load");
     let mut sc = LiveSidecar::start(&dir.join("s.sock"), |_| false);
     let mem = MemSampler::start(sc.child.id());
+    let cpu0 = cpu_seconds(sc.child.id());
     let started = Instant::now();
     let kids: Vec<Child> = (0..clients)
         .map(|_| {
@@ -88,6 +89,7 @@ fn load_many_clients_small_rings_ledger_and_memory() {
     let pids: Vec<u32> = kids.iter().map(|c| c.id()).collect();
     let outs: Vec<String> = kids.into_iter().map(finish).collect();
     let wall = started.elapsed();
+    let sidecar_cpu = cpu_seconds(sc.child.id()) - cpu0;
     let (mut attempted, mut stored, mut lost) = (0u64, 0u64, 0u64);
     for (pid, out) in pids.iter().zip(&outs) {
         let (_, w, d) = check_client(&sc, *pid, out, 0);
@@ -121,6 +123,11 @@ fn load_many_clients_small_rings_ledger_and_memory() {
         s,
         "stored_per_s",
         (stored as f64 / wall.as_secs_f64()).round() as u64,
+    );
+    figure(
+        s,
+        "sidecar_cpu_percent",
+        (100.0 * sidecar_cpu / wall.as_secs_f64()).round() as u64,
     );
     figure(s, "sidecar_peak_vmrss_kib", peak.vm_rss_kib);
     figure(s, "sidecar_peak_rssanon_kib", peak.rss_anon_kib);
