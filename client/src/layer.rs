@@ -231,7 +231,7 @@ pub(crate) fn ensure_open(d: &ScopeData) {
         remote_parent: d.remote,
     };
     runtime::write_record(|ctx| {
-        let n = postcard::to_slice(&head, &mut ctx.buf[..]).ok()?.len();
+        let n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
         let end = n + d.fields.len();
         if end > ctx.buf.len() {
             return None;
@@ -255,8 +255,8 @@ fn close_record(d: &ScopeData) {
             tid: ctx.tid,
             outcome,
         };
-        postcard::to_slice(&head, &mut ctx.buf[..])
-            .ok()
+        Encoder::new(&mut ctx.buf[..], &head)
+            .finish()
             .map(|s| s.len())
     });
 }

@@ -273,8 +273,8 @@ impl Scope {
                 tid: ctx.tid,
                 outcome,
             };
-            postcard::to_slice(&head, &mut ctx.buf[..])
-                .ok()
+            Encoder::new(&mut ctx.buf[..], &head)
+                .finish()
                 .map(|s| s.len())
         });
     }

@@ -338,11 +338,6 @@ impl<'b> Encoder<'b> {
         self.bytes(s.as_bytes());
     }
 
-    #[inline(always)]
-    fn trace(&mut self, t: &TraceId) {
-        self.bytes(t);
-    }
-
     #[inline]
     fn head(&mut self, h: &Head) {
         match *h {
@@ -383,14 +378,19 @@ impl<'b> Encoder<'b> {
                 ref trace,
                 remote_parent,
             } => {
-                self.byte(1);
-                self.varint(callsite as u64);
-                self.varint(ts);
-                self.varint(tid as u64);
-                self.varint(scope);
-                self.varint(parent);
-                self.trace(trace);
-                self.byte(remote_parent as u8);
+                // At most 1 + 5 + 10 + 5 + 10 + 10 + 16 + 1 = 58 bytes, under
+                // one bounds check (every `put_varint` below has its 10).
+                let Some(out) = self.room(58) else { return };
+                out[0] = 1;
+                let mut i = 1;
+                i += put_varint(&mut out[i..], callsite as u64);
+                i += put_varint(&mut out[i..], ts);
+                i += put_varint(&mut out[i..], tid as u64);
+                i += put_varint(&mut out[i..], scope);
+                i += put_varint(&mut out[i..], parent);
+                out[i..i + 16].copy_from_slice(trace);
+                out[i + 16] = remote_parent as u8;
+                self.len += i + 17;
             }
             Head::ScopeRecord { scope, ts } => {
                 self.byte(2);
@@ -403,14 +403,19 @@ impl<'b> Encoder<'b> {
                 tid,
                 outcome,
             } => {
-                self.byte(3);
-                self.varint(scope);
-                self.varint(ts);
-                self.varint(tid as u64);
-                self.byte(match outcome {
+                // At most 1 + 10 + 10 + 5 + 1 = 27 bytes; 32 so that the
+                // last `put_varint` has its 10 bytes of room.
+                let Some(out) = self.room(32) else { return };
+                out[0] = 3;
+                let mut i = 1;
+                i += put_varint(&mut out[i..], scope);
+                i += put_varint(&mut out[i..], ts);
+                i += put_varint(&mut out[i..], tid as u64);
+                out[i] = match outcome {
                     Outcome::Ok => 0,
                     Outcome::Error => 1,
-                });
+                };
+                self.len += i + 1;
             }
         }
     }
@@ -660,12 +665,38 @@ mod tests {
                 trace: [1; 16],
                 remote_parent: true,
             },
+            Head::ScopeOpen {
+                callsite: u32::MAX,
+                ts: u64::MAX,
+                tid: u32::MAX,
+                scope: u64::MAX,
+                parent: u64::MAX,
+                trace: [0xff; 16],
+                remote_parent: false,
+            },
             Head::ScopeRecord { scope: 300, ts: 9 },
+            Head::ScopeRecord {
+                scope: u64::MAX,
+                ts: u64::MAX,
+            },
             Head::ScopeClose {
                 scope: 1,
                 ts: 2,
                 tid: 3,
                 outcome: Outcome::Error,
+            },
+            Head::ScopeClose {
+                scope: u64::MAX,
+                ts: u64::MAX,
+                tid: u32::MAX,
+                outcome: Outcome::Ok,
+            },
+            Head::Event {
+                callsite: u32::MAX,
+                ts: u64::MAX,
+                tid: u32::MAX,
+                scope: u64::MAX,
+                trace: Some([0xff; 16]),
             },
         ];
         for h in &heads {
