@@ -7,7 +7,7 @@ use std::process::Stdio;
 
 use distlog_tests::*;
 
-fn events<'a>(recs: &'a [Value], pid: u32) -> Vec<&'a Value> {
+fn events(recs: &[Value], pid: u32) -> Vec<&Value> {
     of_pid(recs, pid, "event").collect()
 }
 
