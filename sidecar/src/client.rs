@@ -261,6 +261,18 @@ impl AttachedRing {
             match self.busy_since {
                 Some((p, t)) if p == pos && (self.writer_gone || t.elapsed() >= BUSY_GRACE) => {
                     if !self.reader.skip_busy() {
+                        // The rest of the ring cannot be read: count what
+                        // its writers committed behind the unreadable slot
+                        // (their own `written` counter, a hint) as lost,
+                        // so the loss is reported, not silent.
+                        // Relaxed: a counter read as a hint.
+                        let written = self
+                            .reader
+                            .header()
+                            .prod
+                            .written
+                            .load(std::sync::atomic::Ordering::Relaxed);
+                        self.gaps_unreported += written.saturating_sub(self.ledger.read);
                         return Err(RingError::BadRecord {
                             pos,
                             why: "a record was reserved by a writer that died before writing its length",

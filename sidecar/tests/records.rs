@@ -339,3 +339,50 @@ fn pid_from_another_namespace_is_marked_unverified() {
     assert_eq!(r[0]["pid"], std::process::id());
     assert_eq!(r[0]["pid_unverified"], true);
 }
+
+#[test]
+fn a_shared_ring_slot_reserved_by_a_writer_that_died_at_once_is_counted_lost() {
+    // A writer of the shared ring that dies between reserving its slot (the
+    // CAS on write_pos) and writing even the BUSY word leaves a record of
+    // unknown length: the ring cannot be read past it. The records other
+    // threads committed behind it must be reported lost, not vanish.
+    use distlog::ring::{record_bytes, FLAG_SHARED};
+    let mut sc = Sidecar::start("deadslot");
+    let mut c = TestClient::connect(&sc.socket, "svc-deadslot").expect("welcome");
+    let site = c.event_site(Level::Info, "t", 1, &["n"]);
+    let (seg, _) = new_ring_seg(MIN_DATA_BYTES, 0, FLAG_SHARED);
+    let ring = TestRing::over(seg);
+    c.event(&ring, site, now_ns(), 1, &[Field::Idx(0, Value::U64(0))]);
+    // The dead writer's reservation: 16 bytes, header never written.
+    ring.hdr.prod.write_pos.fetch_add(
+        record_bytes(12) as u64,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    for n in 1..=3u64 {
+        c.event(&ring, site, now_ns(), 2, &[Field::Idx(0, Value::U64(n))]);
+    }
+    c.hand(seg, 0);
+    drop(c);
+    let all = sc
+        .wait_until("the record before the slot and a loss of 3", |all| {
+            let lost: u64 = all
+                .iter()
+                .filter(|v| v["kind"] == "loss")
+                .map(|v| v["fields"]["lost"].as_u64().unwrap())
+                .sum();
+            lost >= 3
+        })
+        .to_vec();
+    let events: Vec<_> = all.iter().filter(|v| v["kind"] == "event").collect();
+    assert_eq!(
+        events.len(),
+        1,
+        "only the record before the dead slot is readable"
+    );
+    let lost: u64 = all
+        .iter()
+        .filter(|v| v["kind"] == "loss")
+        .map(|v| v["fields"]["lost"].as_u64().unwrap())
+        .sum();
+    assert_eq!(lost, 3, "the three records behind it are counted: {all:?}");
+}
