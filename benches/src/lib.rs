@@ -253,5 +253,3 @@ macro_rules! tracing_event {
         tracing::info!(target: "bench", a = $i as i64, b = 42u64, s = "short", "message text")
     };
 }
-
-pub mod wire_fast;

@@ -1148,18 +1148,44 @@ fn count_ops(args: &[String]) {
     }
 }
 
-/// The encoding step alone: distlog's postcard encoder against the
-/// hand-written one in `distlog_benches::wire_fast` (same bytes).
+/// The encoding step alone: `postcard` through serde (what the client used
+/// first) against the client's hand-written encoder (same bytes, checked by
+/// `client/src/wire.rs`'s `same_bytes_as_postcard`).
 fn bench_encode() {
-    use distlog_benches::wire_fast::{encode_fast, encode_postcard};
+    use distlog::wire::{Encoder, Field, Head, Value};
+    fn event(ts: u64) -> Head {
+        Head::Event {
+            callsite: 3,
+            ts,
+            tid: 12345,
+            scope: 0,
+            trace: None,
+        }
+    }
+    fn fields(a: i64) -> [Field<'static>; 4] {
+        [
+            Field::Idx(0, Value::Str("message text")),
+            Field::Idx(1, Value::I64(a)),
+            Field::Idx(2, Value::U64(42)),
+            Field::Idx(3, Value::Str("short")),
+        ]
+    }
     let (b, n) = shape();
     let mut buf = [0u8; 256];
     let s = measure(b, n, |i| {
-        std::hint::black_box(encode_postcard(&mut buf, i << 20, i as i64));
+        let mut len = postcard::to_slice(&event(i << 20), &mut buf[..]).map_or(0, |s| s.len());
+        for f in fields(i as i64) {
+            len += postcard::to_slice(&f, &mut buf[len..]).map_or(0, |s| s.len());
+        }
+        std::hint::black_box(len);
     });
-    Sample::new("encode.event", "postcard (client today)", s).emit();
+    Sample::new("encode.event", "postcard (serde)", s).emit();
     let s = measure(b, n, |i| {
-        std::hint::black_box(encode_fast(&mut buf, i << 20, i as i64));
+        let mut e = Encoder::new(&mut buf, &event(i << 20));
+        for f in fields(i as i64) {
+            e.field(&f);
+        }
+        std::hint::black_box(e.finish().map_or(0, |b| b.len()));
     });
-    Sample::new("encode.event", "hand-written (proposed)", s).emit();
+    Sample::new("encode.event", "distlog Encoder (hand-written)", s).emit();
 }
