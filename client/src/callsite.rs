@@ -120,7 +120,7 @@ pub struct DynSite<'a> {
     pub message: Option<&'a str>,
 }
 
-impl DynSite<'_> {
+impl<'a> DynSite<'a> {
     /// A content hash that needs no allocation.
     fn hash(&self) -> u64 {
         use std::hash::{Hash, Hasher};
@@ -149,6 +149,21 @@ impl DynSite<'_> {
             && k.message.as_deref() == self.message
             && k.fields.len() == self.fields.len()
             && k.fields.iter().zip(self.fields).all(|(a, b)| a == b)
+    }
+
+    /// The table entry for this site (its id is set by the table).
+    pub(crate) fn def(&self) -> crate::wire::CallsiteDef<'a> {
+        crate::wire::CallsiteDef {
+            id: 0,
+            kind: self.kind,
+            level: self.level,
+            name: self.name,
+            target: self.target,
+            file: self.file,
+            line: self.line,
+            fields: self.fields.to_vec(),
+            message: self.message,
+        }
     }
 
     fn key(&self) -> DynKey {

@@ -27,17 +27,7 @@ pub fn register_event(
     line: Option<u32>,
     fields: &[&str],
 ) -> Option<u32> {
-    let p = runtime::process()?;
-    p.register_dyn(&DynSite {
-        kind: CallsiteKind::Event,
-        level,
-        name,
-        target,
-        file,
-        line,
-        fields,
-        message: None,
-    })
+    register_dyn(CallsiteKind::Event, level, target, name, file, line, fields)
 }
 
 /// Register (or find) a scope call site described at run time.
@@ -49,9 +39,20 @@ pub fn register_scope(
     line: Option<u32>,
     fields: &[&str],
 ) -> Option<u32> {
-    let p = runtime::process()?;
-    p.register_dyn(&DynSite {
-        kind: CallsiteKind::Scope,
+    register_dyn(CallsiteKind::Scope, level, target, name, file, line, fields)
+}
+
+fn register_dyn(
+    kind: CallsiteKind,
+    level: Level,
+    target: &str,
+    name: &str,
+    file: Option<&str>,
+    line: Option<u32>,
+    fields: &[&str],
+) -> Option<u32> {
+    let site = DynSite {
+        kind,
         level,
         name,
         target,
@@ -59,7 +60,8 @@ pub fn register_scope(
         line,
         fields,
         message: None,
-    })
+    };
+    runtime::process()?.register_dyn(&site)
 }
 
 /// Register a call site that lives for the program under `key` (the address

@@ -33,7 +33,7 @@ use crate::proto::{self, ClientMsg, SidecarMsg};
 use crate::ring::{self, Push, RawMemory, RingHeader, Writer};
 use crate::segment::Segment;
 use crate::table::{TableHeader, TableWriter, TABLE_HEADER_BYTES, TABLE_MAGIC, TABLE_VERSION};
-use crate::wire::{CallsiteDef, PROTOCOL_VERSION};
+use crate::wire::PROTOCOL_VERSION;
 
 /// Default size of one thread's ring. At a burst of one million records a
 /// second of ~64 bytes each, 256 KiB absorbs a 4 ms stall of the sidecar
@@ -348,17 +348,7 @@ impl Process {
             crate::callsite::remember_dyn(self.generation, site, *id);
             return Some(*id);
         }
-        let mut def = CallsiteDef {
-            id: 0,
-            kind: site.kind,
-            level: site.level,
-            name: site.name,
-            target: site.target,
-            file: site.file,
-            line: site.line,
-            fields: site.fields.to_vec(),
-            message: site.message,
-        };
+        let mut def = site.def();
         let id = self
             .table
             .writer
@@ -384,17 +374,7 @@ impl Process {
         if let Some(id) = self.statics.get(key) {
             return Some(id);
         }
-        let mut def = CallsiteDef {
-            id: 0,
-            kind: site.kind,
-            level: site.level,
-            name: site.name,
-            target: site.target,
-            file: site.file,
-            line: site.line,
-            fields: site.fields.to_vec(),
-            message: site.message,
-        };
+        let mut def = site.def();
         let id = w.append(&mut def).ok()?;
         self.statics.insert(key, id);
         Some(id)

@@ -70,6 +70,10 @@ impl Segment {
     /// Create, allocate, seal and map a segment of `len` bytes (a multiple
     /// of the page size).
     pub fn create(name: &str, len: usize) -> Result<Segment, SegmentError> {
+        Self::make(name, len, SealFlag::F_SEAL_SEAL)
+    }
+
+    fn make(name: &str, len: usize, extra_seals: SealFlag) -> Result<Segment, SegmentError> {
         let cname = std::ffi::CString::new(name).unwrap_or_default();
         let fd = memfd_create(
             &cname,
@@ -87,9 +91,7 @@ impl Segment {
         .map_err(sys("fallocate"))?;
         fcntl(
             fd.as_raw_fd(),
-            FcntlArg::F_ADD_SEALS(
-                SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
-            ),
+            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | extra_seals),
         )
         .map_err(sys("F_ADD_SEALS"))?;
         Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
@@ -164,25 +166,7 @@ impl Segment {
     /// Create like [`Segment::create`] but leave sealing against writes
     /// possible (no `F_SEAL_SEAL`), for [`Segment::seal_future_write`].
     pub fn create_sealable(name: &str, len: usize) -> Result<Segment, SegmentError> {
-        let cname = std::ffi::CString::new(name).unwrap_or_default();
-        let fd = memfd_create(
-            &cname,
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-        )
-        .map_err(sys("memfd_create"))?;
-        nix::fcntl::fallocate(
-            fd.as_raw_fd(),
-            nix::fcntl::FallocateFlags::empty(),
-            0,
-            len as i64,
-        )
-        .map_err(sys("fallocate"))?;
-        fcntl(
-            fd.as_raw_fd(),
-            FcntlArg::F_ADD_SEALS(SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW),
-        )
-        .map_err(sys("F_ADD_SEALS"))?;
-        Self::map(fd, len, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+        Self::make(name, len, SealFlag::empty())
     }
 
     /// Base address (page-aligned).
