@@ -77,13 +77,17 @@ fn level_num(l: &tracing_core::Level) -> u8 {
 /// `Targets` from `EnvFilter` directives, leaving out span-field
 /// directives (they need `tracing` spans).
 fn targets_of(directives: &str) -> Targets {
-    directives
+    let text = directives
         .split(',')
         .filter(|d| !d.contains('[') && !d.trim().is_empty())
         .collect::<Vec<_>>()
-        .join(",")
-        .parse::<Targets>()
-        .unwrap_or_else(|_| Targets::new().with_default(LevelFilter::INFO))
+        .join(",");
+    // Under catch_unwind: the upstream parser panics on some text (a
+    // multi-byte character where it slices), found by the fuzzer.
+    std::panic::catch_unwind(|| text.parse::<Targets>())
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_else(|| Targets::new().with_default(LevelFilter::INFO))
 }
 
 fn max_of(t: &Targets) -> u8 {
@@ -112,6 +116,19 @@ pub(crate) fn set(directives: &str) {
     }));
 }
 
+/// Parse directives under `catch_unwind`: tracing-subscriber 0.3.23's
+/// parser panics on some text (a multi-byte character where it slices a
+/// string, in every build; a `debug_assert` in its directive ordering that a
+/// repeated literal field match trips, in debug builds), found by
+/// `fuzz/fuzz_targets/directives.rs`. Bad directives must be an error, not
+/// a panic in the user's process.
+pub(crate) fn parse_env(text: &str) -> Result<EnvFilter, String> {
+    match std::panic::catch_unwind(|| crate::directive_parser().parse(text)) {
+        Ok(r) => r.map_err(|e| e.to_string()),
+        Err(_) => Err("the directive parser failed on these directives".into()),
+    }
+}
+
 /// Remember how to swap the `tracing` filter (set by `install`).
 pub(crate) fn set_reloader(f: Reloader) {
     let _ = RELOAD.set(f);
@@ -122,7 +139,7 @@ pub(crate) fn set_reloader(f: Reloader) {
     // so the newest filter wins (the reload does not touch STATE).
     let Some(state) = STATE.get() else { return };
     let st = state.read().unwrap_or_else(|e| e.into_inner());
-    if let (Some(r), Ok(env)) = (RELOAD.get(), EnvFilter::builder().parse(&st.current)) {
+    if let (Some(r), Ok(env)) = (RELOAD.get(), parse_env(&st.current)) {
         let _ = r(env);
     }
 }
@@ -146,9 +163,7 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
         return Ok(());
     }
     let text = d.filter.clone().unwrap_or_else(|| st.startup.clone());
-    let env = EnvFilter::builder()
-        .parse(&text)
-        .map_err(|e| e.to_string())?;
+    let env = parse_env(&text)?;
     st.targets = targets_of(&text);
     st.current = text.clone();
     st.traces = d.traces.clone();
@@ -293,5 +308,19 @@ where
     }
     fn on_close(&self, id: tracing_core::span::Id, cx: Context<'_, S>) {
         self.env().on_close(id, cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_that_panics_the_upstream_parser_is_an_error() {
+        // Found by fuzz/fuzz_targets/directives.rs: tracing-subscriber 0.3.23
+        // slices inside the multi-byte character and panics.
+        let text = "$war,\n\n\n\n\n\n\n\nk\u{26d4}\u{18}\u{0}tr}]=";
+        assert!(parse_env(text).is_err());
+        let _ = targets_of(text);
     }
 }

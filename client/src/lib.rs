@@ -103,6 +103,26 @@ pub fn init(service: &str) -> Result<Guard, Error> {
     builder(service).install()
 }
 
+/// The parser for filter directives (`EnvFilter` syntax) that distlog uses
+/// everywhere: the client's start-up filter, the sidecar's validation of
+/// `distlogd ctl` directives, and the client applying them.
+///
+/// Field values in span-field directives (`[span{field=value}]=trace`)
+/// match literally, not as regular expressions: compiling a regular
+/// expression can take exponential time and memory (the fuzzer found a
+/// directive that ran for minutes and grew past 1.5 GB), and directives
+/// reach every client of a host from the control socket.
+///
+/// # Examples
+///
+/// ```
+/// let f = distlog::directive_parser().parse("info,[checkout{order=42}]=trace").unwrap();
+/// assert!(f.to_string().contains("checkout"));
+/// ```
+pub fn directive_parser() -> tracing_subscriber::filter::Builder {
+    tracing_subscriber::EnvFilter::builder().with_regex(false)
+}
+
 /// A [`Builder`] to configure the client before starting it.
 pub fn builder(service: &str) -> Builder {
     Builder {
@@ -232,12 +252,10 @@ impl Builder {
     /// logger.
     pub fn install(self) -> Result<Guard, Error> {
         let directives = self.directives();
-        let env = tracing_subscriber::EnvFilter::builder()
-            .parse(&directives)
-            .map_err(|e| Error::BadFilter {
-                directives: directives.clone(),
-                msg: e.to_string(),
-            })?;
+        let env = filter::parse_env(&directives).map_err(|msg| Error::BadFilter {
+            directives: directives.clone(),
+            msg,
+        })?;
         let layer = self.layer()?;
         let verbosity = filter::Verbosity::new(env);
         let cell = verbosity.cell();
