@@ -303,6 +303,25 @@ int distlog_callsite_enabled(const distlog_callsite *cs);
 void distlog_callsite_log(const distlog_callsite *cs, const char *message,
                           const distlog_field *fields, size_t nfields);
 
+/* The static part of one DISTLOG_EVENT call site: a distlog_callsite and
+ * the field keys of its first call, which the call site's definition names
+ * once so that later calls send values by position only (a key that
+ * differs from the first call's is sent by name, as before). Initialised
+ * statically by DISTLOG_EVENT; the library writes only the internal
+ * members. Not for direct use. */
+typedef struct distlog_event_callsite {
+    distlog_callsite cs;
+    const void *internal_keys; /* written by the library: NULL = new */
+} distlog_event_callsite;
+
+#define DISTLOG_EVENT_CALLSITE_INIT(level, target, message) \
+    {DISTLOG_CALLSITE_INIT(level, target, message, 0u), NULL}
+
+/* Write an event of a DISTLOG_EVENT call site with its own message (what
+ * DISTLOG_EVENT calls). Bad arguments drop the record. */
+void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field *fields,
+                                size_t nfields);
+
 /* The global level gate: two relaxed loads and a compare. */
 #if defined(__GNUC__) || defined(__clang__)
 #define DISTLOG_INTERNAL_MAX_LEVEL() \
@@ -317,10 +336,10 @@ void distlog_callsite_log(const distlog_callsite *cs, const char *message,
  * fields/nfields are evaluated only when the level is on. */
 #define DISTLOG_EVENT(level, target, message, fields, nfields)                                   \
     do {                                                                                         \
-        static distlog_callsite distlog_internal_cs =                                           \
-            DISTLOG_CALLSITE_INIT(level, target, message, 0u);                                  \
+        static distlog_event_callsite distlog_internal_cs =                                     \
+            DISTLOG_EVENT_CALLSITE_INIT(level, target, message);                                 \
         if (DISTLOG_LEVEL_ON(level))                                                             \
-            distlog_callsite_log(&distlog_internal_cs, NULL, (fields), (nfields));               \
+            distlog_event_callsite_log(&distlog_internal_cs, (fields), (nfields));               \
     } while (0)
 
 /* Longest formatted message of the printf macros, NUL included; longer

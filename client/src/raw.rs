@@ -106,6 +106,26 @@ pub fn enabled(level: Level, target: &str) -> bool {
 /// Write an event of call site `callsite` in the calling thread's current
 /// scope. `message`, when given, is written as field `message`.
 pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
+    event_with(callsite, |enc| {
+        if let Some(m) = message {
+            enc.field(&Field::Named(
+                "message",
+                crate::wire::Value::Str(crate::layer::clip(m)),
+            ));
+        }
+        for f in fields {
+            enc.field(&clip_field(f));
+        }
+    });
+}
+
+/// Write an event of call site `callsite` in the calling thread's current
+/// scope, its fields appended by `fields` straight into the record (no
+/// `Field` array in between: the C API's static call sites). `fields` may
+/// run twice (once more with a bigger buffer when the record did not fit
+/// the stack one), and should cut long strings with [`clip`].
+#[inline]
+pub fn event_with(callsite: u32, fields: impl Fn(&mut Encoder<'_>)) {
     let cur = scope::current();
     runtime::write_record(|ctx| {
         let head = Head::Event {
@@ -116,17 +136,16 @@ pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
             trace: cur.map(|c| c.trace),
         };
         let mut enc = Encoder::new(ctx.buf, &head);
-        if let Some(m) = message {
-            enc.field(&Field::Named(
-                "message",
-                crate::wire::Value::Str(crate::layer::clip(m)),
-            ));
-        }
-        for f in fields {
-            enc.field(&clip_field(f));
-        }
+        fields(&mut enc);
         enc.finish().map(|b| b.len())
     });
+}
+
+/// `s` cut to the longest string value a record carries (16 KiB, at a
+/// char boundary), so one giant field cannot cost the whole record.
+#[inline]
+pub fn clip(s: &str) -> &str {
+    crate::layer::clip(s)
 }
 
 /// Cut long string values (see `layer::MAX_STR`), so one giant field

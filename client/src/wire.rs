@@ -474,35 +474,53 @@ impl<'b> Encoder<'b> {
     #[inline]
     pub fn field(&mut self, f: &Field<'_>) {
         match *f {
-            Field::Idx(idx, ref v) => {
-                // Variant, index and an integer value under one bounds
-                // check (at most 1 + 3 + 1 + 10 bytes).
-                let Some(out) = self.room(16) else { return };
-                out[0] = 0;
-                let mut i = 1 + put_varint(&mut out[1..], idx as u64);
-                match *v {
-                    Value::I64(x) => {
-                        out[i] = 0;
-                        i += 1 + put_varint(&mut out[i + 1..], ((x << 1) ^ (x >> 63)) as u64);
-                    }
-                    Value::U64(x) => {
-                        out[i] = 1;
-                        i += 1 + put_varint(&mut out[i + 1..], x);
-                    }
-                    _ => {
-                        self.len += i;
-                        self.value(v);
-                        return;
-                    }
-                }
-                self.len += i;
-            }
+            Field::Idx(idx, ref v) => self.field_idx(idx, v),
             Field::Named(name, ref v) => {
                 self.byte(1);
                 self.str(name);
                 self.value(v);
             }
         }
+    }
+
+    /// Append `Field::Idx(idx, v)`, with one bounds check for an integer or
+    /// a string value. Always inlined: the C API's per-field loop calls it
+    /// directly, where [`Self::field`]'s whole body is not inlined.
+    #[inline(always)]
+    pub fn field_idx(&mut self, idx: u16, v: &Value<'_>) {
+        let text = match *v {
+            Value::Str(s) => s.as_bytes(),
+            _ => &[],
+        };
+        // Variant, index, value tag, then a varint (an integer or the
+        // string's length: at most 1 + 3 + 1 + 10 bytes) and the text.
+        let Some(out) = self.room(16 + text.len()) else {
+            return;
+        };
+        out[0] = 0;
+        let mut i = 1 + put_varint(&mut out[1..], idx as u64);
+        match *v {
+            Value::I64(x) => {
+                out[i] = 0;
+                i += 1 + put_varint(&mut out[i + 1..], ((x << 1) ^ (x >> 63)) as u64);
+            }
+            Value::U64(x) => {
+                out[i] = 1;
+                i += 1 + put_varint(&mut out[i + 1..], x);
+            }
+            Value::Str(_) => {
+                out[i] = 4;
+                i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
+                out[i..i + text.len()].copy_from_slice(text);
+                i += text.len();
+            }
+            _ => {
+                self.len += i;
+                self.value(v);
+                return;
+            }
+        }
+        self.len += i;
     }
 
     /// Append `Field::Idx(idx, Value::Str(text))` where the text is what
@@ -724,6 +742,14 @@ mod tests {
                 Value::U128(u128::MAX),
             ];
             for (i, v) in vals.iter().enumerate() {
+                let mut a = [0u8; 1024];
+                let want = postcard::to_slice(&Field::Idx(i as u16 * 97, *v), &mut a)
+                    .unwrap()
+                    .to_vec();
+                let mut b = [0u8; 1024];
+                let mut e = Encoder::fields_only(&mut b);
+                e.field_idx(i as u16 * 97, v);
+                assert_eq!(e.finish().unwrap(), &want[..], "field_idx {v:?}");
                 for f in [Field::Idx(i as u16 * 97, *v), Field::Named(s, *v)] {
                     let mut a = [0u8; 1024];
                     let want = postcard::to_slice(&f, &mut a).unwrap().to_vec();

@@ -3,10 +3,10 @@
 //! fields to wire fields. No other module casts raw pointers.
 
 use std::borrow::Cow;
-use std::ffi::CStr;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 
-use distlog::wire::{Field, Level, Value};
+use distlog::wire::{Encoder, Field, Level, Value};
 
 use crate::result::distlog_result;
 
@@ -88,8 +88,17 @@ pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     }
     // SAFETY: non-null, and the caller promises a NUL-terminated string
     // valid for 'a.
-    let c = unsafe { CStr::from_ptr(p) };
-    Some(String::from_utf8_lossy(c.to_bytes()))
+    let b = unsafe { CStr::from_ptr(p) }.to_bytes();
+    // Short ASCII text (keys, most values) is checked inline; the general
+    // UTF-8 check, and the lossy one after it, cost several times more.
+    if b.len() <= 32 && b.is_ascii() {
+        // SAFETY: ASCII is UTF-8.
+        return Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) }));
+    }
+    Some(match std::str::from_utf8(b) {
+        Ok(s) => Cow::Borrowed(s),
+        Err(_) => String::from_utf8_lossy(b),
+    })
 }
 
 /// A C string as `&str` only when it is valid UTF-8 (no allocation).
@@ -271,6 +280,101 @@ pub(crate) unsafe fn with_fields<R>(
         })
         .collect();
     f(&wire)
+}
+
+/// The field keys a `DISTLOG_EVENT` call site registered on its first call,
+/// by position; `None` where that call skipped the field (a NULL key or an
+/// unknown type): that position always goes by name.
+#[derive(Debug)]
+pub(crate) struct Keys(Box<[Option<CString>]>);
+
+impl Keys {
+    /// The keys of `fields`, copied.
+    ///
+    /// # Safety
+    ///
+    /// As [`with_fields`].
+    pub(crate) unsafe fn of(fields: &[distlog_field]) -> Keys {
+        Keys(
+            fields
+                .iter()
+                // SAFETY: forwarded from our caller; the key is non-null
+                // (raw_field) and a string valid for the call.
+                .map(|f| unsafe { raw_field(f) }.map(|(k, _)| unsafe { CStr::from_ptr(k) }.into()))
+                .collect(),
+        )
+    }
+
+    /// The names for the call site's definition (lossy UTF-8, as the
+    /// same key sent by name would be; "" where there is no key, a position
+    /// never sent by index).
+    pub(crate) fn names(&self) -> Vec<Cow<'_, str>> {
+        self.0
+            .iter()
+            .map(|k| {
+                k.as_deref()
+                    .map_or(Cow::Borrowed(""), |k| k.to_string_lossy())
+            })
+            .collect()
+    }
+
+    /// Whether `key` (non-null) has the text registered at position `i`.
+    ///
+    /// # Safety
+    ///
+    /// `key` is a NUL-terminated string valid for the call.
+    #[inline]
+    unsafe fn is(&self, i: usize, key: *const c_char) -> bool {
+        let Some(Some(want)) = self.0.get(i) else {
+            return false;
+        };
+        // Byte by byte, NUL included, stopping at the first difference: a
+        // byte of `key` is read only when all before it matched `want`'s,
+        // which hold no NUL, so the read stays inside `key`'s string. (Not
+        // a pointer compare: the contract lets a key be a buffer whose text
+        // changes between calls.)
+        want.as_bytes_with_nul()
+            .iter()
+            .enumerate()
+            // SAFETY: see above; `j` is at most the length of `key`.
+            .all(|(j, &b)| unsafe { *key.add(j) } as u8 == b)
+    }
+}
+
+/// Append `fields` to `enc`, each by its position in `keys` when its key
+/// is the one registered there, else by name. Skipped, `(null)` and lossy
+/// as in [`with_fields`]; long strings clipped.
+///
+/// # Safety
+///
+/// As [`with_fields`].
+#[inline]
+pub(crate) unsafe fn encode_fields(enc: &mut Encoder<'_>, keys: &Keys, fields: &[distlog_field]) {
+    for (i, fl) in fields.iter().enumerate() {
+        // SAFETY: forwarded from our caller.
+        let Some((k, v)) = (unsafe { raw_field(fl) }) else {
+            continue;
+        };
+        let text: Cow<'_, str>;
+        let value = match v {
+            Raw::Num(v) => v,
+            Raw::Str(p) if p.is_null() => Value::Str(NULL_STR),
+            Raw::Str(p) => {
+                // SAFETY: p non-null, string promised by our caller.
+                text = unsafe { cstr(p) }.unwrap_or_default();
+                Value::Str(distlog::raw::clip(&text))
+            }
+        };
+        // SAFETY: k non-null (raw_field), string promised by our caller.
+        if unsafe { keys.is(i, k) } {
+            // At most MAX_FIELDS (128) fields, so the index fits.
+            enc.field_idx(i as u16, &value);
+        } else {
+            // SAFETY: as above.
+            let name = unsafe { cstr(k) }.unwrap_or_default();
+            enc.field(&Field::Named(distlog::raw::clip(&name), value));
+        }
+    }
 }
 
 #[cfg(test)]

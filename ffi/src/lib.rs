@@ -26,7 +26,10 @@ pub mod scope;
 
 pub use conv::{distlog_field, distlog_field_type, distlog_value, MAX_FIELDS};
 pub use init::{distlog_enabled, distlog_init, distlog_max_level, distlog_shutdown};
-pub use log::{distlog_callsite, distlog_callsite_enabled, distlog_callsite_log, distlog_log};
+pub use log::{
+    distlog_callsite, distlog_callsite_enabled, distlog_callsite_log, distlog_event_callsite,
+    distlog_event_callsite_log, distlog_log,
+};
 pub use result::{distlog_result, distlog_result_str};
 pub use scope::{
     distlog_scope, distlog_scope_close, distlog_scope_open, distlog_scope_open_with_state,

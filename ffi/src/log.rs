@@ -14,11 +14,11 @@
 
 use std::borrow::Cow;
 use std::os::raw::{c_char, c_int};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use distlog::wire::{CallsiteKind, Level};
 
-use crate::conv::{self, distlog_field};
+use crate::conv::{self, distlog_field, Keys};
 use crate::init::level_on;
 use crate::panic::ffi_panic_boundary;
 
@@ -118,7 +118,7 @@ impl distlog_callsite {
         match self.id_plus_one.load(Ordering::Acquire) {
             0 => {
                 // SAFETY: forwarded from our caller.
-                let id = unsafe { self.register(level) }?;
+                let id = unsafe { self.register(level, &[]) }?;
                 // Release pairs with the Acquire load above.
                 self.id_plus_one
                     .store(id.wrapping_add(1), Ordering::Release);
@@ -133,7 +133,7 @@ impl distlog_callsite {
     /// As [`Self::id`].
     #[cold]
     #[inline(never)]
-    unsafe fn register(&self, level: Level) -> Option<u32> {
+    unsafe fn register(&self, level: Level, fields: &[&str]) -> Option<u32> {
         // SAFETY: NULL or a literal, forwarded from our caller.
         let target = unsafe { conv::cstr(self.target) }?;
         // SAFETY: as above.
@@ -157,7 +157,7 @@ impl distlog_callsite {
             &name,
             file.as_deref(),
             file.as_ref().map(|_| self.line),
-            &[],
+            fields,
             // A literal message belongs to the call site; a printf template
             // is the site's name and each event carries its text.
             if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 {
@@ -166,6 +166,121 @@ impl distlog_callsite {
                 None
             },
         )
+    }
+}
+
+/// The static part of a `DISTLOG_EVENT` call site (the header's
+/// `distlog_event_callsite`): a [`distlog_callsite`] and the field keys of
+/// its first call. Those keys become the field list of the call site's
+/// definition, so a later call whose key at position `i` is the same text
+/// sends its value as `Field::Idx(i)` (no key in the record); any other key
+/// goes by name. A separate type (not a member added to
+/// `distlog_callsite`) so that programs built against the old header,
+/// whose call sites are smaller, keep calling the old functions safely.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Debug)]
+pub struct distlog_event_callsite {
+    /// The call site.
+    pub cs: distlog_callsite,
+    /// The first call's keys (a leaked `Box<Keys>`, never freed: the call
+    /// site is a static); NULL = not registered yet. Written by the
+    /// library, once.
+    keys: AtomicPtr<Keys>,
+}
+
+impl distlog_event_callsite {
+    /// The call-site id and its registered keys, registering on first use.
+    ///
+    /// # Safety
+    ///
+    /// As [`distlog_callsite::id`]; `fields` as for [`conv::encode_fields`].
+    #[inline]
+    unsafe fn id_keys(&self, level: Level, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
+        // Acquire pairs with the Release store of the id in
+        // `register_keys`, which comes after the keys were published.
+        let id = self.cs.id_plus_one.load(Ordering::Acquire);
+        // Acquire pairs with the Release half of the compare-exchange in
+        // `register_keys` (the `Keys` it points to is complete).
+        let keys = self.keys.load(Ordering::Acquire);
+        if id == 0 || keys.is_null() {
+            // SAFETY: forwarded from our caller.
+            return unsafe { self.register_keys(level, fields) };
+        }
+        // SAFETY: non-null, a leaked Box published once and never freed.
+        Some((id - 1, unsafe { &*keys }))
+    }
+
+    /// # Safety
+    ///
+    /// As [`Self::id_keys`].
+    #[cold]
+    #[inline(never)]
+    unsafe fn register_keys(&self, level: Level, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
+        // SAFETY: the keys are NULL or strings valid for the call (caller).
+        let mine = Box::into_raw(Box::new(unsafe { Keys::of(fields) }));
+        // Threads racing on a first call agree on the first keys published,
+        // so the definition's names are the ones every caller compares to.
+        // AcqRel: the Release half publishes our `Keys`; Acquire (also on
+        // failure) pairs with the winner's Release and lets us read its.
+        let keys = match self.keys.compare_exchange(
+            std::ptr::null_mut(),
+            mine,
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        ) {
+            Ok(_) => mine,
+            Err(won) => {
+                // SAFETY: `mine` came from Box::into_raw above and was not
+                // published.
+                drop(unsafe { Box::from_raw(mine) });
+                won
+            }
+        };
+        // SAFETY: non-null, published once and never freed.
+        let keys = unsafe { &*keys };
+        let names = keys.names();
+        let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+        // SAFETY: as `distlog_callsite::id`, forwarded from our caller.
+        let id = unsafe { self.cs.register(level, &names) }?;
+        // Release pairs with the Acquire load in `id_keys`.
+        self.cs
+            .id_plus_one
+            .store(id.wrapping_add(1), Ordering::Release);
+        Some((id, keys))
+    }
+}
+
+/// Write an event of the `DISTLOG_EVENT` call site `cs` with the call
+/// site's own message (what the macro calls). Bad arguments (NULL `cs`,
+/// `fields` NULL with `nfields > 0`, `nfields > DISTLOG_MAX_FIELDS`) drop
+/// the record.
+///
+/// # Safety
+///
+/// `cs` is NULL or points to a `distlog_event_callsite` initialised with
+/// `DISTLOG_EVENT_CALLSITE_INIT` that lives for the program (a `static`);
+/// `fields` is NULL or points to `nfields` fields whose strings are valid
+/// for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_callsite_log(
+    cs: *const distlog_event_callsite,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(site) = (unsafe { cs.as_ref() }) else { return };
+        // SAFETY: the string fields are literals (contract).
+        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
+        // SAFETY: NULL or `nfields` fields, per the contract.
+        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
+        // SAFETY: a static call site (contract), fields as above.
+        let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else { return };
+        distlog::raw::event_with(id, |enc| {
+            // SAFETY: the fields' strings are valid for the call.
+            unsafe { conv::encode_fields(enc, keys, fields) }
+        });
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use distlog_ffi::{distlog_callsite, distlog_field, distlog_value};
+use distlog_ffi::{distlog_callsite, distlog_event_callsite, distlog_field, distlog_value};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -109,7 +109,7 @@ fn struct_layouts_match() {
     );
     let out = success(&run(c_command(&exe), LIMIT));
     let want = format!(
-        "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nenums 4 4 4 4\n",
+        "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nevent_callsite {} {} 0 {}\nenums 4 4 4 4\n",
         size_of::<distlog_field>(),
         align_of::<distlog_field>(),
         offset_of!(distlog_field, key),
@@ -125,6 +125,9 @@ fn struct_layouts_match() {
         offset_of!(distlog_callsite, target),
         offset_of!(distlog_callsite, message),
         offset_of!(distlog_callsite, file),
+        size_of::<distlog_event_callsite>(),
+        align_of::<distlog_event_callsite>(),
+        size_of::<distlog_callsite>(),
     );
     assert_eq!(out, want);
 }

@@ -150,9 +150,9 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     }
     assert_eq!(worker_ids.len(), NTHREADS);
 
-    // The sidecar's records of this process: 7 in the main thread, a scope
+    // The sidecar's records of this process: 10 in the main thread, a scope
     // with PER_THREAD events per worker, the root's close.
-    let want = 7 + NTHREADS * (PER_THREAD + 2) + 1;
+    let want = 10 + NTHREADS * (PER_THREAD + 2) + 1;
     let mut recs: Vec<Value> = Vec::new();
     let deadline = Instant::now() + LIMIT;
     while recs.len() < want && Instant::now() < deadline {
@@ -237,6 +237,16 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     assert_eq!(bytes.len(), 1);
     assert_eq!(bytes[0]["message"], "bad \u{FFFD} bytes");
     assert_eq!(bytes[0]["fields"], json!({"k\u{FFFD}": "v\u{FFFD}"}));
+    let keys = find(&|r| r["target"] == "demo::keys");
+    let keys: Vec<_> = keys.iter().map(|r| &r["fields"]).collect();
+    assert_eq!(
+        keys,
+        [
+            &json!({"same": 0, "k0": "v", "other": "(null)"}),
+            &json!({"same": 1, "k1": "v", "third": "(null)"}),
+            &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
+        ]
+    );
     let child_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == child_id.as_str());
     assert_eq!(child_close.len(), 1);
     assert_eq!(child_close[0]["outcome"], "error");

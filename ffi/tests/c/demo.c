@@ -79,6 +79,16 @@ int main(void) {
     /* Not UTF-8: carried lossily (U+FFFD), in the message, key and value. */
     distlog_field bad[1] = {DISTLOG_FIELD_STR("k\xff", "v\xfe")};
     distlog_log(DISTLOG_LEVEL_INFO, "demo::bytes", "bad \xff bytes", bad, 1);
+    /* One call site, keys that change between calls: the first call's keys
+     * are the call site's (values by position), the others go by name, also
+     * from the same buffer now holding other text, or not UTF-8. */
+    for (int k = 0; k < 3; k++) {
+        char key[8];
+        snprintf(key, sizeof key, k == 2 ? "k\xff" : "k%d", k);
+        distlog_field kf[3] = {DISTLOG_FIELD_I64("same", k), DISTLOG_FIELD_STR(key, "v"),
+                               DISTLOG_FIELD_STR(k == 1 ? "third" : "other", NULL)};
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::keys", "keys", kf, 3);
+    }
     distlog_scope_close(child, DISTLOG_OUTCOME_ERROR);
 
     pthread_t t[NTHREADS];

@@ -15,6 +15,8 @@ int main(void) {
            offsetof(distlog_callsite, flags), offsetof(distlog_callsite, line),
            offsetof(distlog_callsite, target), offsetof(distlog_callsite, message),
            offsetof(distlog_callsite, file));
+    printf("event_callsite %zu %zu %zu %zu\n", sizeof(distlog_event_callsite), _Alignof(distlog_event_callsite),
+           offsetof(distlog_event_callsite, cs), offsetof(distlog_event_callsite, internal_keys));
     printf("enums %zu %zu %zu %zu\n", sizeof(distlog_result), sizeof(distlog_level), sizeof(distlog_field_type),
            sizeof(distlog_outcome));
     return 0;
