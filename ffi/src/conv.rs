@@ -328,17 +328,27 @@ impl Keys {
         let Some(Some(want)) = self.0.get(i) else {
             return false;
         };
-        // Byte by byte, NUL included, stopping at the first difference: a
-        // byte of `key` is read only when all before it matched `want`'s,
-        // which hold no NUL, so the read stays inside `key`'s string. (Not
-        // a pointer compare: the contract lets a key be a buffer whose text
-        // changes between calls.)
-        want.as_bytes_with_nul()
-            .iter()
-            .enumerate()
-            // SAFETY: see above; `j` is at most the length of `key`.
-            .all(|(j, &b)| unsafe { *key.add(j) } as u8 == b)
+        // SAFETY: forwarded from our caller.
+        unsafe { same_text(key, want) }
     }
+}
+
+/// Whether the C string `p` has the text of `want`. Not a pointer compare:
+/// the contract lets a string be a buffer whose text changes between calls.
+///
+/// # Safety
+///
+/// `p` is a NUL-terminated string valid for the call.
+#[inline]
+pub(crate) unsafe fn same_text(p: *const c_char, want: &CStr) -> bool {
+    // Byte by byte, NUL included, stopping at the first difference: a byte
+    // of `p` is read only when all before it matched `want`'s, which hold
+    // no NUL, so the read stays inside `p`'s string.
+    want.to_bytes_with_nul()
+        .iter()
+        .enumerate()
+        // SAFETY: see above; `j` is at most the length of `p`.
+        .all(|(j, &b)| unsafe { *p.add(j) } as u8 == b)
 }
 
 /// Append `fields` to `enc`, each by its position in `keys` when its key
@@ -348,7 +358,7 @@ impl Keys {
 /// # Safety
 ///
 /// As [`with_fields`].
-#[inline]
+#[inline(always)]
 pub(crate) unsafe fn encode_fields(enc: &mut Encoder<'_>, keys: &Keys, fields: &[distlog_field]) {
     for (i, fl) in fields.iter().enumerate() {
         // SAFETY: forwarded from our caller.

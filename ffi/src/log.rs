@@ -13,10 +13,12 @@
 //! asks [`distlog::raw::boosted`], a thread-local look at the current scope.
 
 use std::borrow::Cow;
+use std::cell::RefCell;
+use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use distlog::wire::{CallsiteKind, Level};
+use distlog::wire::{CallsiteKind, Field, Level, Value};
 
 use crate::conv::{self, distlog_field, Keys};
 use crate::init::level_on;
@@ -52,6 +54,34 @@ pub struct distlog_callsite {
     pub file: *const c_char,
 }
 
+/// Whether a call site at `level` is enabled, its directives' verdict
+/// cached in `interest` as `(epoch << 1) | enabled` (0 = never computed):
+/// `directives_allow` runs only when the directives changed since (the
+/// filter epoch moved). A site the directives disable can still be enabled
+/// for one request (a boosted scope, a thread-local look).
+#[inline]
+fn cached_verdict(
+    interest: &AtomicU32,
+    level: Level,
+    directives_allow: impl FnOnce() -> bool,
+) -> bool {
+    // The epoch's low 31 bits (it starts at 1, so 0 = "not computed"
+    // until it wraps after 2^31 directive changes).
+    let epoch = (distlog::raw::filter_epoch() as u32) << 1;
+    // Relaxed: the cache only ever holds a verdict computed under the
+    // epoch stored with it; a stale read just recomputes.
+    let cached = interest.load(Ordering::Relaxed);
+    let by_directives = if cached & !1 == epoch {
+        cached & 1 == 1
+    } else {
+        let on = directives_allow();
+        // Relaxed: see above.
+        interest.store(epoch | u32::from(on), Ordering::Relaxed);
+        on
+    };
+    by_directives || distlog::raw::boosted(level)
+}
+
 impl distlog_callsite {
     /// The level and whether the filter lets this call site through.
     ///
@@ -74,23 +104,10 @@ impl distlog_callsite {
     /// As [`Self::enabled`].
     #[inline]
     unsafe fn evaluate(&self, level: Level) -> bool {
-        // The epoch's low 31 bits (it starts at 1, so 0 = "not computed"
-        // until it wraps after 2^31 directive changes).
-        let epoch = (distlog::raw::filter_epoch() as u32) << 1;
-        // Relaxed: the cache only ever holds a verdict computed under the
-        // epoch stored with it; a stale read just recomputes.
-        let cached = self.interest.load(Ordering::Relaxed);
-        let by_directives = if cached & !1 == epoch {
-            cached & 1 == 1
-        } else {
-            // SAFETY: forwarded from our caller.
-            let on = unsafe { self.directives_allow(level) };
-            // Relaxed: see above.
-            self.interest
-                .store(epoch | u32::from(on), Ordering::Relaxed);
-            on
-        };
-        by_directives || distlog::raw::boosted(level)
+        // SAFETY: forwarded from our caller.
+        cached_verdict(&self.interest, level, || unsafe {
+            self.directives_allow(level)
+        })
     }
 
     /// # Safety
@@ -336,9 +353,67 @@ pub unsafe extern "C" fn distlog_callsite_log(
     }
 }
 
-/// Write an event described at run time: the convenient, slower path
-/// (every call looks its call site up by content). `message` may be NULL
-/// (no message). Bad arguments (level outside 1..=5, NULL target, `fields`
+/// One `distlog_log` call site as this thread last saw it: its level and
+/// target, the directives' verdict, and once enabled its id and the keys
+/// of its first enabled call (sent by position from then on, as for
+/// `DISTLOG_EVENT`).
+#[derive(Debug)]
+struct RuntimeSite {
+    level: Level,
+    target: CString,
+    /// As `distlog_callsite::interest`.
+    interest: AtomicU32,
+    registered: Option<(u32, Keys)>,
+}
+
+/// Slots of the per-thread cache of `distlog_log` call sites (direct
+/// mapped by the target's address and level; a collision just looks the
+/// site up again).
+const RUNTIME_SLOTS: usize = 16;
+
+thread_local! {
+    static RUNTIME_SITES: RefCell<[Option<RuntimeSite>; RUNTIME_SLOTS]> =
+        const { RefCell::new([const { None }; RUNTIME_SLOTS]) };
+}
+
+impl RuntimeSite {
+    /// # Safety
+    ///
+    /// `target` is a NUL-terminated string valid for the call.
+    unsafe fn new(level: Level, target: *const c_char) -> RuntimeSite {
+        RuntimeSite {
+            level,
+            // SAFETY: forwarded from our caller.
+            target: unsafe { CStr::from_ptr(target) }.into(),
+            interest: AtomicU32::new(0),
+            registered: None,
+        }
+    }
+
+    /// The id and keys, registering on the first enabled call.
+    ///
+    /// # Safety
+    ///
+    /// As [`conv::encode_fields`] for `fields`.
+    unsafe fn registered(&mut self, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
+        if self.registered.is_none() {
+            // SAFETY: forwarded from our caller.
+            let keys = unsafe { Keys::of(fields) };
+            let names = keys.names();
+            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            let target = self.target.to_string_lossy();
+            let id =
+                distlog::raw::register_event(self.level, &target, "event", None, None, &names)?;
+            self.registered = Some((id, keys));
+        }
+        self.registered.as_ref().map(|(id, keys)| (*id, keys))
+    }
+}
+
+/// Write an event described at run time: the convenient, slower path (the
+/// call site is found by its target's text in a small per-thread cache,
+/// and registered by content on a miss). `message` may be NULL (no
+/// message). Bad arguments (level outside 1..=5, NULL target, `fields`
 /// NULL with `nfields > 0`, `nfields > DISTLOG_MAX_FIELDS`) drop the record.
 ///
 /// # Safety
@@ -355,20 +430,38 @@ pub unsafe extern "C" fn distlog_log(
 ) {
     ffi_panic_boundary! {
         let Some(level) = conv::level(level) else { return };
-        if !level_on(level) {
-            return;
-        }
-        // SAFETY: NULL or a string, per the contract.
-        let Some(target) = (unsafe { conv::cstr(target) }) else { return };
-        if !distlog::raw::enabled(level, &target) {
+        if !level_on(level) || target.is_null() {
             return;
         }
         // SAFETY: NULL or `nfields` fields, per the contract.
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
-        let Some(id) = distlog::raw::register_event(level, &target, "event", None, None, &[]) else { return };
-        // SAFETY: NULL or a string, per the contract.
-        let msg = unsafe { conv::cstr(message) };
-        // SAFETY: the fields' strings are valid for the call.
-        unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
+        let slot = ((target as usize >> 3) ^ level as usize) % RUNTIME_SLOTS;
+        let _ = RUNTIME_SITES.try_with(|sites| {
+            // Busy only when this thread is already inside distlog_log (a
+            // signal handler): that record is dropped, as a nested write
+            // would be.
+            let Ok(mut sites) = sites.try_borrow_mut() else { return };
+            let site = match &mut sites[slot] {
+                // SAFETY: target is non-null and a string (contract).
+                Some(s) if s.level == level && unsafe { conv::same_text(target, &s.target) } => s,
+                // SAFETY: as above.
+                other => other.insert(unsafe { RuntimeSite::new(level, target) }),
+            };
+            let allow = || distlog::raw::enabled_by_directives(level, &site.target.to_string_lossy());
+            if !cached_verdict(&site.interest, level, allow) {
+                return;
+            }
+            // SAFETY: the fields' strings are valid for the call.
+            let Some((id, keys)) = (unsafe { site.registered(fields) }) else { return };
+            // SAFETY: NULL or a string, per the contract.
+            let msg = unsafe { conv::cstr(message) };
+            distlog::raw::event_with(id, |enc| {
+                if let Some(m) = &msg {
+                    enc.field(&Field::Named("message", Value::Str(distlog::raw::clip(m))));
+                }
+                // SAFETY: the fields' strings are valid for the call.
+                unsafe { conv::encode_fields(enc, keys, fields) }
+            });
+        });
     }
 }

@@ -150,9 +150,9 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     }
     assert_eq!(worker_ids.len(), NTHREADS);
 
-    // The sidecar's records of this process: 10 in the main thread, a scope
+    // The sidecar's records of this process: 13 in the main thread, a scope
     // with PER_THREAD events per worker, the root's close.
-    let want = 10 + NTHREADS * (PER_THREAD + 2) + 1;
+    let want = 13 + NTHREADS * (PER_THREAD + 2) + 1;
     let mut recs: Vec<Value> = Vec::new();
     let deadline = Instant::now() + LIMIT;
     while recs.len() < want && Instant::now() < deadline {
@@ -245,6 +245,18 @@ fn c_records_reach_the_sidecar_like_rust_records() {
             &json!({"same": 0, "k0": "v", "other": "(null)"}),
             &json!({"same": 1, "k1": "v", "third": "(null)"}),
             &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
+        ]
+    );
+    let rt: Vec<_> = find(&|r| r["message"] == "rt")
+        .iter()
+        .map(|r| (r["target"].clone(), r["fields"].clone()))
+        .collect();
+    assert_eq!(
+        rt,
+        [
+            (json!("demo::rt0"), json!({"n": 0})),
+            (json!("demo::rt1"), json!({"n": 1})),
+            (json!("demo::rt0"), json!({"n2": 2})),
         ]
     );
     let child_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == child_id.as_str());

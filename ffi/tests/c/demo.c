@@ -89,6 +89,14 @@ int main(void) {
                                DISTLOG_FIELD_STR(k == 1 ? "third" : "other", NULL)};
         DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::keys", "keys", kf, 3);
     }
+    /* distlog_log caches its call sites by the target's text: one buffer
+     * holding two targets in turn, and keys that change. */
+    for (int k = 0; k < 3; k++) {
+        char target[16];
+        snprintf(target, sizeof target, "demo::rt%d", k % 2);
+        distlog_field kf[1] = {DISTLOG_FIELD_I64(k == 2 ? "n2" : "n", k)};
+        distlog_log(DISTLOG_LEVEL_INFO, target, "rt", kf, 1);
+    }
     distlog_scope_close(child, DISTLOG_OUTCOME_ERROR);
 
     pthread_t t[NTHREADS];
