@@ -66,6 +66,7 @@ impl ScopeData {
 }
 
 /// The innermost entered scope of this thread.
+#[inline]
 pub(crate) fn current() -> Option<Current> {
     LOCAL
         .try_with(|l| {
