@@ -352,14 +352,20 @@ pub(crate) unsafe fn same_text(p: *const c_char, want: &CStr) -> bool {
 }
 
 /// Append `fields` to `enc`, each by its position in `keys` when its key
-/// is the one registered there, else by name. Skipped, `(null)` and lossy
-/// as in [`with_fields`]; long strings clipped.
+/// is the one registered there (sent as index `first + position`: the call
+/// site's field list may start with names of its own), else by name.
+/// Skipped, `(null)` and lossy as in [`with_fields`]; long strings clipped.
 ///
 /// # Safety
 ///
 /// As [`with_fields`].
 #[inline(always)]
-pub(crate) unsafe fn encode_fields(enc: &mut Encoder<'_>, keys: &Keys, fields: &[distlog_field]) {
+pub(crate) unsafe fn encode_fields(
+    enc: &mut Encoder<'_>,
+    keys: &Keys,
+    first: u16,
+    fields: &[distlog_field],
+) {
     for (i, fl) in fields.iter().enumerate() {
         // SAFETY: forwarded from our caller.
         let Some((k, v)) = (unsafe { raw_field(fl) }) else {
@@ -377,8 +383,9 @@ pub(crate) unsafe fn encode_fields(enc: &mut Encoder<'_>, keys: &Keys, fields: &
         };
         // SAFETY: k non-null (raw_field), string promised by our caller.
         if unsafe { keys.is(i, k) } {
-            // At most MAX_FIELDS (128) fields, so the index fits.
-            enc.field_idx(i as u16, &value);
+            // At most MAX_FIELDS (128) fields after `first` (0 or 1), so
+            // the index fits.
+            enc.field_idx(first + i as u16, &value);
         } else {
             // SAFETY: as above.
             let name = unsafe { cstr(k) }.unwrap_or_default();

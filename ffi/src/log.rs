@@ -18,7 +18,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use distlog::wire::{CallsiteKind, Field, Level, Value};
+use distlog::wire::{CallsiteKind, Level, Value};
 
 use crate::conv::{self, distlog_field, Keys};
 use crate::init::level_on;
@@ -296,7 +296,7 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
         let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else { return };
         distlog::raw::event_with(id, |enc| {
             // SAFETY: the fields' strings are valid for the call.
-            unsafe { conv::encode_fields(enc, keys, fields) }
+            unsafe { conv::encode_fields(enc, keys, 0, fields) }
         });
     }
 }
@@ -355,8 +355,8 @@ pub unsafe extern "C" fn distlog_callsite_log(
 
 /// One `distlog_log` call site as this thread last saw it: its level and
 /// target, the directives' verdict, and once enabled its id and the keys
-/// of its first enabled call (sent by position from then on, as for
-/// `DISTLOG_EVENT`).
+/// of its first enabled call. Its field list is `message` then those keys,
+/// so the message and the fields go by position (as for `DISTLOG_EVENT`).
 #[derive(Debug)]
 struct RuntimeSite {
     level: Level,
@@ -400,7 +400,11 @@ impl RuntimeSite {
             // SAFETY: forwarded from our caller.
             let keys = unsafe { Keys::of(fields) };
             let names = keys.names();
-            let names: Vec<&str> = names.iter().map(|n| &**n).collect();
+            // The message first: sent by index, the sidecar shows a field
+            // named "message" as the record's message.
+            let names: Vec<&str> = std::iter::once("message")
+                .chain(names.iter().map(|n| &**n))
+                .collect();
             let target = self.target.to_string_lossy();
             let id =
                 distlog::raw::register_event(self.level, &target, "event", None, None, &names)?;
@@ -457,10 +461,10 @@ pub unsafe extern "C" fn distlog_log(
             let msg = unsafe { conv::cstr(message) };
             distlog::raw::event_with(id, |enc| {
                 if let Some(m) = &msg {
-                    enc.field(&Field::Named("message", Value::Str(distlog::raw::clip(m))));
+                    enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
                 }
                 // SAFETY: the fields' strings are valid for the call.
-                unsafe { conv::encode_fields(enc, keys, fields) }
+                unsafe { conv::encode_fields(enc, keys, 1, fields) }
             });
         });
     }
