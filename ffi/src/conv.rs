@@ -367,31 +367,69 @@ pub(crate) unsafe fn encode_fields(
     fields: &[distlog_field],
 ) {
     for (i, fl) in fields.iter().enumerate() {
-        // SAFETY: forwarded from our caller.
-        let Some((k, v)) = (unsafe { raw_field(fl) }) else {
+        if fl.key.is_null() {
             continue;
-        };
-        let text: Cow<'_, str>;
-        let value = match v {
-            Raw::Num(v) => v,
-            Raw::Str(p) if p.is_null() => Value::Str(NULL_STR),
-            Raw::Str(p) => {
-                // SAFETY: p non-null, string promised by our caller.
-                text = unsafe { cstr(p) }.unwrap_or_default();
-                Value::Str(distlog::raw::clip(&text))
+        }
+        // SAFETY: the key is non-null, a string promised by our caller.
+        let by_idx = unsafe { keys.is(i, fl.key) };
+        // At most MAX_FIELDS (128) fields after `first` (0 or 1), so the
+        // index fits.
+        let idx = first + i as u16;
+        // One arm per type, each with its own copy of the encoding (`put`
+        // is inlined with the value's variant known).
+        // SAFETY: in every arm, `type` names the union member the caller
+        // wrote; the key as above.
+        unsafe {
+            match fl.r#type {
+                1 => put(enc, by_idx, idx, fl.key, Value::I64(fl.value.i64)),
+                2 => put(enc, by_idx, idx, fl.key, Value::U64(fl.value.u64)),
+                3 => put(enc, by_idx, idx, fl.key, Value::F64(fl.value.f64)),
+                4 => put(enc, by_idx, idx, fl.key, Value::Bool(fl.value.boolean != 0)),
+                5 => {
+                    let p = fl.value.str;
+                    let text = if p.is_null() {
+                        Cow::Borrowed(NULL_STR)
+                    } else {
+                        // The string is valid for the call (caller).
+                        cstr(p).unwrap_or_default()
+                    };
+                    put(
+                        enc,
+                        by_idx,
+                        idx,
+                        fl.key,
+                        Value::Str(distlog::raw::clip(&text)),
+                    )
+                }
+                _ => {}
             }
-        };
-        // SAFETY: k non-null (raw_field), string promised by our caller.
-        if unsafe { keys.is(i, k) } {
-            // At most MAX_FIELDS (128) fields after `first` (0 or 1), so
-            // the index fits.
-            enc.field_idx(first + i as u16, &value);
-        } else {
-            // SAFETY: as above.
-            let name = unsafe { cstr(k) }.unwrap_or_default();
-            enc.field(&Field::Named(distlog::raw::clip(&name), value));
         }
     }
+}
+
+/// One field: by index, or by its key's name.
+///
+/// # Safety
+///
+/// `key` is a non-null NUL-terminated string valid for the call.
+#[inline(always)]
+unsafe fn put(enc: &mut Encoder<'_>, by_idx: bool, idx: u16, key: *const c_char, v: Value<'_>) {
+    if by_idx {
+        enc.field_idx(idx, &v);
+    } else {
+        // SAFETY: forwarded from our caller.
+        unsafe { put_named(enc, key, v) }
+    }
+}
+
+/// # Safety
+///
+/// As [`put`].
+#[inline(never)]
+unsafe fn put_named(enc: &mut Encoder<'_>, key: *const c_char, v: Value<'_>) {
+    // SAFETY: forwarded from our caller.
+    let name = unsafe { cstr(key) }.unwrap_or_default();
+    enc.field(&Field::Named(distlog::raw::clip(&name), v));
 }
 
 #[cfg(test)]
