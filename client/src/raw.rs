@@ -145,6 +145,10 @@ pub fn event_with(callsite: u32, fields: impl Fn(&mut Encoder<'_>)) {
 /// char boundary), so one giant field cannot cost the whole record.
 #[inline]
 pub fn clip(s: &str) -> &str {
+    // The common case inline: `layer::clip` is a call.
+    if s.len() <= crate::layer::MAX_STR {
+        return s;
+    }
     crate::layer::clip(s)
 }
 

@@ -440,11 +440,10 @@ pub unsafe extern "C" fn distlog_log(
         // SAFETY: NULL or `nfields` fields, per the contract.
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
         let slot = ((target as usize >> 3) ^ level as usize) % RUNTIME_SLOTS;
-        let _ = RUNTIME_SITES.try_with(|sites| {
-            // Busy only when this thread is already inside distlog_log (a
-            // signal handler): that record is dropped, as a nested write
-            // would be.
-            let Ok(mut sites) = sites.try_borrow_mut() else { return };
+        let cached = RUNTIME_SITES.try_with(|sites| {
+            // Busy when this thread is already inside distlog_log (a signal
+            // handler); gone while the thread exits: the uncached path.
+            let Ok(mut sites) = sites.try_borrow_mut() else { return false };
             let site = match &mut sites[slot] {
                 // SAFETY: target is non-null and a string (contract).
                 Some(s) if s.level == level && unsafe { conv::same_text(target, &s.target) } => s,
@@ -453,10 +452,10 @@ pub unsafe extern "C" fn distlog_log(
             };
             let allow = || distlog::raw::enabled_by_directives(level, &site.target.to_string_lossy());
             if !cached_verdict(&site.interest, level, allow) {
-                return;
+                return true;
             }
             // SAFETY: the fields' strings are valid for the call.
-            let Some((id, keys)) = (unsafe { site.registered(fields) }) else { return };
+            let Some((id, keys)) = (unsafe { site.registered(fields) }) else { return true };
             // SAFETY: NULL or a string, per the contract.
             let msg = unsafe { conv::cstr(message) };
             distlog::raw::event_with(id, |enc| {
@@ -466,6 +465,42 @@ pub unsafe extern "C" fn distlog_log(
                 // SAFETY: the fields' strings are valid for the call.
                 unsafe { conv::encode_fields(enc, keys, 1, fields) }
             });
+            true
         });
+        if cached != Ok(true) {
+            // SAFETY: forwarded from our caller (contract).
+            unsafe { log_uncached(level, target, message, fields) };
+        }
     }
+}
+
+/// `distlog_log` without the per-thread cache: the call site looked up by
+/// content, fields by name. The write path then counts a nested record as
+/// dropped, and writes a thread's last records while it exits.
+///
+/// # Safety
+///
+/// As [`distlog_log`]; `target` is non-null.
+#[cold]
+#[inline(never)]
+unsafe fn log_uncached(
+    level: Level,
+    target: *const c_char,
+    message: *const c_char,
+    fields: &[distlog_field],
+) {
+    // SAFETY: a string, per our caller.
+    let Some(target) = (unsafe { conv::cstr(target) }) else {
+        return;
+    };
+    if !distlog::raw::enabled(level, &target) {
+        return;
+    }
+    let Some(id) = distlog::raw::register_event(level, &target, "event", None, None, &[]) else {
+        return;
+    };
+    // SAFETY: NULL or a string, per our caller.
+    let msg = unsafe { conv::cstr(message) };
+    // SAFETY: the fields' strings are valid for the call.
+    unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
 }

@@ -150,9 +150,10 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     }
     assert_eq!(worker_ids.len(), NTHREADS);
 
-    // The sidecar's records of this process: 13 in the main thread, a scope
+    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
+    // that exits (one from its exit), a scope
     // with PER_THREAD events per worker, the root's close.
-    let want = 13 + NTHREADS * (PER_THREAD + 2) + 1;
+    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
     let mut recs: Vec<Value> = Vec::new();
     let deadline = Instant::now() + LIMIT;
     while recs.len() < want && Instant::now() < deadline {
@@ -177,7 +178,13 @@ fn c_records_reach_the_sidecar_like_rust_records() {
             "a filtered DEBUG record got through: {r}"
         );
     }
-    let main_tid = recs[0]["tid"].clone();
+    // The root scope is opened by the main thread (the rings are read in
+    // no particular order, so not simply the first record).
+    let main_tid = recs
+        .iter()
+        .find(|r| r["kind"] == "scope_open" && r["name"] == "request")
+        .map(|r| r["tid"].clone())
+        .expect("the root scope");
     assert_eq!(main_tid, json!(pid), "the main thread's tid is the pid");
     let find = |pred: &dyn Fn(&Value) -> bool| -> Vec<&Value> {
         recs.iter().filter(|r| pred(r)).collect()
@@ -257,6 +264,20 @@ fn c_records_reach_the_sidecar_like_rust_records() {
             (json!("demo::rt0"), json!({"n": 0})),
             (json!("demo::rt1"), json!({"n": 1})),
             (json!("demo::rt0"), json!({"n2": 2})),
+        ]
+    );
+    // Two rings (the thread's, then the shared one once its thread-locals
+    // are gone): read in no particular order.
+    let mut exit: Vec<_> = find(&|r| r["target"] == "demo::exit")
+        .iter()
+        .map(|r| (r["message"].to_string(), r["fields"].clone()))
+        .collect();
+    exit.sort_by(|a, b| b.0.cmp(&a.0));
+    assert_eq!(
+        exit,
+        [
+            (json!("thread start").to_string(), json!({})),
+            (json!("thread exit").to_string(), json!({"late": 1})),
         ]
     );
     let child_close = find(&|r| r["kind"] == "scope_close" && r["scope_id"] == child_id.as_str());

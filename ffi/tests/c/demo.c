@@ -43,6 +43,21 @@ static void *worker(void *arg) {
     return NULL;
 }
 
+/* Runs after the thread's Rust thread-locals are gone (glibc runs them
+ * before pthread key destructors): distlog_log must still deliver. */
+static void log_at_exit(void *arg) {
+    (void)arg;
+    distlog_field f[1] = {DISTLOG_FIELD_I64("late", 1)};
+    distlog_log(DISTLOG_LEVEL_INFO, "demo::exit", "thread exit", f, 1);
+}
+
+static void *exiting(void *arg) {
+    pthread_key_t *key = (pthread_key_t *)arg;
+    distlog_log(DISTLOG_LEVEL_INFO, "demo::exit", "thread start", NULL, 0);
+    pthread_setspecific(*key, (void *)1);
+    return NULL;
+}
+
 int main(void) {
     check(distlog_init("c-demo"), "distlog_init");
 
@@ -98,6 +113,14 @@ int main(void) {
         distlog_log(DISTLOG_LEVEL_INFO, target, "rt", kf, 1);
     }
     distlog_scope_close(child, DISTLOG_OUTCOME_ERROR);
+
+    pthread_key_t key;
+    pthread_t late;
+    if (pthread_key_create(&key, log_at_exit) != 0 || pthread_create(&late, NULL, exiting, &key) != 0 ||
+        pthread_join(late, NULL) != 0) {
+        fprintf(stderr, "exiting thread failed\n");
+        return 1;
+    }
 
     pthread_t t[NTHREADS];
     for (long i = 0; i < NTHREADS; i++) {
