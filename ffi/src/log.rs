@@ -3,7 +3,12 @@
 //!
 //! A C macro expansion owns one `static distlog_callsite`. Its first use
 //! registers it with the client (keyed by its address) and caches the id in
-//! the struct itself.
+//! the struct itself. `DISTLOG_EVENT`'s (a `distlog_event_callsite`) also
+//! registers the field keys of its first call: later calls send the values
+//! of the same keys by position, without the keys.
+//!
+//! `distlog_log` has no static to cache in: a small per-thread cache maps
+//! its target's text to the same three things (verdict, id, keys).
 //!
 //! The directives' verdict is cached in the call site together with the
 //! filter epoch it was computed under ([`distlog::raw::filter_epoch`]): the
