@@ -20,9 +20,10 @@ use std::time::{Duration, Instant};
 
 use rusqlite::{params, Connection, OpenFlags};
 
+use super::compact::kind_name;
 use super::{
     is_corrupt, make_private_dir, partition_name, rename_aside, trace_key, StoreError, StoreStats,
-    NS_PER_SEC, SCHEMA,
+    CONVERT_V1, NS_PER_SEC, SCHEMA,
 };
 use crate::record::Record;
 
@@ -55,6 +56,8 @@ struct Open {
     /// Highest sequence number stored here, per ring.
     hwm: HashMap<[u64; 2], u64>,
     last_used: Instant,
+    /// Bytes of rows committed since the checkpointer was last asked.
+    unchecked: usize,
 }
 
 /// Writes records into partition files under `<data dir>/store`.
@@ -66,7 +69,9 @@ pub struct StoreWriter {
     stats: Arc<StoreStats>,
     /// A partition not written for this long is closed.
     pub idle_close: Duration,
-    json: Vec<u8>,
+    /// The blob being encoded (reused).
+    buf: Vec<u8>,
+    checkpointer: Checkpointer,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -99,7 +104,8 @@ impl StoreWriter {
             busy,
             stats,
             idle_close: Duration::from_secs(10),
-            json: Vec::with_capacity(1024),
+            buf: Vec::with_capacity(1024),
+            checkpointer: Checkpointer::spawn()?,
         })
     }
 
@@ -188,10 +194,15 @@ impl StoreWriter {
             unreachable!("inserted above")
         };
         o.last_used = Instant::now();
-        let json = &mut self.json;
-        let r = insert_all(o, recs, json);
+        let r = insert_all(o, recs, &mut self.buf);
         match r {
-            Ok(x) => Ok(x),
+            Ok(x) => {
+                if o.unchecked >= CHECKPOINT_BYTES {
+                    o.unchecked = 0;
+                    self.checkpointer.nudge(&o.path);
+                }
+                Ok(x)
+            }
             Err(err) => {
                 // Start over with a fresh connection next time (after a full
                 // disk, an I/O error, a file changed under us).
@@ -299,6 +310,68 @@ impl Drop for StoreWriter {
     }
 }
 
+/// Ask for a checkpoint after about this many bytes of rows: the WAL then
+/// stays around this size (plus what is written while a checkpoint runs).
+const CHECKPOINT_BYTES: usize = 8 << 20;
+
+/// The writer's own automatic checkpoint, in pages, only a bound for when
+/// the checkpoint thread does not keep up (it runs on the drain thread and
+/// waits for the disk).
+const WAL_LIMIT_PAGES: u32 = 16384;
+
+/// Checkpoints WAL files on its own thread, so the drain thread never waits
+/// for the copy into the database file and its `fsync`.
+///
+/// `PRAGMA wal_checkpoint(PASSIVE)` on a connection of its own: it copies
+/// what is committed without blocking the writer (SQLite allows one writer
+/// and one checkpointer at a time); the writer starts the WAL over at its
+/// next transaction once a checkpoint copied everything. A connection is
+/// opened per checkpoint, without `CREATE` (a partition retention deleted is
+/// not made again) and closed at once, so the writer's connection stays the
+/// last one and its close removes the WAL.
+struct Checkpointer {
+    tx: std::sync::mpsc::SyncSender<PathBuf>,
+}
+
+impl Checkpointer {
+    fn spawn() -> Result<Checkpointer, StoreError> {
+        // A few pending requests are plenty: a nudge that does not fit is
+        // dropped (the next one or the writer's own bound does the work).
+        let (tx, rx) = std::sync::mpsc::sync_channel::<PathBuf>(4);
+        std::thread::Builder::new()
+            .name("distlogd-checkpoint".into())
+            .spawn(move || {
+                for path in rx {
+                    if let Err(e) = checkpoint(&path) {
+                        // A partition closed or removed meanwhile is fine;
+                        // the writer reports real write failures itself.
+                        if path.exists() {
+                            diag!("store: checkpoint of {}: {e}", path.display());
+                        }
+                    }
+                }
+            })
+            .map_err(|err| StoreError::Io {
+                op: "start checkpoint thread",
+                path: PathBuf::new(),
+                err,
+            })?;
+        Ok(Checkpointer { tx })
+    }
+
+    fn nudge(&self, path: &Path) {
+        let _ = self.tx.try_send(path.to_owned());
+    }
+}
+
+fn checkpoint(path: &Path) -> rusqlite::Result<()> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))
+}
+
 /// Open (creating with mode 0600) a partition for writing and read its
 /// high-water marks.
 fn open_rw(path: &Path) -> Result<Open, StoreError> {
@@ -329,9 +402,12 @@ fn open_rw(path: &Path) -> Result<Open, StoreError> {
     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))
         .map_err(sql)?;
     conn.execute_batch(
-        "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA temp_store=MEMORY;",
+        "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-2048; PRAGMA temp_store=MEMORY;",
     )
     .map_err(sql)?;
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_LIMIT_PAGES)
+        .map_err(sql)?;
+    conn.execute_batch(CONVERT_V1).map_err(sql)?;
     conn.execute_batch(SCHEMA).map_err(sql)?;
     let mut hwm = HashMap::new();
     {
@@ -356,12 +432,13 @@ fn open_rw(path: &Path) -> Result<Open, StoreError> {
         path: path.to_owned(),
         hwm,
         last_used: Instant::now(),
+        unchecked: 0,
     })
 }
 
 /// Insert the group in one transaction, skipping records at or below their
 /// ring's mark, and raise the marks in the same transaction.
-fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::Result<(u64, u64)> {
+fn insert_all(o: &mut Open, recs: &[&Record], buf: &mut Vec<u8>) -> rusqlite::Result<(u64, u64)> {
     let mut dups = 0u64;
     let mut stored = 0u64;
     let mut marks: Vec<([u64; 2], u64)> = Vec::new();
@@ -379,12 +456,7 @@ fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::R
                     None => marks.push((origin.ring_id, origin.seq)),
                 }
             }
-            json.clear();
-            r.write_json_line(json);
-            if json.last() == Some(&b'\n') {
-                json.pop();
-            }
-            let text = std::str::from_utf8(json).unwrap_or("{}");
+            super::compact::encode(r, buf);
             ins.execute(params![
                 r.ts.0 as i64,
                 kind_name(r.kind),
@@ -393,8 +465,10 @@ fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::R
                 r.pid,
                 r.trace_id.as_ref().map(trace_key),
                 r.scope_id.map(|s| s.0 as i64),
-                text,
+                &buf[..],
             ])?;
+            // The blob plus the columns and the index entries, roughly.
+            o.unchecked += buf.len() + 64;
             stored += 1;
         }
         let mut up = tx.prepare_cached(UPSERT_RING)?;
@@ -408,18 +482,4 @@ fn insert_all(o: &mut Open, recs: &[&Record], json: &mut Vec<u8>) -> rusqlite::R
         *m = (*m).max(seq);
     }
     Ok((stored, dups))
-}
-
-/// The schema name of a kind (`event`, `scope_open`, ...).
-pub(crate) fn kind_name(k: crate::record::Kind) -> &'static str {
-    use crate::record::Kind;
-    match k {
-        Kind::Event => "event",
-        Kind::ScopeOpen => "scope_open",
-        Kind::ScopeRecord => "scope_record",
-        Kind::ScopeClose => "scope_close",
-        Kind::Loss => "loss",
-        Kind::Control => "control",
-        Kind::Other => "other",
-    }
 }
