@@ -30,10 +30,6 @@ use crate::record::Record;
 /// Partition files open for writing; retention leaves these alone.
 pub type BusySet = Arc<Mutex<HashSet<PathBuf>>>;
 
-const INSERT: &str = "INSERT INTO records
-  (ts, kind, level, service, pid, trace, scope, json)
-  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
-
 const UPSERT_RING: &str = "INSERT INTO rings(ring_hi, ring_lo, seq) VALUES (?1, ?2, ?3)
   ON CONFLICT(ring_hi, ring_lo) DO UPDATE SET seq = max(seq, excluded.seq)";
 
@@ -69,8 +65,8 @@ pub struct StoreWriter {
     stats: Arc<StoreStats>,
     /// A partition not written for this long is closed.
     pub idle_close: Duration,
-    /// The blob being encoded (reused).
-    buf: Vec<u8>,
+    /// The blobs of one multi-row insert (reused).
+    bufs: Vec<Vec<u8>>,
     checkpointer: Checkpointer,
 }
 
@@ -104,7 +100,7 @@ impl StoreWriter {
             busy,
             stats,
             idle_close: Duration::from_secs(10),
-            buf: Vec::with_capacity(1024),
+            bufs: vec![Vec::new(); ROWS_PER_INSERT],
             checkpointer: Checkpointer::spawn()?,
         })
     }
@@ -194,7 +190,7 @@ impl StoreWriter {
             unreachable!("inserted above")
         };
         o.last_used = Instant::now();
-        let r = insert_all(o, recs, &mut self.buf);
+        let r = insert_all(o, recs, &mut self.bufs);
         match r {
             Ok(x) => {
                 if o.unchecked >= CHECKPOINT_BYTES {
@@ -438,38 +434,41 @@ fn open_rw(path: &Path) -> Result<Open, StoreError> {
 
 /// Insert the group in one transaction, skipping records at or below their
 /// ring's mark, and raise the marks in the same transaction.
-fn insert_all(o: &mut Open, recs: &[&Record], buf: &mut Vec<u8>) -> rusqlite::Result<(u64, u64)> {
+fn insert_all(
+    o: &mut Open,
+    recs: &[&Record],
+    bufs: &mut [Vec<u8>],
+) -> rusqlite::Result<(u64, u64)> {
     let mut dups = 0u64;
-    let mut stored = 0u64;
     let mut marks: Vec<([u64; 2], u64)> = Vec::new();
+    let mut fresh: Vec<&Record> = Vec::with_capacity(recs.len());
+    for r in recs {
+        if let Some(origin) = r.origin {
+            if o.hwm.get(&origin.ring_id).is_some_and(|m| origin.seq <= *m) {
+                dups += 1;
+                continue;
+            }
+            match marks.iter_mut().find(|(id, _)| *id == origin.ring_id) {
+                Some((_, s)) => *s = (*s).max(origin.seq),
+                None => marks.push((origin.ring_id, origin.seq)),
+            }
+        }
+        fresh.push(r);
+    }
     let tx = o.conn.transaction()?;
     {
-        let mut ins = tx.prepare_cached(INSERT)?;
-        for r in recs {
-            if let Some(origin) = r.origin {
-                if o.hwm.get(&origin.ring_id).is_some_and(|m| origin.seq <= *m) {
-                    dups += 1;
-                    continue;
-                }
-                match marks.iter_mut().find(|(id, _)| *id == origin.ring_id) {
-                    Some((_, s)) => *s = (*s).max(origin.seq),
-                    None => marks.push((origin.ring_id, origin.seq)),
-                }
+        let mut chunks = fresh.chunks_exact(ROWS_PER_INSERT);
+        if chunks.len() > 0 {
+            let mut ins = tx.prepare_cached(&insert_sql(ROWS_PER_INSERT))?;
+            for chunk in chunks.by_ref() {
+                o.unchecked += bind_rows(&mut ins, chunk, bufs)?;
+                ins.raw_execute()?;
             }
-            super::compact::encode(r, buf);
-            ins.execute(params![
-                r.ts.0 as i64,
-                kind_name(r.kind),
-                r.level as u8,
-                r.service,
-                r.pid,
-                r.trace_id.as_ref().map(trace_key),
-                r.scope_id.map(|s| s.0 as i64),
-                &buf[..],
-            ])?;
-            // The blob plus the columns and the index entries, roughly.
-            o.unchecked += buf.len() + 64;
-            stored += 1;
+        }
+        let mut one = tx.prepare_cached(&insert_sql(1))?;
+        for r in chunks.remainder() {
+            o.unchecked += bind_rows(&mut one, std::slice::from_ref(r), bufs)?;
+            one.raw_execute()?;
         }
         let mut up = tx.prepare_cached(UPSERT_RING)?;
         for (id, seq) in &marks {
@@ -481,5 +480,59 @@ fn insert_all(o: &mut Open, recs: &[&Record], buf: &mut Vec<u8>) -> rusqlite::Re
         let m = o.hwm.entry(id).or_insert(seq);
         *m = (*m).max(seq);
     }
-    Ok((stored, dups))
+    Ok((fresh.len() as u64, dups))
+}
+
+/// Rows per multi-row `INSERT`: one statement execution for that many
+/// rows (8 parameters each, well under SQLite's limit of 32 766).
+const ROWS_PER_INSERT: usize = 32;
+
+/// `INSERT INTO records ... VALUES (...), (...)` for `rows` rows.
+fn insert_sql(rows: usize) -> String {
+    let mut sql = String::from(
+        "INSERT INTO records (ts, kind, level, service, pid, trace, scope, json) VALUES ",
+    );
+    for i in 0..rows {
+        let p = i * 8;
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str(&format!(
+            "(?{},?{},?{},?{},?{},?{},?{},?{})",
+            p + 1,
+            p + 2,
+            p + 3,
+            p + 4,
+            p + 5,
+            p + 6,
+            p + 7,
+            p + 8
+        ));
+    }
+    sql
+}
+
+/// Bind `rows` to the parameters of an [`insert_sql`] statement, encoding
+/// the blobs into `bufs` (one per row: SQLite reads them at execution);
+/// returns roughly the bytes the rows take (blob, columns, index entries).
+fn bind_rows(
+    st: &mut rusqlite::CachedStatement<'_>,
+    rows: &[&Record],
+    bufs: &mut [Vec<u8>],
+) -> rusqlite::Result<usize> {
+    let mut bytes = 0;
+    for (i, (r, buf)) in rows.iter().zip(bufs.iter_mut()).enumerate() {
+        let p = i * 8;
+        super::compact::encode(r, buf);
+        st.raw_bind_parameter(p + 1, r.ts.0 as i64)?;
+        st.raw_bind_parameter(p + 2, kind_name(r.kind))?;
+        st.raw_bind_parameter(p + 3, r.level as u8)?;
+        st.raw_bind_parameter(p + 4, &r.service)?;
+        st.raw_bind_parameter(p + 5, r.pid)?;
+        st.raw_bind_parameter(p + 6, r.trace_id.as_ref().map(trace_key))?;
+        st.raw_bind_parameter(p + 7, r.scope_id.map(|s| s.0 as i64))?;
+        st.raw_bind_parameter(p + 8, &buf[..])?;
+        bytes += buf.len() + 64;
+    }
+    Ok(bytes)
 }
