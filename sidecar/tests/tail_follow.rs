@@ -224,6 +224,11 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
         }
         // Stored and live parts are each in order; the whole is the
         // sidecar's sequence, every record once.
-        assert_eq!(seen, want, "tail {i}: every tick exactly once, in order");
+        assert_eq!(
+            seen,
+            want,
+            "tail {i}: every tick exactly once, in order; sidecar: {}",
+            d.stderr()
+        );
     }
 }
