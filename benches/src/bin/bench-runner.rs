@@ -873,6 +873,23 @@ fn read_sidecar(child: &mut Child) -> std::thread::JoinHandle<Tally> {
     })
 }
 
+/// Log `rate` events a second for `secs` seconds, each with its realtime
+/// clock in `sent_ns`; returns how many.
+fn send_timed(rate: u64, secs: f64) -> u64 {
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "timed");
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    sent
+}
+
 /// End-to-end latency at a fixed rate: the client stamps realtime ns into
 /// a field, we read the sidecar's stdout and subtract.
 fn bench_e2e(args: &[String]) {
@@ -887,17 +904,7 @@ fn bench_e2e(args: &[String]) {
         tracing::info!(target: "bench", seq = i, "e2e warm-up");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let total = (rate as f64 * secs) as u64;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(total) {
-            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "e2e");
-            sent += 1;
-        }
-        std::thread::sleep(Duration::from_micros(50));
-    }
+    let sent = send_timed(rate, secs);
     distlog::flush(Duration::from_secs(10));
     drop(g);
     sc.signal(libc::SIGTERM);
@@ -1044,17 +1051,7 @@ fn bench_tail_follow(args: &[String]) {
         tracing::info!(target: "bench", "tail warm-up");
         std::thread::sleep(Duration::from_millis(20));
     }
-    let total = (rate as f64 * secs) as u64;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(total) {
-            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "tail");
-            sent += 1;
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
+    let sent = send_timed(rate, secs);
     distlog::flush(Duration::from_secs(10));
     // Everything printed: tail has nothing more to show once the sidecar
     // stored (and published) what the client flushed.
