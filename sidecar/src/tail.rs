@@ -46,7 +46,8 @@ pub struct TailArgs {
     pub lines: Option<String>,
 
     /// Keep printing records as they arrive (from the running sidecar's
-    /// control socket).
+    /// control socket). Subscribes before reading the store: no record is
+    /// missed or printed twice between the history and the live part.
     #[arg(short = 'f', long)]
     pub follow: bool,
 

@@ -70,6 +70,11 @@ pub struct StoreWriter {
     checkpointer: Checkpointer,
     /// Partitions this writer has opened (and so checked) before.
     checked: HashSet<PathBuf>,
+    /// Partitions a background check found damaged.
+    condemned: Arc<Mutex<HashSet<PathBuf>>>,
+    /// Files up to this size are checked before the first write, bigger
+    /// ones in the background ([`SYNC_CHECK_BYTES`]).
+    pub sync_check_bytes: u64,
 }
 
 impl std::fmt::Debug for StoreWriter {
@@ -105,6 +110,8 @@ impl StoreWriter {
             bufs: vec![Vec::new(); ROWS_PER_INSERT],
             checkpointer: Checkpointer::spawn()?,
             checked: HashSet::new(),
+            condemned: Arc::default(),
+            sync_check_bytes: SYNC_CHECK_BYTES,
         })
     }
 
@@ -185,6 +192,18 @@ impl StoreWriter {
                 self.release(o);
             }
         }
+        // A file the background check found damaged: aside, and a new one.
+        if self
+            .open
+            .get(&key)
+            .is_some_and(|o| self.is_condemned(&o.path))
+        {
+            if let Some(o) = self.open.remove(&key) {
+                let path = o.path.clone();
+                self.release(o);
+                self.set_aside(&path);
+            }
+        }
         if !self.open.contains_key(&key) {
             let o = self.open_partition(class, start)?;
             self.open.insert(key.clone(), o);
@@ -251,8 +270,12 @@ impl StoreWriter {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(path.clone());
+        // Small files are checked before use; a big one (seconds of reading)
+        // in the background, so the drain does not stall.
         let check = !self.checked.contains(&path);
-        let opened = match open_rw(&path, check) {
+        let size = std::fs::metadata(&path).map_or(0, |m| m.len());
+        let in_background = check && size > self.sync_check_bytes;
+        let opened = match open_rw(&path, check && !in_background) {
             Ok(o) => Ok(o),
             Err(StoreError::Sqlite { err, .. }) if is_corrupt(&err) => {
                 self.set_aside(&path);
@@ -264,9 +287,47 @@ impl StoreWriter {
             }
         };
         if opened.is_ok() {
+            if in_background {
+                self.check_in_background(path.clone());
+            }
             self.checked.insert(path);
         }
         opened
+    }
+
+    fn is_condemned(&self, path: &Path) -> bool {
+        self.condemned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(path)
+    }
+
+    /// `PRAGMA quick_check` of `path` on a thread of its own (read-only
+    /// connection); a damaged file is condemned: the next batch for it
+    /// moves it aside and starts a new one.
+    fn check_in_background(&self, path: PathBuf) {
+        let condemned = self.condemned.clone();
+        let spawned = std::thread::Builder::new()
+            .name("distlogd-check".into())
+            .spawn(move || {
+                let conn = Connection::open_with_flags(
+                    &path,
+                    OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                );
+                if let Err(e) = conn.and_then(|c| quick_check(&c, &path)) {
+                    if is_corrupt(&e) {
+                        condemned
+                            .lock()
+                            .unwrap_or_else(|e| e.into_inner())
+                            .insert(path);
+                    } else {
+                        diag!("store: could not check {}: {e}", path.display());
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            diag!("store: no thread to check a partition: {e}");
+        }
     }
 
     fn unbusy(&self, path: &Path) {
@@ -313,6 +374,11 @@ impl Drop for StoreWriter {
         self.close_all();
     }
 }
+
+/// Files up to this size are checked before the first write (reading them
+/// takes ~0.3 s at the ~200 MB/s measured here); bigger ones in the
+/// background (a 2.5 GB file of 10 M records took 13 s).
+const SYNC_CHECK_BYTES: u64 = 64 << 20;
 
 /// Ask for a checkpoint after about this many bytes of rows: the WAL then
 /// stays around this size (plus what is written while a checkpoint runs).
@@ -383,7 +449,9 @@ fn checkpoint(path: &Path) -> rusqlite::Result<()> {
 /// damage, and they would go down with it; a failed check is reported as
 /// corrupt (the caller moves the file aside). The check reads the whole
 /// file, so it runs once per file per writer (the first open after a
-/// start, or of a file the writer has not seen), not on every reopen.
+/// start, or of a file the writer has not seen), not on every reopen, and
+/// the caller checks big files in the background instead
+/// ([`SYNC_CHECK_BYTES`]).
 fn open_rw(path: &Path, check: bool) -> Result<Open, StoreError> {
     let sql = |err| StoreError::Sqlite {
         path: path.to_owned(),
@@ -594,22 +662,27 @@ mod tests {
     }
 
     /// A partition whose pages were damaged while the sidecar was down is
-    /// caught by the check on open, moved aside (kept, not deleted), and a
-    /// fresh file takes the new records.
-    #[test]
-    fn damaged_partition_is_moved_aside_on_open() {
-        let dir = std::env::temp_dir().join(format!("distlogd-qc-{}", std::process::id()));
+    /// caught by the check on open (before the first write for a small
+    /// file, in the background for a big one), moved aside (kept, not
+    /// deleted), and a fresh file takes the new records.
+    fn damaged_partition_is_moved_aside(sync_check_bytes: u64) {
+        let dir = std::env::temp_dir().join(format!(
+            "distlogd-qc-{}-{sync_check_bytes}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         let store = dir.join("store");
         let t0 = 1_764_104_400 * NS_PER_SEC;
         let writer = || {
-            StoreWriter::new(
+            let mut w = StoreWriter::new(
                 store.clone(),
                 Duration::from_secs(3600),
                 Arc::new(Mutex::new(Default::default())),
                 Arc::default(),
             )
-            .unwrap()
+            .unwrap();
+            w.sync_check_bytes = sync_check_bytes;
+            w
         };
         let mut w = writer();
         let old = records(t0, 3000, "old");
@@ -626,6 +699,15 @@ mod tests {
         std::fs::write(&file, &bytes).unwrap();
 
         let mut w = writer();
+        // In the background, batches may land in the damaged file (or fail
+        // on it) until the verdict; then the file goes aside.
+        let end = Instant::now() + Duration::from_secs(60);
+        while w.stats().corrupt_files.load(Ordering::Relaxed) == 0 {
+            assert!(Instant::now() < end, "the damage was not found");
+            let early = records(t0 + 5_000, 1, "early");
+            let _ = w.write(early.iter().map(|r| (r, "log")));
+            std::thread::sleep(Duration::from_millis(10));
+        }
         let new = records(t0 + 10_000, 10, "new");
         let out = w.write(new.iter().map(|r| (r, "log")));
         assert_eq!(out.stored, 10, "{:?}", out.error);
@@ -643,7 +725,20 @@ mod tests {
             true
         })
         .unwrap();
+        // The fresh file: no record of the damaged one; `early` ones only
+        // if they came after the move.
+        got.retain(|s| s != "early");
         assert_eq!(got, vec!["new".to_string(); 10], "the fresh file");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn damaged_partition_is_moved_aside_on_open() {
+        damaged_partition_is_moved_aside(SYNC_CHECK_BYTES);
+    }
+
+    #[test]
+    fn damaged_big_partition_is_moved_aside_after_a_background_check() {
+        damaged_partition_is_moved_aside(0);
     }
 }
