@@ -481,7 +481,6 @@ mod tests {
     /// old and new rows then read alike, by time and by trace.
     #[test]
     fn schema_1_files_are_read_and_converted() {
-        use std::sync::{Arc, Mutex};
         let dir = std::env::temp_dir().join(format!("distlogd-v1-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let store = store_dir(&dir);
@@ -520,13 +519,7 @@ mod tests {
         };
         assert_eq!(read(&Default::default()), ["m0", "m1", "m2", "m3"]);
         assert_eq!(read(&by_trace), ["m1", "m3"], "schema 1 trace index");
-        let mut w = StoreWriter::new(
-            store.clone(),
-            Duration::from_secs(3600),
-            Arc::new(Mutex::new(Default::default())),
-            Arc::default(),
-        )
-        .unwrap();
+        let mut w = writer::hourly_writer(&store);
         let new: Vec<_> = (4..8).map(|i| rec(i, t0)).collect();
         let out = w.write(new.iter().map(|r| (r, "log")));
         assert_eq!(out.stored, 4, "{:?}", out.error);

@@ -643,6 +643,18 @@ fn bind_rows(
     Ok(bytes)
 }
 
+/// A writer of hourly partitions under `store`, with its own counters.
+#[cfg(test)]
+pub(crate) fn hourly_writer(store: &Path) -> StoreWriter {
+    StoreWriter::new(
+        store.to_owned(),
+        Duration::from_secs(3600),
+        Arc::new(Mutex::new(Default::default())),
+        Arc::default(),
+    )
+    .expect("a store writer")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -674,13 +686,7 @@ mod tests {
         let store = dir.join("store");
         let t0 = 1_764_104_400 * NS_PER_SEC;
         let writer = || {
-            let mut w = StoreWriter::new(
-                store.clone(),
-                Duration::from_secs(3600),
-                Arc::new(Mutex::new(Default::default())),
-                Arc::default(),
-            )
-            .unwrap();
+            let mut w = hourly_writer(&store);
             w.sync_check_bytes = sync_check_bytes;
             w
         };
