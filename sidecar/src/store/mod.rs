@@ -81,7 +81,11 @@
 //! lasts), the router reports the loss as a `loss` record to the other sinks
 //! and to the store once it writes again. A file that is not a database or
 //! is corrupt is renamed aside (`<name>.corrupt-<unix seconds>`) and a new
-//! one is started; readers skip such files with a warning.
+//! one is started; readers skip such files with a warning. The first time
+//! the writer opens a partition it runs `PRAGMA quick_check` (before the
+//! first write up to 64 MiB, in the background above: a 2.5 GB file took
+//! 13 s), so damage is found before records pile onto it; what failed is
+//! said on stderr.
 
 pub mod bench;
 pub(crate) mod compact;
