@@ -6,9 +6,24 @@
 //! [`crate::query`]). Without `-n` every matching record is printed, oldest
 //! first (like journalctl); `-n N` prints the last N, `-n` alone the last 10.
 //! With `-f` the last 10 (or `-n N`) are printed, then records as they
-//! arrive, until interrupted; a record written while switching from the
-//! store to the live stream may show twice or not at all.
+//! arrive, until interrupted.
+//!
+//! # The switch from history to live: no record twice, none missed
+//!
+//! `tail -f` subscribes first, then reads the store, then prints the live
+//! records, skipping those it already printed from the store. No record is
+//! missed: the sidecar's drain hands every batch to the store before the
+//! subscription hub (the hub is its last sink), so a record published
+//! before the subscription was committed before the store was read.
+//! A record committed after subscribing can be in both; it is recognised by
+//! its whole JSON form (time to the ns, pid, tid, message, fields...) and
+//! printed once. Records that were identical in every field are
+//! indistinguishable here, and a later live one is taken for the stored
+//! one (only among the history records printed, and only once each).
+//! Live records queue in the sidecar while the store is read (8192; more
+//! are dropped and a `loss` line says how many).
 
+use std::collections::HashSet;
 use std::io::{self, Write};
 use std::path::PathBuf;
 
@@ -31,7 +46,8 @@ pub struct TailArgs {
     pub lines: Option<String>,
 
     /// Keep printing records as they arrive (from the running sidecar's
-    /// control socket).
+    /// control socket). Subscribes before reading the store: no record is
+    /// missed or printed twice between the history and the live part.
     #[arg(short = 'f', long)]
     pub follow: bool,
 
@@ -91,8 +107,22 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
         last,
         classes: args.class.clone(),
     };
+    // Subscribe before reading the store (see the module docs).
+    let live = if args.follow {
+        let ctl = crate::ctl::command::ctl_path(args.socket.as_deref(), args.ctl_socket.as_deref());
+        let wire = crate::subscribe::Filter::from_query(&filter);
+        Some((crate::ctl::command::subscribe(&ctl, wire)?, ctl))
+    } else {
+        None
+    };
+    // With -f: the JSON form of every history record printed, to skip its
+    // live copy.
+    let mut printed: HashSet<String> = HashSet::new();
     if last != Some(0) {
         match store::query(&store_dir, &filter, &q, |r| {
+            if live.is_some() {
+                printed.insert(r.to_json_line());
+            }
             match printer.print(&r, &mut out) {
                 Ok(()) => true,
                 Err(e) => {
@@ -125,12 +155,13 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
             Err(e.into())
         };
     }
-    if !args.follow {
+    let Some((rd, ctl)) = live else {
         return Ok(());
-    }
-    let ctl = crate::ctl::command::ctl_path(args.socket.as_deref(), args.ctl_socket.as_deref());
-    let wire = crate::subscribe::Filter::from_query(&filter);
-    crate::ctl::command::follow(&ctl, wire, |r| {
+    };
+    crate::ctl::command::follow_on(&ctl, rd, |r| {
+        if !printed.is_empty() && printed.remove(&r.to_json_line()) {
+            return Ok(());
+        }
         printer.print(r, &mut out)?;
         out.flush()
     })?;

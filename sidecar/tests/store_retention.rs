@@ -26,10 +26,14 @@ fn partitions(dir: &Path) -> Vec<String> {
     v
 }
 
+/// Bytes of the database files (not the open partition's `-wal`/`-shm`,
+/// which grow with every commit of the current hour whatever retention
+/// does; the closed partitions have none).
 fn bytes(dir: &Path) -> u64 {
     std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
+                .filter(|e| e.file_name().to_string_lossy().ends_with(".db"))
                 .filter_map(|e| e.metadata().ok())
                 .map(|m| m.len())
                 .sum()

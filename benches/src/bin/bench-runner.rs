@@ -66,6 +66,8 @@ fn main() {
         "distlog-threads" => bench_distlog_threads(&args),
         "drain" => bench_drain(&args),
         "e2e" => bench_e2e(&args),
+        "store" => bench_store(&args),
+        "tail-f" => bench_tail_follow(&args),
         "overload" => bench_overload(&args),
         "memory" => bench_memory(&args),
         "load-client" => load_client(&args),
@@ -625,6 +627,11 @@ struct Sidecar {
 
 impl Sidecar {
     fn start(distlogd: &str, out: Out, tag: &str) -> Sidecar {
+        Sidecar::start_with(distlogd, out, tag, NO_STORE_TOML)
+    }
+
+    /// A sidecar with `config` as its configuration file.
+    fn start_with(distlogd: &str, out: Out, tag: &str, config: &str) -> Sidecar {
         let dir = std::env::temp_dir().join(format!("distlog-bench-{}-{tag}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let socket = dir.join("d.sock");
@@ -633,11 +640,11 @@ impl Sidecar {
         c.args(["run", "--socket"])
             .arg(&socket)
             .env_remove("DISTLOG_SOCKET");
-        // No disk store: a private data dir and a route that selects
-        // nothing, so the only sink is `--stdout` when given (else records
-        // are drained, decoded, routed and dropped).
+        // A private data dir; with NO_STORE_TOML, no disk store (a route
+        // that selects nothing), so the only sink is `--stdout` when given
+        // (else records are drained, decoded, routed and dropped).
         let cfg = dir.join("bench.toml");
-        let _ = std::fs::write(&cfg, NO_STORE_TOML);
+        let _ = std::fs::write(&cfg, config);
         c.arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--config")
@@ -866,6 +873,23 @@ fn read_sidecar(child: &mut Child) -> std::thread::JoinHandle<Tally> {
     })
 }
 
+/// Log `rate` events a second for `secs` seconds, each with its realtime
+/// clock in `sent_ns`; returns how many.
+fn send_timed(rate: u64, secs: f64) -> u64 {
+    let total = (rate as f64 * secs) as u64;
+    let start = Instant::now();
+    let mut sent = 0u64;
+    while sent < total {
+        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
+        while sent < due.min(total) {
+            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "timed");
+            sent += 1;
+        }
+        std::thread::sleep(Duration::from_micros(50));
+    }
+    sent
+}
+
 /// End-to-end latency at a fixed rate: the client stamps realtime ns into
 /// a field, we read the sidecar's stdout and subtract.
 fn bench_e2e(args: &[String]) {
@@ -880,17 +904,7 @@ fn bench_e2e(args: &[String]) {
         tracing::info!(target: "bench", seq = i, "e2e warm-up");
         std::thread::sleep(Duration::from_millis(1));
     }
-    let total = (rate as f64 * secs) as u64;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(total) {
-            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "e2e");
-            sent += 1;
-        }
-        std::thread::sleep(Duration::from_micros(50));
-    }
+    let sent = send_timed(rate, secs);
     distlog::flush(Duration::from_secs(10));
     drop(g);
     sc.signal(libc::SIGTERM);
@@ -910,6 +924,153 @@ fn bench_e2e(args: &[String]) {
     if let Some(d) = sc.socket.parent() {
         let _ = std::fs::remove_dir_all(d);
     }
+}
+
+/// The store on its own: `distlogd bench-store` (the sidecar's store writer
+/// and reader, no sidecar process) writes `--records` records in batches of
+/// 4096 into a scratch directory under `--dir` (give one on the real disk:
+/// the system temp dir may be tmpfs; the file system type is in the notes),
+/// then times 20 trace lookups among them.
+fn bench_store(args: &[String]) {
+    let records: u64 = arg_or(args, "--records", if quick() { 20_000 } else { 10_000_000 });
+    let base = arg(args, "--dir")
+        .map(PathBuf::from)
+        .unwrap_or_else(std::env::temp_dir);
+    let dir = base.join(format!("distlog-bench-store-{}", std::process::id()));
+    let _ = std::fs::create_dir_all(&base);
+    let fs = Command::new("stat")
+        .args(["-f", "-c", "%T"])
+        .arg(&base)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_default();
+    let out = Command::new(distlogd_path(args))
+        .args(["bench-store", "--json", "--queries", "20", "--records"])
+        .arg(records.to_string())
+        .arg("--dir")
+        .arg(&dir)
+        .output()
+        .unwrap_or_else(|e| die(&format!("distlogd bench-store: {e}")));
+    let _ = std::fs::remove_dir_all(&dir);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let v: serde_json::Value = text
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            die(&format!(
+                "distlogd bench-store: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ))
+        });
+    let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
+    let one = |x: f64| Stats {
+        p50: x,
+        p99: x,
+        p999: x,
+        mean: x,
+        min: x,
+        n: 1,
+    };
+    Sample::new("store.ingest", "distlogd", one(num("records_per_s")))
+        .unit("records/s")
+        .with("records", v["records"].clone())
+        .with("bytes_per_record", num("bytes_per_record"))
+        .with("fs", fs)
+        .emit();
+    Sample::new(
+        "store.trace-lookup",
+        "distlogd",
+        one(num("trace_median_ms")),
+    )
+    .unit("ms")
+    .with("lookups", v["trace_lookups"].clone())
+    .with("max_ms", num("trace_max_ms"))
+    .with("among", v["records"].clone())
+    .emit();
+}
+
+/// `tail -f` latency: a sidecar storing everything, `distlogd tail -f -n 0
+/// -o json` following it through the control socket, a client writing at a
+/// fixed rate with its realtime clock in a field; latency = the line read
+/// from tail's stdout minus that stamp.
+fn bench_tail_follow(args: &[String]) {
+    let rate: u64 = arg_or(args, "--rate", 1000);
+    let secs: f64 = arg_or(args, "--secs", if quick() { 0.2 } else { 3.0 });
+    let distlogd = distlogd_path(args);
+    std::env::set_var("DISTLOG_RING_BYTES", "4m");
+    let sc = Sidecar::start_with(
+        &distlogd,
+        Out::None,
+        "tail",
+        "[[route]]\nsink = \"store\"\n",
+    );
+    let Some(dir) = sc.socket.parent().map(PathBuf::from) else {
+        die("sidecar socket has no directory")
+    };
+    let mut tail = Command::new(&distlogd)
+        .args(["tail", "-f", "-n", "0", "-o", "json", "--data-dir"])
+        .arg(dir.join("data"))
+        .arg("--socket")
+        .arg(&sc.socket)
+        .env_remove("DISTLOG_CTL_SOCKET")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| die(&format!("{distlogd} tail: {e}")));
+    let ready = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let reader = {
+        let out = tail
+            .stdout
+            .take()
+            .unwrap_or_else(|| die("tail stdout not piped"));
+        let ready = ready.clone();
+        std::thread::spawn(move || {
+            let mut lat_us = Vec::new();
+            let mut r = BufReader::new(out);
+            let mut line = String::new();
+            while r.read_line(&mut line).unwrap_or(0) > 0 {
+                if let Some(sent) = find_u64(&line, "\"sent_ns\":") {
+                    lat_us.push(realtime_ns().saturating_sub(sent) as f64 / 1e3);
+                } else {
+                    // Release: the writer's Acquire load sees the subscription
+                    // live before it starts the timed records.
+                    ready.store(true, Ordering::Release);
+                }
+                line.clear();
+            }
+            lat_us
+        })
+    };
+    let g = distlog_start(true);
+    // Until tail prints a warm-up record: subscribed, call site registered.
+    let end = Instant::now() + Duration::from_secs(10);
+    while !ready.load(Ordering::Acquire) {
+        if Instant::now() > end {
+            die("tail -f printed nothing within 10 s");
+        }
+        tracing::info!(target: "bench", "tail warm-up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = send_timed(rate, secs);
+    distlog::flush(Duration::from_secs(10));
+    // Everything printed: tail has nothing more to show once the sidecar
+    // stored (and published) what the client flushed.
+    std::thread::sleep(Duration::from_millis(500));
+    drop(g);
+    let _ = tail.kill();
+    let _ = tail.wait();
+    let mut lat = reader.join().unwrap_or_default();
+    let received = lat.len();
+    sc.stop();
+    Sample::new(
+        &format!("tail-f.{}k", rate / 1000),
+        "distlogd",
+        Stats::of(&mut lat),
+    )
+    .unit("us")
+    .with("sent", sent)
+    .with("received", received as u64)
+    .emit();
 }
 
 /// Overload: a default (256 KiB) ring, a sidecar that formats JSON into a

@@ -390,14 +390,31 @@ fn print_status(out: &mut impl Write, d: &Value) -> std::io::Result<()> {
 pub fn follow(
     ctl_socket: &Path,
     filter: Filter,
-    mut each: impl FnMut(&Record) -> std::io::Result<()>,
+    each: impl FnMut(&Record) -> std::io::Result<()>,
 ) -> Result<(), CtlError> {
-    let (reply, mut rd) = request(ctl_socket, &Request::Subscribe { filter })?;
+    let rd = subscribe(ctl_socket, filter)?;
+    follow_on(ctl_socket, rd, each)
+}
+
+/// Subscribe to the live records matching `filter`; when this returns, the
+/// sidecar publishes every record it drains from then on to the returned
+/// stream (read it with [`follow_on`]).
+pub fn subscribe(ctl_socket: &Path, filter: Filter) -> Result<BufReader<UnixStream>, CtlError> {
+    let (reply, rd) = request(ctl_socket, &Request::Subscribe { filter })?;
     if !reply.ok {
         return Err(CtlError::Refused(
             reply.error.unwrap_or_else(|| "refused".into()),
         ));
     }
+    Ok(rd)
+}
+
+/// [`follow`] on a stream [`subscribe`] returned.
+pub fn follow_on(
+    ctl_socket: &Path,
+    mut rd: BufReader<UnixStream>,
+    mut each: impl FnMut(&Record) -> std::io::Result<()>,
+) -> Result<(), CtlError> {
     let mut line = String::new();
     loop {
         line.clear();

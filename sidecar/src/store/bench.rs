@@ -36,6 +36,9 @@ pub struct BenchArgs {
     /// removed afterwards).
     #[arg(long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    /// Print the figures as one JSON object (for `bench-runner store`).
+    #[arg(long)]
+    pub json: bool,
 }
 
 fn trace_of(i: u64) -> TraceId {
@@ -116,13 +119,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         .iter()
         .map(|p| super::partition_bytes(&p.path))
         .sum::<u64>();
-    println!(
-        "ingest: {stored} records in {:.2} s (store time, excluding making the records: {:.2} s) = {:.0} records/s; {:.0} bytes/record on disk",
-        total.as_secs_f64(),
-        ingest.as_secs_f64(),
-        stored as f64 / ingest.as_secs_f64(),
-        bytes as f64 / stored.max(1) as f64
-    );
+    let rate = stored as f64 / ingest.as_secs_f64();
+    let per_record = bytes as f64 / stored.max(1) as f64;
+    if !args.json {
+        println!(
+            "ingest: {stored} records in {:.2} s (store time, excluding making the records: {:.2} s) = {rate:.0} records/s; {per_record:.0} bytes/record on disk",
+            total.as_secs_f64(),
+            ingest.as_secs_f64(),
+        );
+    }
     let mut times = Vec::new();
     for q in 0..args.queries {
         let k = (q as u64).wrapping_mul(0x2545_F491_4F6C_DD1D) % n.max(1);
@@ -140,12 +145,24 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         anyhow::ensure!(found > 0, "trace of record {k} not found");
     }
     times.sort();
-    if !times.is_empty() {
+    let ms = |d: Option<&Duration>| d.map(|d| d.as_secs_f64() * 1e3);
+    let (median, max) = (ms(times.get(times.len() / 2)), ms(times.last()));
+    if args.json {
         println!(
-            "trace query: {} lookups among {stored} records: median {:.2} ms, max {:.2} ms",
+            "{}",
+            serde_json::json!({
+                "records": stored,
+                "records_per_s": rate,
+                "bytes_per_record": per_record,
+                "trace_lookups": times.len(),
+                "trace_median_ms": median,
+                "trace_max_ms": max,
+            })
+        );
+    } else if let (Some(median), Some(max)) = (median, max) {
+        println!(
+            "trace query: {} lookups among {stored} records: median {median:.2} ms, max {max:.2} ms",
             times.len(),
-            times[times.len() / 2].as_secs_f64() * 1e3,
-            times[times.len() - 1].as_secs_f64() * 1e3
         );
     }
     if remove {

@@ -18,14 +18,18 @@ use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::types::Value;
+use rusqlite::types::{Value, ValueRef};
 use rusqlite::{Connection, OpenFlags};
 
+use super::compact::Columns;
 use super::{list_partitions, trace_key, Partition, StoreError};
 use crate::query::Filter;
 use crate::record::Record;
 
 const PAGE: usize = 512;
+
+/// What every query selects; [`decode_row`] reads it.
+const COLUMNS: &str = "ts, id, json, kind, level, service, pid, scope";
 
 /// How to read.
 #[derive(Debug, Clone, Default)]
@@ -129,10 +133,11 @@ pub fn query(
                 }
             }
             let Some((i, _)) = best else { break };
-            let Some((_, _, json)) = cursors[i].buf.pop_front() else {
+            let Some((_, _, r)) = cursors[i].buf.pop_front() else {
                 break;
             };
-            let Ok(r) = Record::from_json(&json) else {
+            // A row neither form decodes is skipped (as if filtered out).
+            let Some(r) = r else {
                 continue;
             };
             if !filter.matches(&r) {
@@ -228,7 +233,7 @@ impl Where {
             "kind",
             f.kinds
                 .iter()
-                .map(|k| Value::Text(super::writer::kind_name(*k).into()))
+                .map(|k| Value::Text(super::compact::kind_name(*k).into()))
                 .collect(),
         );
         if let Some(s) = f.scope_id {
@@ -246,6 +251,28 @@ impl Where {
     }
 }
 
+/// The record of a row of [`COLUMNS`]: schema 1 rows hold JSON text, schema 2 rows a blob
+/// ([`super::compact`]).
+fn decode_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Option<Record>> {
+    Ok(match r.get_ref(2)? {
+        ValueRef::Text(t) => std::str::from_utf8(t)
+            .ok()
+            .and_then(|t| Record::from_json(t).ok()),
+        ValueRef::Blob(b) => {
+            let c = Columns {
+                ts: r.get(0)?,
+                kind: r.get_ref(3)?.as_str()?,
+                level: r.get(4)?,
+                service: r.get_ref(5)?.as_str()?,
+                pid: r.get(6)?,
+                scope: r.get(7)?,
+            };
+            super::compact::decode(c, b)
+        }
+        _ => None,
+    })
+}
+
 /// Rows of one partition, a page at a time.
 struct Cursor {
     conn: Connection,
@@ -254,7 +281,8 @@ struct Cursor {
     params: Vec<Value>,
     /// Last (ts, id) fetched.
     after: Option<(i64, i64)>,
-    buf: VecDeque<(i64, i64, String)>,
+    /// (ts, id, the decoded record if it decodes).
+    buf: VecDeque<(i64, i64, Option<Record>)>,
     done: bool,
     /// The first query returns everything (trace lookups).
     single_page: bool,
@@ -272,37 +300,56 @@ impl Cursor {
         )
         .map_err(|e| format!("{show}: {e}"))?;
         let _ = conn.busy_timeout(Duration::from_secs(5));
-        let has_table: Result<i64, _> = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'records'",
-            [],
-            |r| r.get(0),
-        );
-        match has_table {
-            Ok(0) => return Ok(None),
-            Ok(_) => {}
-            Err(e) => return Err(format!("{show}: {e}")),
+        // Which schema: no `records` table yet (a file being created), the
+        // trace index of schema 2 (by row segment) or of schema 1 (by second).
+        let names: Result<Vec<String>, _> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE name IN \
+                 ('records', 'records_seg_trace', 'records_trace')",
+            )
+            .and_then(|mut st| st.query_map([], |r| r.get(0))?.collect());
+        let names = names.map_err(|e| format!("{show}: {e}"))?;
+        if !names.iter().any(|n| n == "records") {
+            return Ok(None);
         }
         let dir = if desc { "DESC" } else { "ASC" };
         let n = w.params.len();
         if let Some(t) = w.trace {
-            // One seek per second of the partition in the (second, trace)
-            // index (CROSS JOIN: SQLite keeps this loop order, rather than
-            // scanning the index and probing the seconds); a trace has few
-            // records: one page, sorted here.
+            // One seek per segment (schema 2) or second (schema 1) in the
+            // trace index (CROSS JOIN: SQLite keeps this loop order, rather
+            // than scanning the index and probing the segments); a trace has
+            // few records: one page, sorted here.
+            let (index, key, lo, hi) = if names.iter().any(|n| n == "records_seg_trace") {
+                let max_id: Option<i64> = conn
+                    .query_row("SELECT max(id) FROM records", [], |r| r.get(0))
+                    .map_err(|e| format!("{show}: {e}"))?;
+                let seg = super::TRACE_SEGMENT as i64;
+                (
+                    "records_seg_trace",
+                    format!("id / {seg}"),
+                    0,
+                    max_id.unwrap_or(0) / seg,
+                )
+            } else {
+                (
+                    "records_trace",
+                    "ts / 1000000000".to_string(),
+                    (part.start_ns / 1_000_000_000) as i64,
+                    (part.end_ns / 1_000_000_000).saturating_sub(1) as i64,
+                )
+            };
             let sql = format!(
                 "WITH RECURSIVE s(x) AS (SELECT ?{lo} UNION ALL SELECT x + 1 FROM s WHERE x < ?{hi}) \
-                 SELECT ts, id, json FROM s CROSS JOIN records INDEXED BY records_trace \
-                 WHERE ts / 1000000000 = s.x AND trace = ?{t} AND {} 1 ORDER BY ts {dir}, id {dir}",
+                 SELECT {COLUMNS} FROM s CROSS JOIN records INDEXED BY {index} \
+                 WHERE {key} = s.x AND trace = ?{t} AND {} 1 ORDER BY ts {dir}, id {dir}",
                 w.sql,
                 lo = n + 1,
                 hi = n + 2,
                 t = n + 3,
             );
             let mut params = w.params.clone();
-            params.push(Value::Integer((part.start_ns / 1_000_000_000) as i64));
-            params.push(Value::Integer(
-                (part.end_ns / 1_000_000_000).saturating_sub(1) as i64,
-            ));
+            params.push(Value::Integer(lo));
+            params.push(Value::Integer(hi));
             params.push(Value::Integer(t));
             return Ok(Some(Cursor {
                 conn,
@@ -320,11 +367,11 @@ impl Cursor {
         // Later pages: (ts, id) after the last row fetched (a row-value
         // comparison, which seeks in the (ts) index: it ends in the rowid).
         let first = format!(
-            "SELECT ts, id, json FROM records WHERE {} 1 ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
+            "SELECT {COLUMNS} FROM records WHERE {} 1 ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
             w.sql,
         );
         let next = format!(
-            "SELECT ts, id, json FROM records WHERE {} (ts, id) {cmp} (?{t}, ?{i}) ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
+            "SELECT {COLUMNS} FROM records WHERE {} (ts, id) {cmp} (?{t}, ?{i}) ORDER BY ts {dir}, id {dir} LIMIT {PAGE}",
             w.sql,
             t = n + 1,
             i = n + 2,
@@ -358,11 +405,7 @@ impl Cursor {
         }
         let rows = st
             .query_map(rusqlite::params_from_iter(params), |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    r.get::<_, String>(2)?,
-                ))
+                Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, decode_row(r)?))
             })
             .map_err(err)?;
         for row in rows {
