@@ -17,8 +17,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::callsite::DynSite;
 use crate::runtime::{self, Ctx, Process};
-use crate::scope::{self, ScopeData};
+use crate::scope::{self, ScopeData, INLINE_FIELDS};
 use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
+use smallvec::SmallVec;
 
 /// Longest string value kept; longer ones are cut (at a char boundary) and
 /// marked, so one giant field cannot cost the record.
@@ -196,21 +197,31 @@ fn encode(
     enc.finish().map(|b| b.len())
 }
 
-/// Encode fields alone (no head) into a vector, for a scope's deferred open.
-fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
-    let mut out = Vec::new();
-    runtime::write_scratch(|buf, scratch| {
+/// Encode fields alone (no head), for a scope's deferred open: on the stack
+/// first (no thread-local buffer, no allocation for a typical scope), in the
+/// thread's big buffer when they do not fit.
+fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS]> {
+    fn run(
+        buf: &mut [u8],
+        scratch: &mut String,
+        record: &dyn Fn(&mut dyn Visit),
+    ) -> Option<SmallVec<[u8; INLINE_FIELDS]>> {
         let mut enc = Encoder::fields_only(buf);
-        {
-            let mut v = Visitor {
-                enc: &mut enc,
-                scratch,
-                names: Names::Index,
-            };
-            record(&mut v);
-        }
-        if let Some(b) = enc.finish() {
-            out.extend_from_slice(b);
+        record(&mut Visitor {
+            enc: &mut enc,
+            scratch,
+            names: Names::Index,
+        });
+        enc.finish().map(SmallVec::from_slice)
+    }
+    let mut buf = [0u8; 256];
+    if let Some(out) = run(&mut buf, &mut String::new(), record) {
+        return out;
+    }
+    let mut out = SmallVec::new();
+    runtime::write_scratch(|buf, scratch| {
+        if let Some(b) = run(buf, scratch, record) {
+            out = b;
         }
     });
     out
@@ -297,7 +308,7 @@ where
         let (parent, trace, boost) = parent.unwrap_or_else(|| (0, scope::new_trace(), 0));
         let boost = boost.max(crate::filter::trace_boost(&trace));
         let fields = if attrs.fields().is_empty() {
-            Vec::new()
+            SmallVec::new()
         } else {
             encode_fields(&|v| attrs.record(v))
         };

@@ -623,6 +623,21 @@ mod tests {
         }
 
         #[test]
+        fn varint_is_postcards(shift in 0u32..64, v in any::<u64>(), i in any::<i64>()) {
+            // Every length: `shift` sweeps the top bit through all 64 places.
+            for v in [v >> shift, v, u64::MAX >> shift] {
+                let mut buf = [0u8; 64];
+                let n = put_varint(&mut buf, v);
+                prop_assert_eq!(&buf[..n], &postcard::to_allocvec(&v).unwrap()[..]);
+            }
+            let mut buf = [0u8; 64];
+            let mut e = Encoder::fields_only(&mut buf);
+            let f = Field::Idx(300, Value::I64(i >> shift));
+            e.field(&f);
+            prop_assert_eq!(e.finish().unwrap(), &postcard::to_allocvec(&f).unwrap()[..]);
+        }
+
+        #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
             let _ = decode(&bytes);
         }
