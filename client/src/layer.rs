@@ -197,31 +197,28 @@ fn encode(
     enc.finish().map(|b| b.len())
 }
 
-/// Encode fields alone (no head), for a scope's deferred open: on the stack
-/// first (no thread-local buffer, no allocation for a typical scope), in the
-/// thread's big buffer when they do not fit.
+/// Encode fields alone (no head), for a scope's deferred open: straight
+/// into the scope's inline bytes (no thread-local buffer, no allocation for
+/// a typical scope), through the thread's big buffer when they do not fit.
 fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS]> {
-    fn run(
-        buf: &mut [u8],
-        scratch: &mut String,
-        record: &dyn Fn(&mut dyn Visit),
-    ) -> Option<SmallVec<[u8; INLINE_FIELDS]>> {
+    fn run(buf: &mut [u8], scratch: &mut String, record: &dyn Fn(&mut dyn Visit)) -> Option<usize> {
         let mut enc = Encoder::fields_only(buf);
         record(&mut Visitor {
             enc: &mut enc,
             scratch,
             names: Names::Index,
         });
-        enc.finish().map(SmallVec::from_slice)
+        enc.finish().map(<[u8]>::len)
     }
-    let mut buf = [0u8; 256];
-    if let Some(out) = run(&mut buf, &mut String::new(), record) {
+    let mut out = SmallVec::from_buf([0u8; INLINE_FIELDS]);
+    if let Some(n) = run(&mut out, &mut String::new(), record) {
+        out.truncate(n);
         return out;
     }
-    let mut out = SmallVec::new();
+    out.clear();
     runtime::write_scratch(|buf, scratch| {
-        if let Some(b) = run(buf, scratch, record) {
-            out = b;
+        if let Some(n) = run(buf, scratch, record) {
+            out.extend_from_slice(&buf[..n]);
         }
     });
     out
@@ -270,6 +267,34 @@ fn close_record(d: &ScopeData) {
             .finish()
             .map(|s| s.len())
     });
+}
+
+/// The call site of an event not in the static map yet, or from the `log`
+/// crate (then a dynamic site made of the record's target and place).
+#[cold]
+#[inline(never)]
+fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, Names)> {
+    let found = if event.is_log() {
+        let nm = event.normalized_metadata()?;
+        let site = DynSite {
+            kind: CallsiteKind::Event,
+            level: Level::from_tracing(nm.level()),
+            name: "log",
+            target: nm.target(),
+            file: nm.file(),
+            line: nm.line(),
+            fields: &["message"],
+            message: None,
+        };
+        p.register_dyn(&site).map(|id| (id, Names::Log))
+    } else {
+        register_meta(p, event.metadata()).map(|id| (id, Names::Index))
+    };
+    if found.is_none() {
+        // The call-site table is full: the event is dropped and counted.
+        runtime::count_dropped();
+    }
+    found
 }
 
 impl<S> Layer<S> for DistlogLayer
@@ -357,29 +382,16 @@ where
             return;
         };
         let meta = event.metadata();
-        let (callsite, names) = if event.is_log() {
-            let Some(nm) = event.normalized_metadata() else {
-                return;
-            };
-            let site = DynSite {
-                kind: CallsiteKind::Event,
-                level: Level::from_tracing(nm.level()),
-                name: "log",
-                target: nm.target(),
-                file: nm.file(),
-                line: nm.line(),
-                fields: &["message"],
-                message: None,
-            };
-            match p.register_dyn(&site) {
-                Some(id) => (id, Names::Log),
-                None => return runtime::count_dropped(),
-            }
-        } else {
-            match callsite_id(p, meta) {
-                Some(id) => (id, Names::Index),
-                None => return runtime::count_dropped(),
-            }
+        // A `tracing` call site is in the static map after its first event;
+        // tracing-log's metadata never is (its call sites are not
+        // registered, so `register_callsite` never sees them), so asking
+        // `is_log` only on a miss keeps it off the hot path.
+        let (callsite, names) = match p.statics.get(meta as *const _ as usize) {
+            Some(id) => (id, Names::Index),
+            None => match event_site_slow(p, event) {
+                Some(x) => x,
+                None => return,
+            },
         };
         let cur = if let Some(pid) = event.parent() {
             ctx.span(pid).and_then(|s| {
@@ -471,4 +483,30 @@ pub(crate) fn with_scope<R>(
         ext.get_mut::<ScopeData>().map(f)
     })
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_core::callsite::Callsite as _;
+
+    #[test]
+    fn scope_fields_inline_and_past_it() {
+        let cs = tracing::callsite! {
+            name: "t",
+            kind: tracing::metadata::Kind::SPAN,
+            fields: s
+        };
+        let f = cs.metadata().fields().field("s").expect("field s");
+        // Inline, and too long for the inline bytes (through the thread's
+        // buffer): the same bytes as the encoder writes for the field alone.
+        for len in [3, INLINE_FIELDS, 300] {
+            let text = "x".repeat(len);
+            let got = encode_fields(&|v| v.record_str(&f, &text));
+            let mut want = [0u8; 512];
+            let mut e = Encoder::fields_only(&mut want);
+            e.field(&Field::Idx(0, Value::Str(&text)));
+            assert_eq!(&got[..], e.finish().expect("fits"), "{len}");
+        }
+    }
 }

@@ -475,12 +475,25 @@ impl<'b> Encoder<'b> {
     pub fn field(&mut self, f: &Field<'_>) {
         match *f {
             Field::Idx(idx, ref v) => {
-                // Variant, index and an integer value under one bounds
-                // check (at most 1 + 3 + 1 + 10 bytes).
-                let Some(out) = self.room(16) else { return };
+                // Variant, index and an integer value, or a string's tag,
+                // length and bytes, under one bounds check (at most 1 + 3 +
+                // 1 + 10 bytes, plus the string).
+                let text = match *v {
+                    Value::Str(s) | Value::Debug(s) => s.len(),
+                    _ => 0,
+                };
+                let Some(out) = self.room(16 + text) else {
+                    return;
+                };
                 out[0] = 0;
                 let mut i = 1 + put_varint(&mut out[1..], idx as u64);
                 match *v {
+                    Value::Str(s) | Value::Debug(s) => {
+                        out[i] = if let Value::Str(_) = *v { 4 } else { 5 };
+                        i += 1 + put_varint(&mut out[i + 1..], s.len() as u64);
+                        out[i..i + s.len()].copy_from_slice(s.as_bytes());
+                        i += s.len();
+                    }
                     Value::I64(x) => {
                         out[i] = 0;
                         i += 1 + put_varint(&mut out[i + 1..], ((x << 1) ^ (x >> 63)) as u64);
@@ -509,16 +522,17 @@ impl<'b> Encoder<'b> {
     /// `text` formats to, written straight into the buffer (no String in
     /// between), cut at `max` bytes (at a char boundary).
     pub fn field_idx_fmt(&mut self, idx: u16, text: &dyn std::fmt::Debug, max: usize) {
-        self.byte(0);
-        self.varint(idx as u64);
-        self.byte(4);
-        // One length byte now (the common case: shorter than 128); moved
-        // right below when the text turns out longer.
-        let at = self.len;
-        self.byte(0);
-        if self.overflow {
-            return;
-        }
+        // Variant, index, tag and one length byte (the common case: shorter
+        // than 128; moved right below when the text turns out longer) under
+        // one bounds check: at most 1 + 3 + 1 + 1 bytes, 1 + 10 for the
+        // index's `put_varint`.
+        let Some(out) = self.room(16) else { return };
+        out[0] = 0;
+        let i = 1 + put_varint(&mut out[1..], idx as u64);
+        out[i] = 4;
+        out[i + 1] = 0;
+        let at = self.len + i + 1;
+        self.len = at + 1;
         struct W<'e, 'b> {
             e: &'e mut Encoder<'b>,
             left: usize,
