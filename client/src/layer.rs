@@ -110,7 +110,9 @@ struct Visitor<'a, 'b> {
 }
 
 impl Visitor<'_, '_> {
-    #[inline]
+    // Inlined into every `record_*`, so each gets an encoder specialised for
+    // its value kind (no match on `Field`/`Value` at run time).
+    #[inline(always)]
     fn put(&mut self, f: &TField, v: Value<'_>) {
         match self.names {
             Names::Index => self.enc.field(&Field::Idx(f.index() as u16, v)),
