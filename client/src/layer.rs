@@ -181,6 +181,7 @@ impl Visit for Visitor<'_, '_> {
     }
 }
 
+#[inline(always)]
 fn encode(
     ctx: &mut Ctx<'_>,
     head: &Head,

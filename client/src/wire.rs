@@ -276,7 +276,7 @@ fn put_varint(out: &mut [u8], mut v: u64) -> usize {
 
 impl<'b> Encoder<'b> {
     /// Start a record with its head.
-    #[inline]
+    #[inline(always)]
     pub fn new(buf: &'b mut [u8], head: &Head) -> Self {
         let mut e = Encoder {
             buf,
@@ -338,7 +338,8 @@ impl<'b> Encoder<'b> {
         self.bytes(s.as_bytes());
     }
 
-    #[inline]
+    // Inlined where the head is built, so the match on its kind folds away.
+    #[inline(always)]
     fn head(&mut self, h: &Head) {
         match *h {
             Head::Event {
