@@ -261,17 +261,21 @@ pub struct Encoder<'b> {
 }
 
 /// LEB128 of `v` into `out` (at least 10 bytes); returns the bytes written.
+///
+/// An iterator over the 10 bytes instead of an index: no bounds check per
+/// byte (timestamps and random scope ids take 8 to 10 of them).
 #[inline(always)]
 fn put_varint(out: &mut [u8], mut v: u64) -> usize {
-    let out = &mut out[..10];
-    let mut i = 0;
-    while v >= 0x80 {
-        out[i] = v as u8 | 0x80;
+    for (i, b) in out[..10].iter_mut().enumerate() {
+        if v < 0x80 {
+            *b = v as u8;
+            return i + 1;
+        }
+        *b = v as u8 | 0x80;
         v >>= 7;
-        i += 1;
     }
-    out[i] = v as u8;
-    i + 1
+    // Not reached: after nine 7-bit groups a u64 has one bit left.
+    10
 }
 
 impl<'b> Encoder<'b> {
