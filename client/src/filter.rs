@@ -396,20 +396,22 @@ mod tests {
         let sub = tracing_subscriber::registry()
             .with(v)
             .with(Count(n.clone()));
+        let swap = |text| {
+            handle.set(parse_env(text).unwrap());
+            tracing_core::callsite::rebuild_interest_cache();
+        };
         tracing::subscriber::with_default(sub, || {
             let seen = || n.load(Ordering::Relaxed);
             // No span directive: the filter tracks no span.
             tracing::info_span!("work").in_scope(|| tracing::debug!("hidden"));
             assert_eq!(seen(), 0);
-            handle.set(parse_env("info,[work]=debug").unwrap());
-            tracing_core::callsite::rebuild_interest_cache();
+            swap("info,[work]=debug");
             tracing::info_span!("work").in_scope(|| tracing::debug!("shown"));
             assert_eq!(seen(), 1);
             tracing::debug!("outside the span: hidden");
             tracing::info_span!("other").in_scope(|| tracing::debug!("hidden"));
             assert_eq!(seen(), 1);
-            handle.set(parse_env("info").unwrap());
-            tracing_core::callsite::rebuild_interest_cache();
+            swap("info");
             tracing::info_span!("work").in_scope(|| tracing::debug!("hidden again"));
             assert_eq!(seen(), 1);
         });
