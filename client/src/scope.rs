@@ -68,7 +68,9 @@ impl ScopeData {
     pub(crate) fn take_open(&self) -> bool {
         // Relaxed: the flag elects one writer; the data it writes was set
         // before the scope was shared (extension insert happens-before).
-        !self.opened.swap(true, Ordering::Relaxed)
+        // The load first: once open (every close, event and re-entry after
+        // the first), a plain load instead of a locked read-modify-write.
+        !self.opened.load(Ordering::Relaxed) && !self.opened.swap(true, Ordering::Relaxed)
     }
 }
 
