@@ -18,8 +18,8 @@
 //! level "sometimes" interesting, checked against the current scope. For
 //! the C API the same directives are read as `filter::Targets`.
 
-use std::sync::atomic::{AtomicU8, Ordering};
-use std::sync::{OnceLock, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use tracing_core::{Interest, LevelFilter, Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, Targets};
@@ -32,6 +32,12 @@ use crate::wire::{Level, TraceId};
 /// Highest boost level any scope of this process may have (0 = none). Call
 /// sites above it are decided by the directives alone.
 static BOOST_CAP: AtomicU8 = AtomicU8::new(0);
+
+/// Whether the sidecar named any trace to boost: a new scope looks its
+/// trace up (under `STATE`'s lock) only then. Relaxed: a scope made while
+/// directives change may miss a boost named at that moment, as if it was
+/// made just before.
+static ANY_TRACES: AtomicBool = AtomicBool::new(false);
 
 /// Bumped (Release) after every change of directives, `MAX_LEVEL` or the
 /// boost cap; caches of filter results compare against it (Acquire).
@@ -167,6 +173,7 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
     st.targets = targets_of(&text);
     st.current = text.clone();
     st.traces = d.traces.clone();
+    ANY_TRACES.store(!st.traces.is_empty(), Ordering::Relaxed);
     st.applied_seq = seq;
     let boost = d.traces.iter().map(|(_, l)| *l as u8).max().unwrap_or(0);
     if boost > BOOST_CAP.load(Ordering::Relaxed) {
@@ -184,6 +191,10 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
 
 /// The boost a new scope of `trace` gets from the sidecar's trace directives.
 pub(crate) fn trace_boost(trace: &TraceId) -> u8 {
+    // Relaxed: see ANY_TRACES.
+    if !ANY_TRACES.load(Ordering::Relaxed) {
+        return 0;
+    }
     let Some(state) = STATE.get() else { return 0 };
     let st = state.read().unwrap_or_else(|e| e.into_inner());
     st.traces
@@ -237,25 +248,53 @@ pub(crate) fn enabled(level: Level, target: &str) -> bool {
 /// events included, and an `EnvFilter` has nothing to do for an event whose
 /// call site it already let through. This one locks only where the filter
 /// decides or tracks spans.
+///
+/// Span callbacks reach the `EnvFilter` only while its directives have span
+/// or field parts (`target[span{field}]=level`): without them it tracks no
+/// span and each callback would be a lock, a map lookup and nothing else.
+#[derive(Clone)]
 pub(crate) struct Verbosity {
-    env: std::sync::Arc<RwLock<EnvFilter>>,
+    env: Arc<RwLock<EnvFilter>>,
+    /// Whether the filter in `env` has span-field directives. Relaxed
+    /// everywhere: a stale answer only means one span created during a swap
+    /// is not tracked by the new filter, as if it was created before the
+    /// swap (a new filter starts with no spans tracked either way).
+    dynamic: Arc<AtomicBool>,
+}
+
+/// Whether an `EnvFilter` has directives that need span callbacks: its
+/// `Display` writes `[` exactly for directives with a span name or fields
+/// (the dynamic ones; a target cannot hold `[`, the parser splits there).
+fn has_span_directives(env: &EnvFilter) -> bool {
+    env.to_string().contains('[')
 }
 
 impl Verbosity {
     pub(crate) fn new(env: EnvFilter) -> Self {
         Verbosity {
-            env: std::sync::Arc::new(RwLock::new(env)),
+            dynamic: Arc::new(AtomicBool::new(has_span_directives(&env))),
+            env: Arc::new(RwLock::new(env)),
         }
     }
 
-    /// The filter, for swapping it when the sidecar's directives change.
-    pub(crate) fn cell(&self) -> std::sync::Arc<RwLock<EnvFilter>> {
-        self.env.clone()
+    /// Swap the filter in place (the sidecar's directives changed).
+    pub(crate) fn set(&self, env: EnvFilter) {
+        let dynamic = has_span_directives(&env);
+        *self.env.write().unwrap_or_else(|e| e.into_inner()) = env;
+        // Relaxed: see the field.
+        self.dynamic.store(dynamic, Ordering::Relaxed);
     }
 
     #[inline]
     fn env(&self) -> std::sync::RwLockReadGuard<'_, EnvFilter> {
         self.env.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The filter, when it tracks spans at all.
+    #[inline]
+    fn span_env(&self) -> Option<std::sync::RwLockReadGuard<'_, EnvFilter>> {
+        // Relaxed: see the field.
+        self.dynamic.load(Ordering::Relaxed).then(|| self.env())
     }
 }
 
@@ -290,7 +329,9 @@ where
         id: &tracing_core::span::Id,
         cx: Context<'_, S>,
     ) {
-        self.env().on_new_span(a, id, cx)
+        if let Some(env) = self.span_env() {
+            env.on_new_span(a, id, cx)
+        }
     }
     fn on_record(
         &self,
@@ -298,22 +339,83 @@ where
         v: &tracing_core::span::Record<'_>,
         cx: Context<'_, S>,
     ) {
-        self.env().on_record(id, v, cx)
+        if let Some(env) = self.span_env() {
+            env.on_record(id, v, cx)
+        }
     }
     fn on_enter(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env().on_enter(id, cx)
+        if let Some(env) = self.span_env() {
+            env.on_enter(id, cx)
+        }
     }
     fn on_exit(&self, id: &tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env().on_exit(id, cx)
+        if let Some(env) = self.span_env() {
+            env.on_exit(id, cx)
+        }
     }
     fn on_close(&self, id: tracing_core::span::Id, cx: Context<'_, S>) {
-        self.env().on_close(id, cx)
+        if let Some(env) = self.span_env() {
+            env.on_close(id, cx)
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn span_directives_are_seen() {
+        for (text, dynamic) in [
+            ("info", false),
+            ("warn,checkout=debug", false),
+            ("info,[checkout]=trace", true),
+            ("info,[{order=42}]=trace", true),
+            ("app[checkout{order=42}]=debug", true),
+        ] {
+            let env = parse_env(text).unwrap();
+            assert_eq!(has_span_directives(&env), dynamic, "{text}");
+        }
+    }
+
+    /// Counts the events that get through the filter.
+    struct Count(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+    impl<S: Subscriber> Layer<S> for Count {
+        fn on_event(&self, _: &tracing_core::Event<'_>, _: Context<'_, S>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    #[test]
+    fn span_directives_work_and_follow_a_swap() {
+        use tracing_subscriber::layer::SubscriberExt;
+        let n = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let v = Verbosity::new(parse_env("info").unwrap());
+        let handle = v.clone();
+        let sub = tracing_subscriber::registry()
+            .with(v)
+            .with(Count(n.clone()));
+        let swap = |text| {
+            handle.set(parse_env(text).unwrap());
+            tracing_core::callsite::rebuild_interest_cache();
+        };
+        tracing::subscriber::with_default(sub, || {
+            let seen = || n.load(Ordering::Relaxed);
+            // No span directive: the filter tracks no span.
+            tracing::info_span!("work").in_scope(|| tracing::debug!("hidden"));
+            assert_eq!(seen(), 0);
+            swap("info,[work]=debug");
+            tracing::info_span!("work").in_scope(|| tracing::debug!("shown"));
+            assert_eq!(seen(), 1);
+            tracing::debug!("outside the span: hidden");
+            tracing::info_span!("other").in_scope(|| tracing::debug!("hidden"));
+            assert_eq!(seen(), 1);
+            swap("info");
+            tracing::info_span!("work").in_scope(|| tracing::debug!("hidden again"));
+            assert_eq!(seen(), 1);
+        });
+    }
 
     #[test]
     fn text_that_panics_the_upstream_parser_is_an_error() {

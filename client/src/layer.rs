@@ -17,8 +17,9 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::callsite::DynSite;
 use crate::runtime::{self, Ctx, Process};
-use crate::scope::{self, ScopeData};
+use crate::scope::{self, ScopeData, INLINE_FIELDS};
 use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
+use smallvec::SmallVec;
 
 /// Longest string value kept; longer ones are cut (at a char boundary) and
 /// marked, so one giant field cannot cost the record.
@@ -109,7 +110,9 @@ struct Visitor<'a, 'b> {
 }
 
 impl Visitor<'_, '_> {
-    #[inline]
+    // Inlined into every `record_*`, so each gets an encoder specialised for
+    // its value kind (no match on `Field`/`Value` at run time).
+    #[inline(always)]
     fn put(&mut self, f: &TField, v: Value<'_>) {
         match self.names {
             Names::Index => self.enc.field(&Field::Idx(f.index() as u16, v)),
@@ -178,6 +181,7 @@ impl Visit for Visitor<'_, '_> {
     }
 }
 
+#[inline(always)]
 fn encode(
     ctx: &mut Ctx<'_>,
     head: &Head,
@@ -196,21 +200,28 @@ fn encode(
     enc.finish().map(|b| b.len())
 }
 
-/// Encode fields alone (no head) into a vector, for a scope's deferred open.
-fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> Vec<u8> {
-    let mut out = Vec::new();
-    runtime::write_scratch(|buf, scratch| {
+/// Encode fields alone (no head), for a scope's deferred open: straight
+/// into the scope's inline bytes (no thread-local buffer, no allocation for
+/// a typical scope), through the thread's big buffer when they do not fit.
+fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS]> {
+    fn run(buf: &mut [u8], scratch: &mut String, record: &dyn Fn(&mut dyn Visit)) -> Option<usize> {
         let mut enc = Encoder::fields_only(buf);
-        {
-            let mut v = Visitor {
-                enc: &mut enc,
-                scratch,
-                names: Names::Index,
-            };
-            record(&mut v);
-        }
-        if let Some(b) = enc.finish() {
-            out.extend_from_slice(b);
+        record(&mut Visitor {
+            enc: &mut enc,
+            scratch,
+            names: Names::Index,
+        });
+        enc.finish().map(<[u8]>::len)
+    }
+    let mut out = SmallVec::from_buf([0u8; INLINE_FIELDS]);
+    if let Some(n) = run(&mut out, &mut String::new(), record) {
+        out.truncate(n);
+        return out;
+    }
+    out.clear();
+    runtime::write_scratch(|buf, scratch| {
+        if let Some(n) = run(buf, scratch, record) {
+            out.extend_from_slice(&buf[..n]);
         }
     });
     out
@@ -261,6 +272,34 @@ fn close_record(d: &ScopeData) {
     });
 }
 
+/// The call site of an event not in the static map yet, or from the `log`
+/// crate (then a dynamic site made of the record's target and place).
+#[cold]
+#[inline(never)]
+fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, Names)> {
+    let found = if event.is_log() {
+        let nm = event.normalized_metadata()?;
+        let site = DynSite {
+            kind: CallsiteKind::Event,
+            level: Level::from_tracing(nm.level()),
+            name: "log",
+            target: nm.target(),
+            file: nm.file(),
+            line: nm.line(),
+            fields: &["message"],
+            message: None,
+        };
+        p.register_dyn(&site).map(|id| (id, Names::Log))
+    } else {
+        register_meta(p, event.metadata()).map(|id| (id, Names::Index))
+    };
+    if found.is_none() {
+        // The call-site table is full: the event is dropped and counted.
+        runtime::count_dropped();
+    }
+    found
+}
+
 impl<S> Layer<S> for DistlogLayer
 where
     S: Subscriber + for<'a> LookupSpan<'a>,
@@ -297,7 +336,7 @@ where
         let (parent, trace, boost) = parent.unwrap_or_else(|| (0, scope::new_trace(), 0));
         let boost = boost.max(crate::filter::trace_boost(&trace));
         let fields = if attrs.fields().is_empty() {
-            Vec::new()
+            SmallVec::new()
         } else {
             encode_fields(&|v| attrs.record(v))
         };
@@ -346,29 +385,16 @@ where
             return;
         };
         let meta = event.metadata();
-        let (callsite, names) = if event.is_log() {
-            let Some(nm) = event.normalized_metadata() else {
-                return;
-            };
-            let site = DynSite {
-                kind: CallsiteKind::Event,
-                level: Level::from_tracing(nm.level()),
-                name: "log",
-                target: nm.target(),
-                file: nm.file(),
-                line: nm.line(),
-                fields: &["message"],
-                message: None,
-            };
-            match p.register_dyn(&site) {
-                Some(id) => (id, Names::Log),
-                None => return runtime::count_dropped(),
-            }
-        } else {
-            match callsite_id(p, meta) {
-                Some(id) => (id, Names::Index),
-                None => return runtime::count_dropped(),
-            }
+        // A `tracing` call site is in the static map after its first event;
+        // tracing-log's metadata never is (its call sites are not
+        // registered, so `register_callsite` never sees them), so asking
+        // `is_log` only on a miss keeps it off the hot path.
+        let (callsite, names) = match p.statics.get(meta as *const _ as usize) {
+            Some(id) => (id, Names::Index),
+            None => match event_site_slow(p, event) {
+                Some(x) => x,
+                None => return,
+            },
         };
         let cur = if let Some(pid) = event.parent() {
             ctx.span(pid).and_then(|s| {
@@ -460,4 +486,30 @@ pub(crate) fn with_scope<R>(
         ext.get_mut::<ScopeData>().map(f)
     })
     .flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing_core::callsite::Callsite as _;
+
+    #[test]
+    fn scope_fields_inline_and_past_it() {
+        let cs = tracing::callsite! {
+            name: "t",
+            kind: tracing::metadata::Kind::SPAN,
+            fields: s
+        };
+        let f = cs.metadata().fields().field("s").expect("field s");
+        // Inline, and too long for the inline bytes (through the thread's
+        // buffer): the same bytes as the encoder writes for the field alone.
+        for len in [3, INLINE_FIELDS, 300] {
+            let text = "x".repeat(len);
+            let got = encode_fields(&|v| v.record_str(&f, &text));
+            let mut want = [0u8; 512];
+            let mut e = Encoder::fields_only(&mut want);
+            e.field(&Field::Idx(0, Value::Str(&text)));
+            assert_eq!(&got[..], e.finish().expect("fits"), "{len}");
+        }
+    }
 }

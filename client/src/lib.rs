@@ -258,9 +258,9 @@ impl Builder {
         })?;
         let layer = self.layer()?;
         let verbosity = filter::Verbosity::new(env);
-        let cell = verbosity.cell();
+        let cell = verbosity.clone();
         filter::set_reloader(Box::new(move |env| {
-            *cell.write().unwrap_or_else(|e| e.into_inner()) = env;
+            cell.set(env);
             // Outside the lock: every call site asks the filter again.
             tracing_core::callsite::rebuild_interest_cache();
             Ok(())

@@ -10,6 +10,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use smallvec::SmallVec;
+
 use crate::runtime::LOCAL;
 use crate::wire::{Level, TraceId};
 
@@ -27,6 +29,9 @@ pub(crate) struct Current {
     pub boost: u8,
 }
 
+/// Encoded field bytes a scope keeps without a heap allocation.
+pub(crate) const INLINE_FIELDS: usize = 64;
+
 /// What the client keeps of an open scope.
 #[derive(Debug)]
 pub(crate) struct ScopeData {
@@ -42,7 +47,9 @@ pub(crate) struct ScopeData {
     /// An error-level event happened in it, or the user marked it.
     pub error: AtomicBool,
     /// Encoded fields given at creation, written with the open record.
-    pub fields: Vec<u8>,
+    /// Inline up to [`INLINE_FIELDS`] bytes (a few integers and short
+    /// strings): no allocation of its own for a typical scope.
+    pub fields: SmallVec<[u8; INLINE_FIELDS]>,
     /// See [`Current::boost`].
     pub boost: u8,
 }
@@ -61,7 +68,9 @@ impl ScopeData {
     pub(crate) fn take_open(&self) -> bool {
         // Relaxed: the flag elects one writer; the data it writes was set
         // before the scope was shared (extension insert happens-before).
-        !self.opened.swap(true, Ordering::Relaxed)
+        // The load first: once open (every close, event and re-entry after
+        // the first), a plain load instead of a locked read-modify-write.
+        !self.opened.load(Ordering::Relaxed) && !self.opened.swap(true, Ordering::Relaxed)
     }
 }
 

@@ -1281,6 +1281,16 @@ fn count_ops(args: &[String]) {
             }
             std::mem::forget(g);
         }
+        "distlog-log" => {
+            std::env::set_var("DISTLOG_RING_BYTES", "64m");
+            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+            let g = distlog_start(false);
+            for i in 0..n + 1 {
+                let i = std::hint::black_box(i) as i64;
+                log::info!(target: "bench", "message text a={} b={} s={}", i, 42u64, "short");
+            }
+            std::mem::forget(g);
+        }
         "distlog-scope" => {
             std::env::set_var("DISTLOG_RING_BYTES", "64m");
             std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
@@ -1305,7 +1315,7 @@ fn count_ops(args: &[String]) {
                 floor::op(std::hint::black_box(i), 42, 7);
             }
         }
-        _ => die("count --what distlog|distlog-scope|tracing-noop|floor --n N"),
+        _ => die("count --what distlog|distlog-log|distlog-scope|tracing-noop|floor --n N"),
     }
 }
 
