@@ -312,6 +312,8 @@ extern "C" fn atfork_child() {
         l.slot.set(None);
         l.busy.set(false);
         l.tid.set(0);
+        // The child must not repeat the parent's trace and scope ids.
+        l.rng.iter().for_each(|r| r.set(0));
     });
 }
 
@@ -639,7 +641,9 @@ pub(crate) struct Local {
     pub big: UnsafeCell<Vec<u8>>,
     pub scratch: UnsafeCell<String>,
     pub scopes: UnsafeCell<Vec<crate::scope::Current>>,
-    pub rng: Cell<u64>,
+    /// Two generators seeded independently, so a trace id (one output of
+    /// each) carries 128 bits of the OS's entropy, not 64.
+    pub rng: [Cell<u64>; 2],
 }
 
 impl Drop for Local {
@@ -667,7 +671,7 @@ thread_local! {
             big: UnsafeCell::new(Vec::new()),
             scratch: UnsafeCell::new(String::new()),
             scopes: UnsafeCell::new(Vec::new()),
-            rng: Cell::new(0),
+            rng: [Cell::new(0), Cell::new(0)],
         }
     };
 }
@@ -825,19 +829,20 @@ fn push(proc: &Process, slot: &RingSlot, bytes: &[u8]) -> Push {
     r
 }
 
-/// A random non-zero u64 from this thread's generator (xorshift, seeded
-/// from the OS once per thread).
-pub(crate) fn random_u64() -> u64 {
+/// A random non-zero u64 from this thread's generator `which` (0 or 1;
+/// xorshift, seeded from the OS once per thread and again after a fork).
+pub(crate) fn random_u64(which: usize) -> u64 {
     LOCAL
         .try_with(|l| {
-            let mut x = l.rng.get();
+            let r = &l.rng[which & 1];
+            let mut x = r.get();
             if x == 0 {
                 x = (random_u128() as u64) | 1;
             }
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
-            l.rng.set(x);
+            r.set(x);
             x
         })
         .unwrap_or_else(|_| (random_u128() as u64) | 1)

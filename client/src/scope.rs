@@ -108,8 +108,8 @@ pub(crate) fn pop(key: u64) {
 
 /// A new trace id.
 pub(crate) fn new_trace() -> TraceId {
-    let a = crate::runtime::random_u64();
-    let b = crate::runtime::random_u64();
+    let a = crate::runtime::random_u64(0);
+    let b = crate::runtime::random_u64(1);
     let mut t = [0u8; 16];
     t[..8].copy_from_slice(&a.to_be_bytes());
     t[8..].copy_from_slice(&b.to_be_bytes());
@@ -118,7 +118,7 @@ pub(crate) fn new_trace() -> TraceId {
 
 /// A new scope id (never 0).
 pub(crate) fn new_scope_id() -> u64 {
-    crate::runtime::random_u64()
+    crate::runtime::random_u64(0)
 }
 
 /// The `tracestate` member distlog uses: `distlog=<level>` asks every

@@ -301,4 +301,26 @@ fn fork_child_gets_its_own_ring() {
             .collect();
         assert_eq!(seqs, (0..500).collect::<Vec<_>>(), "{who}");
     }
+    // The scope each opened after the fork: its own trace and scope ids
+    // (the child does not replay the parent's id generator).
+    let ids = |who: &str| {
+        let e = recs
+            .iter()
+            .find(|e| e["fields"]["who"] == who)
+            .unwrap_or_else(|| panic!("no {who} record"));
+        (e["trace_id"].clone(), e["scope_id"].clone())
+    };
+    let (child_ids, parent_ids) = (ids("child"), ids("parent-after"));
+    assert!(
+        child_ids.0.is_string() && child_ids.1.is_string(),
+        "{child_ids:?}"
+    );
+    assert_ne!(
+        child_ids.0, parent_ids.0,
+        "same trace id in parent and child"
+    );
+    assert_ne!(
+        child_ids.1, parent_ids.1,
+        "same scope id in parent and child"
+    );
 }

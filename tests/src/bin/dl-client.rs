@@ -372,22 +372,30 @@ fn main() {
             tracing::debug!("not recorded at the default level");
         }
         Cmd::Fork { count } => {
-            for i in 0..count {
-                tracing::info!(seq = i, who = "parent-before", "fork");
-            }
+            // A scope before the fork seeds this thread's id generators:
+            // the child must not repeat the parent's ids after it.
+            tracing::info_span!("before_fork").in_scope(|| {
+                for i in 0..count {
+                    tracing::info!(seq = i, who = "parent-before", "fork");
+                }
+            });
             // SAFETY: the child only logs and exits.
             match unsafe { nix::unistd::fork() }.expect("fork") {
                 nix::unistd::ForkResult::Child => {
-                    for i in 0..count {
-                        tracing::info!(seq = i, who = "child", "fork");
-                    }
+                    tracing::info_span!("after_fork").in_scope(|| {
+                        for i in 0..count {
+                            tracing::info!(seq = i, who = "child", "fork");
+                        }
+                    });
                     distlog::flush(Duration::from_secs(10));
                     std::process::exit(0);
                 }
                 nix::unistd::ForkResult::Parent { child } => {
-                    for i in 0..count {
-                        tracing::info!(seq = i, who = "parent-after", "fork");
-                    }
+                    tracing::info_span!("after_fork").in_scope(|| {
+                        for i in 0..count {
+                            tracing::info!(seq = i, who = "parent-after", "fork");
+                        }
+                    });
                     nix::sys::wait::waitpid(child, None).unwrap();
                 }
             }
