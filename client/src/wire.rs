@@ -330,6 +330,7 @@ fn bad_variant() -> DecodeError {
     DecodeError(postcard::Error::DeserializeBadEnum)
 }
 
+#[inline]
 fn take_n<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     if b.len() < n {
         return Err(DecodeError(postcard::Error::DeserializeUnexpectedEnd));
@@ -339,10 +340,16 @@ fn take_n<'a>(b: &mut &'a [u8], n: usize) -> Result<&'a [u8], DecodeError> {
     Ok(x)
 }
 
+#[inline]
 fn take_u8(b: &mut &[u8]) -> Result<u8, DecodeError> {
-    Ok(take_n(b, 1)?[0])
+    let (&v, rest) = b
+        .split_first()
+        .ok_or(DecodeError(postcard::Error::DeserializeUnexpectedEnd))?;
+    *b = rest;
+    Ok(v)
 }
 
+#[inline]
 fn take_bool(b: &mut &[u8]) -> Result<bool, DecodeError> {
     match take_u8(b)? {
         0 => Ok(false),
@@ -356,6 +363,13 @@ fn take_bool(b: &mut &[u8]) -> Result<bool, DecodeError> {
 /// accepted). `max` ≤ 10, so the value fits 64 bits.
 #[inline]
 fn take_varint(b: &mut &[u8], max: usize, last: u8) -> Result<u64, DecodeError> {
+    // Most varints here (variants, small ints, lengths) are one byte.
+    if let Some((&v, rest)) = b.split_first() {
+        if v & 0x80 == 0 {
+            *b = rest;
+            return Ok(u64::from(v));
+        }
+    }
     let mut out = 0u64;
     for i in 0..max {
         let v = take_u8(b)?;
@@ -385,15 +399,18 @@ fn take_u128(b: &mut &[u8]) -> Result<u128, DecodeError> {
     Err(DecodeError(postcard::Error::DeserializeBadVarint))
 }
 
+#[inline]
 fn take_u32(b: &mut &[u8]) -> Result<u32, DecodeError> {
     // The bound on the last byte keeps it within 32 bits.
     take_varint(b, 5, 0b1111).map(|v| v as u32)
 }
 
+#[inline]
 fn take_u64(b: &mut &[u8]) -> Result<u64, DecodeError> {
     take_varint(b, 10, 1)
 }
 
+#[inline]
 fn take_variant(b: &mut &[u8]) -> Result<u32, DecodeError> {
     take_u32(b)
 }
@@ -404,13 +421,22 @@ fn take_trace(b: &mut &[u8]) -> Result<TraceId, DecodeError> {
     Ok(t)
 }
 
+#[inline]
 fn take_str<'a>(b: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
     let n = take_u64(b)?;
     let n =
         usize::try_from(n).map_err(|_| DecodeError(postcard::Error::DeserializeUnexpectedEnd))?;
-    std::str::from_utf8(take_n(b, n)?).map_err(|_| DecodeError(postcard::Error::DeserializeBadUtf8))
+    let bytes = take_n(b, n)?;
+    if bytes.is_ascii() {
+        // SAFETY: ASCII bytes are valid UTF-8. Most strings here are ASCII
+        // and this check costs a fraction of `from_utf8` on short strings
+        // (callgrind: ~110 instructions a string in the sidecar's drain).
+        return Ok(unsafe { std::str::from_utf8_unchecked(bytes) });
+    }
+    std::str::from_utf8(bytes).map_err(|_| DecodeError(postcard::Error::DeserializeBadUtf8))
 }
 
+#[inline]
 fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
     let zigzag = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
     Ok(match take_variant(b)? {

@@ -74,17 +74,28 @@ impl Fields {
     }
 
     fn find(&self, key: &str) -> Result<usize, usize> {
-        self.live().binary_search_by(|(k, _)| k.as_str().cmp(key))
+        self.live()
+            .binary_search_by(|(k, _)| key_cmp(k.as_bytes(), key.as_bytes()))
+    }
+
+    /// Where `key` is. A few fields are the rule: comparing lengths first
+    /// rejects most keys without comparing bytes (the router asks every
+    /// record for keys it rarely has).
+    fn position(&self, key: &str) -> Option<usize> {
+        if self.len > 16 {
+            return self.find(key).ok();
+        }
+        self.live().iter().position(|(k, _)| k == key)
     }
 
     /// The value of `key`.
     pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
-        self.find(key).ok().map(|i| &self.entries[i].1)
+        self.position(key).map(|i| &self.entries[i].1)
     }
 
     /// Whether `key` has a value.
     pub fn contains_key(&self, key: &str) -> bool {
-        self.find(key).is_ok()
+        self.position(key).is_some()
     }
 
     /// Set `key`; the value it had before.
@@ -103,16 +114,29 @@ impl Fields {
     /// spare entry when there is one, whose value `set` overwrites in
     /// place: its string's allocation can be reused) if absent.
     pub(crate) fn slot(&mut self, key: &str) -> &mut serde_json::Value {
-        let i = match self.find(key) {
-            Ok(i) => return &mut self.entries[i].1,
-            Err(i) => i,
+        // Fast path: call sites mostly list their fields in key order, so
+        // a key usually goes at the end; a recycled record of the same call
+        // site even has it there already, as a spare.
+        let after_last = self.len == 0
+            || key_cmp(self.entries[self.len - 1].0.as_bytes(), key.as_bytes()).is_lt();
+        let i = if after_last {
+            self.len
+        } else {
+            match self.find(key) {
+                Ok(i) => return &mut self.entries[i].1,
+                Err(i) => i,
+            }
         };
         if self.len == self.entries.len() {
             self.entries.push((String::new(), serde_json::Value::Null));
         }
-        set_str(&mut self.entries[self.len].0, key);
-        // Move the spare to its place in the sorted part.
-        self.entries[i..=self.len].rotate_right(1);
+        if self.entries[self.len].0 != key {
+            set_str(&mut self.entries[self.len].0, key);
+        }
+        if i < self.len {
+            // Move the spare to its place in the sorted part.
+            self.entries[i..=self.len].rotate_right(1);
+        }
         self.len += 1;
         &mut self.entries[i].1
     }
@@ -212,6 +236,17 @@ impl<'de> Deserialize<'de> for Fields {
         // Through the map it replaced: the same keys win on duplicates.
         serde_json::Map::deserialize(d).map(Fields::from)
     }
+}
+
+/// `a.cmp(b)` (byte order, as `str`'s), inline: keys are short, and a
+/// `memcmp` call costs more than comparing them here.
+fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
 }
 
 /// Overwrite `s` with `v`, reusing its allocation.
