@@ -173,7 +173,7 @@ impl Clock {
                 // Through i64 when it fits (it does for any honest client):
                 // the same values, without the slow i128 <-> f64
                 // conversions (~2 % of the drain's time).
-                let delta = i64::try_from(delta).map_or(delta as f64, |d| d as f64);
+                let delta = i64::try_from(delta).map_or_else(|_| delta as f64, |d| d as f64);
                 let off = delta * t.ns_per_tick;
                 let off = if off.abs() < 9.0e18 {
                     i128::from(off as i64)
