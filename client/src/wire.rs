@@ -290,6 +290,7 @@ pub struct FieldIter<'a> {
 }
 
 impl<'a> FieldIter<'a> {
+    #[inline]
     fn field(&mut self) -> Result<Field<'a>, DecodeError> {
         if self.n == MAX_FIELDS {
             return Err(DecodeError(postcard::Error::DeserializeBadEncoding));
@@ -311,6 +312,7 @@ impl<'a> FieldIter<'a> {
 impl<'a> Iterator for FieldIter<'a> {
     type Item = Result<Field<'a>, DecodeError>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         if self.rest.is_empty() {
             return None;

@@ -76,7 +76,7 @@ fn push_text(out: &mut String, v: &Value<'_>) {
 /// allocate nothing.
 fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
     use std::fmt::Write;
-    let text = |slot: &mut serde_json::Value, put: &dyn Fn(&mut String)| {
+    fn text(slot: &mut serde_json::Value, put: impl FnOnce(&mut String)) {
         let mut s = match std::mem::take(slot) {
             serde_json::Value::String(s) => s,
             _ => String::new(),
@@ -84,15 +84,15 @@ fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
         s.clear();
         put(&mut s);
         *slot = serde_json::Value::String(s);
-    };
+    }
     match *v {
-        Value::Str(s) | Value::Debug(s) => text(slot, &|o| o.push_str(s)),
+        Value::Str(s) | Value::Debug(s) => text(slot, |o| o.push_str(s)),
         Value::I128(n) if i64::try_from(n).is_err() && u64::try_from(n).is_err() => {
-            text(slot, &|o| {
+            text(slot, |o| {
                 let _ = write!(o, "{n}");
             })
         }
-        Value::U128(n) if u64::try_from(n).is_err() => text(slot, &|o| {
+        Value::U128(n) if u64::try_from(n).is_err() => text(slot, |o| {
             let _ = write!(o, "{n}");
         }),
         _ => *slot = json_value(v),
