@@ -64,7 +64,7 @@ use crate::client::{
     AttachedRing, Client, ClientTable, Context, CutOff, Identity, ProcessKey, RingSegment, Scopes,
 };
 use crate::clock::Clock;
-use crate::convert::Env;
+use crate::convert::{Env, Site};
 use crate::record::{Kind, Record};
 use crate::sink::Sink;
 use crate::timestamp::Timestamp;
@@ -252,8 +252,8 @@ fn poll_ring(
     let mut bad = None;
     let ring_id = ring.geometry().ring_id;
     let stop = ring.poll(budget, |seq, payload| {
-        let r = batch.next_slot();
-        match ctx.convert(scopes, env, payload, r) {
+        let (r, site) = batch.next_slot();
+        match ctx.convert(scopes, env, payload, r, site) {
             Ok(()) => {
                 r.origin = Some(crate::record::Origin { ring_id, seq });
                 batch.keep();
@@ -310,11 +310,13 @@ fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Batch) {
 /// next round overwrites them in place ([`Context::convert`] reuses their
 /// strings' allocations), so a record in steady state allocates nothing.
 /// Holding them costs no more memory than the largest batch already took;
-/// the idle thread gives it back ([`Batch::shrink`]).
+/// the thread gives it back once idle for a backstop ([`Batch::shrink`]).
 #[derive(Debug, Default)]
 pub(crate) struct Batch {
     /// `recs[..len]`: this round's records; `recs[len..]`: for reuse.
     recs: Vec<Record>,
+    /// Whose strings each record holds (`None`: unknown).
+    sites: Vec<Option<Site>>,
     len: usize,
 }
 
@@ -323,20 +325,24 @@ impl Batch {
     pub(crate) fn push(&mut self, r: Record) {
         if self.len < self.recs.len() {
             self.recs[self.len] = r;
+            self.sites[self.len] = None;
         } else {
             self.recs.push(r);
+            self.sites.push(None);
         }
         self.len += 1;
     }
 
     /// A record to overwrite completely (a recycled one, holding stale
-    /// values); it joins the batch on [`Batch::keep`].
-    pub(crate) fn next_slot(&mut self) -> &mut Record {
+    /// values) and whose strings it holds; it joins the batch on
+    /// [`Batch::keep`].
+    pub(crate) fn next_slot(&mut self) -> (&mut Record, &mut Option<Site>) {
         if self.len == self.recs.len() {
             self.recs
                 .push(Record::new(Kind::Event, Timestamp(0), Level::Info));
+            self.sites.push(None);
         }
-        &mut self.recs[self.len]
+        (&mut self.recs[self.len], &mut self.sites[self.len])
     }
 
     /// Make the record [`Batch::next_slot`] handed out part of the batch.
@@ -362,6 +368,8 @@ impl Batch {
     fn shrink(&mut self) {
         self.recs.truncate(self.len);
         self.recs.shrink_to_fit();
+        self.sites.truncate(self.len);
+        self.sites.shrink_to_fit();
     }
 }
 
@@ -414,9 +422,12 @@ impl Drain {
             if n > 0 || msgs || self.shutting_down {
                 break;
             }
-            // Asleep, the records kept for reuse are memory for nothing.
-            self.batch.shrink();
             let woken = self.wake.wait(backstop);
+            if !woken {
+                // Quiet for a whole backstop: the records kept for reuse
+                // are memory for nothing (a steady trickle keeps them).
+                self.batch.shrink();
+            }
             backstop = if woken {
                 self.limits.idle_backstop
             } else {
