@@ -104,11 +104,11 @@ fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
 fn put_fields(
     rec: &mut Record,
     names: &[String],
-    fields: wire::FieldIter<'_>,
+    mut fields: wire::FieldIter<'_>,
 ) -> Result<bool, CutOff> {
     let mut message = false;
-    for f in fields {
-        let (name, v): (std::borrow::Cow<'_, str>, Value<'_>) = match f? {
+    while let Some(f) = fields.next_field() {
+        let (name, v): (std::borrow::Cow<'_, str>, Value<'_>) = match f {
             Field::Idx(i, v) => match names.get(usize::from(i)) {
                 Some(n) => (n.as_str().into(), v),
                 None => (format!("field{i}").into(), v),
@@ -124,6 +124,7 @@ fn put_fields(
             set_json(rec.fields.slot(&name), &v);
         }
     }
+    fields.finish()?;
     Ok(message)
 }
 
