@@ -375,6 +375,8 @@ pub struct OpenScope {
 /// identity and call sites (see `convert.rs` for the conversion itself).
 #[derive(Debug)]
 pub struct Context {
+    /// Connection number (as [`Client::id`]).
+    pub id: u64,
     /// Who it is.
     pub identity: Identity,
     /// Its call-site table.
@@ -446,7 +448,11 @@ impl Client {
             id,
             key,
             rings: Vec::new(),
-            ctx: Context { identity, table },
+            ctx: Context {
+                id,
+                identity,
+                table,
+            },
             records: 0,
             gone: false,
             cut_off: false,

@@ -61,6 +61,16 @@ fn rdtsc() -> Option<u64> {
     None
 }
 
+#[cold]
+fn wide_delta(raw: u64, anchor: u64) -> f64 {
+    (i128::from(raw) - i128::from(anchor)) as f64
+}
+
+#[cold]
+fn wide_ns(off: f64) -> i128 {
+    off as i128
+}
+
 /// One (tsc, clock ns) pair: the best of a few reads.
 fn sample(id: ClockId) -> Option<(u64, u64)> {
     let mut best: Option<(u64, u64, u64)> = None; // (window, tsc, ns)
@@ -169,8 +179,20 @@ impl Clock {
     pub fn to_timestamp(&self, raw: u64, tsc: bool) -> Timestamp {
         match (&self.tsc, tsc) {
             (Some(t), true) => {
-                let delta = i128::from(raw) - i128::from(t.anchor.0);
-                let off = (delta as f64 * t.ns_per_tick) as i128;
+                // Through i64 when it fits (it does for any honest client):
+                // the same values, without the i128 <-> f64 conversions
+                // (~2 % of the drain's time); the wide forms are cold
+                // functions so that they are not computed speculatively.
+                let delta = match (i64::try_from(raw), i64::try_from(t.anchor.0)) {
+                    (Ok(r), Ok(a)) => (r - a) as f64,
+                    _ => wide_delta(raw, t.anchor.0),
+                };
+                let off = delta * t.ns_per_tick;
+                let off = if off.abs() < 9.0e18 {
+                    i128::from(off as i64)
+                } else {
+                    wide_ns(off)
+                };
                 let ns = i128::from(t.anchor.1).saturating_add(off);
                 Timestamp(ns.clamp(0, i128::from(u64::MAX)) as u64)
             }
@@ -217,6 +239,37 @@ mod tests {
             got.abs_diff(rt) < 1_000_000,
             "tsc {tsc} -> {got}, realtime {rt}"
         );
+    }
+
+    #[test]
+    fn fast_conversion_is_the_wide_one() {
+        let t = Tsc {
+            base: (0, 0),
+            ns_per_tick: 0.3846,
+            anchor: (1 << 40, 1_700_000_000_000_000_000),
+            refined_at: 0,
+        };
+        let c = Clock {
+            tsc: Some(t.clone()),
+        };
+        let wide = |raw: u64| {
+            let delta = i128::from(raw) - i128::from(t.anchor.0);
+            let off = (delta as f64 * t.ns_per_tick) as i128;
+            let ns = i128::from(t.anchor.1).saturating_add(off);
+            ns.clamp(0, i128::from(u64::MAX)) as u64
+        };
+        for raw in [
+            0,
+            1,
+            1 << 40,
+            (1 << 40) + 12345,
+            1 << 62,
+            (1 << 63) - 1,
+            1 << 63,
+            u64::MAX,
+        ] {
+            assert_eq!(c.to_timestamp(raw, true).0, wide(raw), "raw {raw}");
+        }
     }
 
     #[test]

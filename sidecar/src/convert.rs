@@ -15,7 +15,10 @@ use distlog::wire::{self, Field, Head, Level, Value};
 
 use crate::client::{Context, CutOff, OpenScope, Scopes};
 use crate::clock::Clock;
-use crate::record::{Kind, Outcome, Record, ScopeId, TraceId};
+use crate::drain::Batch;
+use distlog::table::OwnedDef;
+
+use crate::record::{set_opt_str, set_str, Kind, Outcome, Record, ScopeId, TraceId};
 use crate::timestamp::Timestamp;
 use crate::Limits;
 
@@ -50,67 +53,193 @@ pub(crate) fn json_value(v: &Value<'_>) -> serde_json::Value {
     }
 }
 
-/// A wire value as message text.
-fn text(v: &Value<'_>) -> String {
+/// Append a wire value as message text to `out`.
+fn push_text(out: &mut String, v: &Value<'_>) {
+    use std::fmt::Write;
+    // Writing into a String cannot fail.
+    let _ = match *v {
+        Value::Str(s) | Value::Debug(s) => {
+            out.push_str(s);
+            Ok(())
+        }
+        Value::I64(n) => write!(out, "{n}"),
+        Value::U64(n) => write!(out, "{n}"),
+        Value::F64(x) => write!(out, "{x}"),
+        Value::Bool(b) => write!(out, "{b}"),
+        Value::I128(n) => write!(out, "{n}"),
+        Value::U128(n) => write!(out, "{n}"),
+    };
+}
+
+/// Overwrite `slot` with `v` as JSON (as [`json_value`] makes it), reusing
+/// the slot's string when both are strings: a recycled record's fields
+/// allocate nothing.
+fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
+    use std::fmt::Write;
+    fn text(slot: &mut serde_json::Value, put: impl FnOnce(&mut String)) {
+        let mut s = match std::mem::take(slot) {
+            serde_json::Value::String(s) => s,
+            _ => String::new(),
+        };
+        s.clear();
+        put(&mut s);
+        *slot = serde_json::Value::String(s);
+    }
     match *v {
-        Value::Str(s) | Value::Debug(s) => s.to_owned(),
-        Value::I64(n) => n.to_string(),
-        Value::U64(n) => n.to_string(),
-        Value::F64(x) => x.to_string(),
-        Value::Bool(b) => b.to_string(),
-        Value::I128(n) => n.to_string(),
-        Value::U128(n) => n.to_string(),
+        Value::Str(s) | Value::Debug(s) => text(slot, |o| o.push_str(s)),
+        Value::I128(n) if i64::try_from(n).is_err() && u64::try_from(n).is_err() => {
+            text(slot, |o| {
+                let _ = write!(o, "{n}");
+            })
+        }
+        Value::U128(n) if u64::try_from(n).is_err() => text(slot, |o| {
+            let _ = write!(o, "{n}");
+        }),
+        _ => *slot = json_value(v),
     }
 }
 
-/// Put `fields` into `rec`, naming indexed ones from `names`.
-fn put_fields(rec: &mut Record, names: &[String], fields: &[Field<'_>]) {
-    for f in fields {
-        let (name, v): (std::borrow::Cow<'_, str>, &Value<'_>) = match f {
-            Field::Idx(i, v) => match names.get(usize::from(*i)) {
+/// Put the decoded `fields` into `rec`, naming indexed ones from `names`;
+/// whether one was the message.
+fn put_fields(
+    rec: &mut Record,
+    names: &[String],
+    mut fields: wire::FieldIter<'_>,
+) -> Result<bool, CutOff> {
+    let mut message = false;
+    while let Some(f) = fields.next_field() {
+        let (name, v): (std::borrow::Cow<'_, str>, Value<'_>) = match f {
+            Field::Idx(i, v) => match names.get(usize::from(i)) {
                 Some(n) => (n.as_str().into(), v),
                 None => (format!("field{i}").into(), v),
             },
-            Field::Named(n, v) => ((*n).into(), v),
+            Field::Named(n, v) => (n.into(), v),
         };
         if name == "message" {
-            rec.message = Some(text(v));
+            let m = rec.message.get_or_insert_with(String::new);
+            m.clear();
+            push_text(m, &v);
+            message = true;
         } else {
-            rec.fields.insert(name.into_owned(), json_value(v));
+            set_json(rec.fields.slot(&name), &v);
         }
     }
+    fields.finish()?;
+    Ok(message)
 }
 
 fn nonzero(id: u64) -> Option<ScopeId> {
     (id != 0).then_some(ScopeId(id))
 }
 
+/// Whose strings a recycled record holds: its `service` and `host` are
+/// those of connection `conn`, its `name`, `target` and `file` those of
+/// call site `callsite` of that connection (with `name` if `named`). A
+/// record converted from the same call site again skips copying them
+/// (~200 instructions a record); a call site's definition never changes
+/// once read. `callsite` `None`: a scope's record whose call site is not
+/// known (those strings are absent).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Site {
+    conn: u64,
+    callsite: Option<u32>,
+    named: bool,
+}
+
+/// Fill what is known about a scope from its open and call site.
+/// `same`: as for [`set_site`].
+fn describe_scope(r: &mut Record, open: Option<OpenScope>, def: Option<&OwnedDef>, same: bool) {
+    if let Some(o) = open {
+        r.trace_id = Some(TraceId(o.trace));
+        r.parent_id = nonzero(o.parent);
+    }
+    set_site(r, def, true, same);
+}
+
+/// Level, name (scope records only), target, file and line from a call
+/// site; what is not known is left out. `same`: the record already holds
+/// this call site's strings.
+fn set_site(r: &mut Record, def: Option<&OwnedDef>, named: bool, same: bool) {
+    if let Some(d) = def {
+        r.level = d.level;
+    }
+    r.line = def.and_then(|d| d.line);
+    if same {
+        return;
+    }
+    set_opt_str(&mut r.name, def.filter(|_| named).map(|d| d.name.as_str()));
+    set_opt_str(&mut r.target, def.map(|d| d.target.as_str()));
+    set_opt_str(&mut r.file, def.and_then(|d| d.file.as_deref()));
+}
+
 impl Context {
     /// A record of this client with nothing but the basics.
     pub(crate) fn base(&self, env: &Env<'_>, kind: Kind, ts: Timestamp, level: Level) -> Record {
         let mut r = Record::new(kind, ts, level);
-        r.service.clone_from(&self.identity.service);
-        env.host.clone_into(&mut r.host);
+        self.fill_base(&mut r, env, kind, ts, level, false);
+        r
+    }
+
+    /// Overwrite `r` with the basics of a record of this client, keeping
+    /// its allocations; its target, file, name and message are the
+    /// caller's to set. `same`: it holds this client's service and host.
+    fn fill_base(
+        &self,
+        r: &mut Record,
+        env: &Env<'_>,
+        kind: Kind,
+        ts: Timestamp,
+        level: Level,
+        same: bool,
+    ) {
+        r.kind = kind;
+        r.ts = ts;
+        r.level = level;
+        if !same {
+            set_str(&mut r.service, &self.identity.service);
+            set_str(&mut r.host, env.host);
+        }
         r.pid = self.identity.pid;
         r.pid_unverified = self.identity.pid_unverified;
-        r
+        r.tid = None;
+        r.line = None;
+        r.fields.clear();
+        r.trace_id = None;
+        r.scope_id = None;
+        r.parent_id = None;
+        r.remote_parent = false;
+        r.outcome = None;
+        r.duration_ns = None;
+        r.origin = None;
     }
 
     fn ts(&self, env: &Env<'_>, raw: u64) -> Timestamp {
         env.clock.to_timestamp(raw, self.identity.clock_tsc)
     }
 
-    /// Decode one payload (a private copy) into a record, tracking the
-    /// process's open `scopes`. An error cuts the client off.
+    /// Decode one payload (a private copy) into `r`, overwriting all of it
+    /// (a recycled record: its strings' allocations are reused, and not
+    /// even rewritten where `site` says they hold the same), and track the
+    /// process's open `scopes`. An error cuts the client off (and leaves
+    /// `site` empty: `r` is then half written).
     pub(crate) fn convert(
         &mut self,
         scopes: &mut Scopes,
         env: &Env<'_>,
         payload: &[u8],
-    ) -> Result<Record, CutOff> {
-        let frame = wire::decode(payload)?;
+        r: &mut Record,
+        site: &mut Option<Site>,
+    ) -> Result<(), CutOff> {
+        let held = site.take();
+        let same_conn = held.is_some_and(|s| s.conn == self.id);
+        let key = |callsite: Option<u32>, named| Site {
+            conn: self.id,
+            callsite,
+            named,
+        };
+        let (head, fields) = wire::decode_head(payload)?;
         let max_defs = env.limits.max_defs_per_client;
-        match frame.head {
+        match head {
             Head::Event {
                 callsite,
                 ts,
@@ -118,16 +247,20 @@ impl Context {
                 scope,
                 trace,
             } => {
-                let mut r = self.base(env, Kind::Event, self.ts(env, ts), Level::Info);
+                self.fill_base(
+                    r,
+                    env,
+                    Kind::Event,
+                    self.ts(env, ts),
+                    Level::Info,
+                    same_conn,
+                );
+                let now = key(Some(callsite), false);
                 let def = self.table.def(callsite, max_defs)?;
-                r.level = def.level;
-                r.target = Some(def.target.clone());
-                r.file.clone_from(&def.file);
-                r.line = def.line;
+                set_site(r, Some(def), false, held == Some(now));
                 r.tid = Some(tid);
-                put_fields(&mut r, &def.fields, &frame.fields);
-                if r.message.is_none() {
-                    r.message.clone_from(&def.message);
+                if !put_fields(r, &def.fields, fields)? {
+                    set_opt_str(&mut r.message, def.message.as_deref());
                 }
                 if scope != 0 {
                     r.scope_id = Some(ScopeId(scope));
@@ -135,7 +268,7 @@ impl Context {
                     r.trace_id = trace.or(open.map(|o| o.trace)).map(TraceId);
                     r.parent_id = open.and_then(|o| nonzero(o.parent));
                 }
-                Ok(r)
+                *site = Some(now);
             }
             Head::ScopeOpen {
                 callsite,
@@ -146,15 +279,21 @@ impl Context {
                 trace,
                 remote_parent,
             } => {
-                let mut r = self.base(env, Kind::ScopeOpen, self.ts(env, ts), Level::Info);
+                self.fill_base(
+                    r,
+                    env,
+                    Kind::ScopeOpen,
+                    self.ts(env, ts),
+                    Level::Info,
+                    same_conn,
+                );
+                let now = key(Some(callsite), true);
                 let def = self.table.def(callsite, max_defs)?;
-                r.level = def.level;
-                r.name = Some(def.name.clone());
-                r.target = Some(def.target.clone());
-                r.file.clone_from(&def.file);
-                r.line = def.line;
+                set_site(r, Some(def), true, held == Some(now));
                 r.tid = Some(tid);
-                put_fields(&mut r, &def.fields, &frame.fields);
+                if !put_fields(r, &def.fields, fields)? {
+                    r.message = None;
+                }
                 r.scope_id = Some(ScopeId(scope));
                 r.parent_id = nonzero(parent);
                 r.trace_id = Some(TraceId(trace));
@@ -173,16 +312,26 @@ impl Context {
                 } else {
                     scopes.untracked += 1;
                 }
-                Ok(r)
+                *site = Some(now);
             }
             Head::ScopeRecord { scope, ts } => {
-                let mut r = self.base(env, Kind::ScopeRecord, self.ts(env, ts), Level::Info);
+                self.fill_base(
+                    r,
+                    env,
+                    Kind::ScopeRecord,
+                    self.ts(env, ts),
+                    Level::Info,
+                    same_conn,
+                );
                 r.scope_id = Some(ScopeId(scope));
                 let open = scopes.open.get(&scope).copied();
                 let def = open.and_then(|o| self.table.known(o.callsite));
-                self.describe_scope(&mut r, open, def);
-                put_fields(&mut r, def.map_or(&[], |d| &d.fields[..]), &frame.fields);
-                Ok(r)
+                let now = key(open.filter(|_| def.is_some()).map(|o| o.callsite), true);
+                describe_scope(r, open, def, held == Some(now));
+                if !put_fields(r, def.map_or(&[], |d| &d.fields[..]), fields)? {
+                    r.message = None;
+                }
+                *site = Some(now);
             }
             Head::ScopeClose {
                 scope,
@@ -190,7 +339,19 @@ impl Context {
                 tid,
                 outcome,
             } => {
-                let mut r = self.base(env, Kind::ScopeClose, self.ts(env, ts), Level::Info);
+                // Its fields (none are written) must still decode.
+                for f in fields {
+                    f?;
+                }
+                self.fill_base(
+                    r,
+                    env,
+                    Kind::ScopeClose,
+                    self.ts(env, ts),
+                    Level::Info,
+                    same_conn,
+                );
+                r.message = None;
                 r.scope_id = Some(ScopeId(scope));
                 r.tid = Some(tid);
                 r.outcome = Some(match outcome {
@@ -199,39 +360,21 @@ impl Context {
                 });
                 let open = scopes.open.remove(&scope);
                 let def = open.and_then(|o| self.table.known(o.callsite));
-                self.describe_scope(&mut r, open, def);
+                let now = key(open.filter(|_| def.is_some()).map(|o| o.callsite), true);
+                describe_scope(r, open, def, held == Some(now));
                 if let Some(o) = open {
                     r.duration_ns =
                         Some(env.clock.duration_ns(o.raw_ts, ts, self.identity.clock_tsc));
                 }
-                Ok(r)
+                *site = Some(now);
             }
         }
-    }
-
-    /// Fill what is known about a scope from its open and call site.
-    fn describe_scope(
-        &self,
-        r: &mut Record,
-        open: Option<OpenScope>,
-        def: Option<&distlog::table::OwnedDef>,
-    ) {
-        if let Some(o) = open {
-            r.trace_id = Some(TraceId(o.trace));
-            r.parent_id = nonzero(o.parent);
-        }
-        if let Some(d) = def {
-            r.level = d.level;
-            r.name = Some(d.name.clone());
-            r.target = Some(d.target.clone());
-            r.file.clone_from(&d.file);
-            r.line = d.line;
-        }
+        Ok(())
     }
 
     /// `scope_close` records (outcome `abandoned`) for every scope still
     /// open; forgets them.
-    pub(crate) fn abandon_scopes(&self, scopes: &mut Scopes, env: &Env<'_>, out: &mut Vec<Record>) {
+    pub(crate) fn abandon_scopes(&self, scopes: &mut Scopes, env: &Env<'_>, out: &mut Batch) {
         let now = Timestamp::now();
         let mut open: Vec<(u64, OpenScope)> = scopes.open.drain().collect();
         open.sort_by_key(|(_, o)| o.raw_ts);
@@ -241,7 +384,7 @@ impl Context {
             r.tid = Some(o.tid);
             r.outcome = Some(Outcome::Abandoned);
             let def = self.table.known(o.callsite);
-            self.describe_scope(&mut r, Some(o), def);
+            describe_scope(&mut r, Some(o), def, false);
             let opened = self.ts(env, o.raw_ts);
             r.duration_ns = Some(now.0.saturating_sub(opened.0));
             out.push(r);
@@ -304,22 +447,45 @@ mod tests {
 
     #[test]
     fn field_names() {
-        let mut r = Record::new(Kind::Event, Timestamp(0), Level::Info);
         let names = vec!["message".to_owned(), "a".to_owned()];
-        put_fields(
-            &mut r,
-            &names,
-            &[
-                Field::Idx(0, Value::Debug("hi")),
-                Field::Idx(1, Value::Bool(true)),
-                Field::Idx(9, Value::I64(3)),
-                Field::Named("k", Value::Str("v")),
-            ],
-        );
+        let put = |r: &mut Record, fields: &[Field<'_>]| {
+            let mut buf = [0u8; 256];
+            let mut e = wire::Encoder::new(&mut buf, &Head::ScopeRecord { scope: 1, ts: 2 });
+            for f in fields {
+                e.field(f);
+            }
+            let (_, iter) = wire::decode_head(e.finish().unwrap()).unwrap();
+            put_fields(r, &names, iter).unwrap()
+        };
+        let mut r = Record::new(Kind::Event, Timestamp(0), Level::Info);
+        let fields = [
+            Field::Named("z", Value::U128(u128::MAX)),
+            Field::Idx(0, Value::Debug("hi")),
+            Field::Idx(1, Value::Bool(true)),
+            Field::Idx(9, Value::I64(3)),
+            Field::Named("k", Value::Str("v")),
+            Field::Named("k", Value::Str("w")),
+        ];
+        assert!(put(&mut r, &fields));
         assert_eq!(r.message.as_deref(), Some("hi"));
+        let want = json!({"a": true, "field9": 3, "k": "w", "z": u128::MAX.to_string()});
+        assert_eq!(serde_json::to_value(&r.fields).unwrap(), want);
+        // A recycled record: the same fields again, then others, in place.
+        r.fields.clear();
+        assert!(put(&mut r, &fields));
+        assert_eq!(serde_json::to_value(&r.fields).unwrap(), want);
+        r.fields.clear();
+        assert!(!put(
+            &mut r,
+            &[
+                Field::Named("z", Value::F64(f64::NAN)),
+                Field::Named("k", Value::I128(-1)),
+            ]
+        ));
         assert_eq!(
-            serde_json::Value::Object(r.fields),
-            json!({"a": true, "field9": 3, "k": "v"})
+            serde_json::to_value(&r.fields).unwrap(),
+            json!({"k": -1, "z": "NaN"})
         );
+        assert_eq!(r.fields.clone(), r.fields);
     }
 }

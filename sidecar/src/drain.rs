@@ -64,9 +64,10 @@ use crate::client::{
     AttachedRing, Client, ClientTable, Context, CutOff, Identity, ProcessKey, RingSegment, Scopes,
 };
 use crate::clock::Clock;
-use crate::convert::Env;
-use crate::record::Record;
+use crate::convert::{Env, Site};
+use crate::record::{Kind, Record};
 use crate::sink::Sink;
+use crate::timestamp::Timestamp;
 use crate::wake::Wake;
 use crate::{Limits, Shutdown};
 
@@ -190,7 +191,7 @@ impl DrainHandle {
                     clients: Vec::new(),
                     processes: HashMap::new(),
                     sinks,
-                    batch: Vec::new(),
+                    batch: Batch::default(),
                     clock: Clock::calibrate(),
                     host,
                     limits,
@@ -225,7 +226,7 @@ struct Drain {
     /// Open scopes by process.
     processes: HashMap<ProcessKey, Process>,
     sinks: Vec<Box<dyn Sink>>,
-    batch: Vec<Record>,
+    batch: Batch,
     clock: Clock,
     host: String,
     limits: Limits,
@@ -244,17 +245,18 @@ fn poll_ring(
     scopes: &mut Scopes,
     env: &Env<'_>,
     budget: usize,
-    batch: &mut Vec<Record>,
+    batch: &mut Batch,
     lost_total: &mut u64,
 ) -> Result<u64, CutOff> {
     let mut n = 0u64;
     let mut bad = None;
     let ring_id = ring.geometry().ring_id;
     let stop = ring.poll(budget, |seq, payload| {
-        match ctx.convert(scopes, env, payload) {
-            Ok(mut r) => {
+        let (r, site) = batch.next_slot();
+        match ctx.convert(scopes, env, payload, r, site) {
+            Ok(()) => {
                 r.origin = Some(crate::record::Origin { ring_id, seq });
-                batch.push(r);
+                batch.keep();
                 n += 1;
                 true
             }
@@ -289,7 +291,7 @@ fn poll_ring(
 }
 
 /// Cut a client off: read no more, report, close its connection.
-fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Vec<Record>) {
+fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Batch) {
     if c.cut_off {
         return;
     }
@@ -302,6 +304,73 @@ fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Vec<Record>)
         format!("client cut off by the sidecar: {why}"),
     ));
     c.closer.trigger();
+}
+
+/// A round's records, in a vector whose records outlive the round: the
+/// next round overwrites them in place ([`Context::convert`] reuses their
+/// strings' allocations), so a record in steady state allocates nothing.
+/// Holding them costs no more memory than the largest batch already took;
+/// the thread gives it back once idle for a backstop ([`Batch::shrink`]).
+#[derive(Debug, Default)]
+pub(crate) struct Batch {
+    /// `recs[..len]`: this round's records; `recs[len..]`: for reuse.
+    recs: Vec<Record>,
+    /// Whose strings each record holds (`None`: unknown).
+    sites: Vec<Option<Site>>,
+    len: usize,
+}
+
+impl Batch {
+    /// Append a record.
+    pub(crate) fn push(&mut self, r: Record) {
+        if self.len < self.recs.len() {
+            self.recs[self.len] = r;
+            self.sites[self.len] = None;
+        } else {
+            self.recs.push(r);
+            self.sites.push(None);
+        }
+        self.len += 1;
+    }
+
+    /// A record to overwrite completely (a recycled one, holding stale
+    /// values) and whose strings it holds; it joins the batch on
+    /// [`Batch::keep`].
+    pub(crate) fn next_slot(&mut self) -> (&mut Record, &mut Option<Site>) {
+        if self.len == self.recs.len() {
+            self.recs
+                .push(Record::new(Kind::Event, Timestamp(0), Level::Info));
+            self.sites.push(None);
+        }
+        (&mut self.recs[self.len], &mut self.sites[self.len])
+    }
+
+    /// Make the record [`Batch::next_slot`] handed out part of the batch.
+    pub(crate) fn keep(&mut self) {
+        self.len = (self.len + 1).min(self.recs.len());
+    }
+
+    /// This round's records.
+    pub(crate) fn records(&self) -> &[Record] {
+        &self.recs[..self.len]
+    }
+
+    fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Start the next round, keeping the records for reuse.
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// Free the records kept for reuse.
+    fn shrink(&mut self) {
+        self.recs.truncate(self.len);
+        self.recs.shrink_to_fit();
+        self.sites.truncate(self.len);
+        self.sites.shrink_to_fit();
+    }
 }
 
 /// The open scopes of one process and how many of its connections the
@@ -354,6 +423,11 @@ impl Drain {
                 break;
             }
             let woken = self.wake.wait(backstop);
+            if !woken {
+                // Quiet for a whole backstop: the records kept for reuse
+                // are memory for nothing (a steady trickle keeps them).
+                self.batch.shrink();
+            }
             backstop = if woken {
                 self.limits.idle_backstop
             } else {
@@ -611,7 +685,7 @@ impl Drain {
     /// Hand the batch to every sink, then release every ring.
     fn commit(&mut self) {
         if !self.batch.is_empty() {
-            let batch = &self.batch;
+            let batch = self.batch.records();
             self.sinks.retain_mut(|s| match s.write_batch(batch) {
                 Ok(()) => true,
                 Err(e) => {
@@ -619,7 +693,7 @@ impl Drain {
                     false
                 }
             });
-            self.stats.records += self.batch.len() as u64;
+            self.stats.records += batch.len() as u64;
             self.batch.clear();
         }
         for r in self.clients.iter_mut().flat_map(|c| c.rings.iter_mut()) {

@@ -33,8 +33,235 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::timestamp::Timestamp;
 
-/// Field values, by name.
-pub type Fields = serde_json::Map<String, serde_json::Value>;
+/// Field values, by name: a map with the API (and the JSON, keys in byte
+/// order) of the `serde_json::Map` it replaced.
+///
+/// Kept as a vector sorted by key, because records carry a handful of
+/// fields and the drain thread fills millions a second: a lookup is a
+/// binary search over a few entries, and [`Fields::clear`] keeps the
+/// entries' strings as spares that the next record's fields reuse (no
+/// allocation per field once the drain's records are recycled, see
+/// `drain.rs`).
+#[derive(Default)]
+pub struct Fields {
+    /// `entries[..len]`: the fields, sorted by key, keys unique.
+    /// `entries[len..]`: spares, kept for their allocations.
+    entries: Vec<(String, serde_json::Value)>,
+    len: usize,
+}
+
+/// What `fields["missing"]` is, as for a `serde_json::Value`.
+static NULL: serde_json::Value = serde_json::Value::Null;
+
+impl Fields {
+    /// No fields.
+    pub fn new() -> Fields {
+        Fields::default()
+    }
+
+    /// Number of fields.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    fn live(&self) -> &[(String, serde_json::Value)] {
+        &self.entries[..self.len]
+    }
+
+    fn find(&self, key: &str) -> Result<usize, usize> {
+        self.live()
+            .binary_search_by(|(k, _)| key_cmp(k.as_bytes(), key.as_bytes()))
+    }
+
+    /// Where `key` is. A few fields are the rule: comparing lengths first
+    /// rejects most keys without comparing bytes (the router asks every
+    /// record for keys it rarely has).
+    fn position(&self, key: &str) -> Option<usize> {
+        if self.len > 16 {
+            return self.find(key).ok();
+        }
+        self.live().iter().position(|(k, _)| k == key)
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&serde_json::Value> {
+        self.position(key).map(|i| &self.entries[i].1)
+    }
+
+    /// Whether `key` has a value.
+    pub fn contains_key(&self, key: &str) -> bool {
+        self.position(key).is_some()
+    }
+
+    /// Set `key`; the value it had before.
+    pub fn insert(&mut self, key: String, value: serde_json::Value) -> Option<serde_json::Value> {
+        match self.find(&key) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, value)),
+            Err(i) => {
+                self.entries.insert(i, (key, value));
+                self.len += 1;
+                None
+            }
+        }
+    }
+
+    /// The value slot of `key` for `set` to overwrite, created (from a
+    /// spare entry when there is one, whose value `set` overwrites in
+    /// place: its string's allocation can be reused) if absent.
+    pub(crate) fn slot(&mut self, key: &str) -> &mut serde_json::Value {
+        // Fast path: call sites mostly list their fields in key order, so
+        // a key usually goes at the end; a recycled record of the same call
+        // site even has it there already, as a spare.
+        let after_last = self.len == 0
+            || key_cmp(self.entries[self.len - 1].0.as_bytes(), key.as_bytes()).is_lt();
+        let i = if after_last {
+            self.len
+        } else {
+            match self.find(key) {
+                Ok(i) => return &mut self.entries[i].1,
+                Err(i) => i,
+            }
+        };
+        if self.len == self.entries.len() {
+            self.entries.push((String::new(), serde_json::Value::Null));
+        }
+        if self.entries[self.len].0 != key {
+            set_str(&mut self.entries[self.len].0, key);
+        }
+        if i < self.len {
+            // Move the spare to its place in the sorted part.
+            self.entries[i..=self.len].rotate_right(1);
+        }
+        self.len += 1;
+        &mut self.entries[i].1
+    }
+
+    /// Remove every field (keeping their allocations as spares).
+    pub fn clear(&mut self) {
+        self.len = 0;
+    }
+
+    /// The fields in key order.
+    pub fn iter(&self) -> FieldsIter<'_> {
+        FieldsIter(self.live().iter())
+    }
+}
+
+/// Iterator over [`Fields`] in key order.
+#[derive(Debug, Clone)]
+pub struct FieldsIter<'a>(std::slice::Iter<'a, (String, serde_json::Value)>);
+
+impl<'a> Iterator for FieldsIter<'a> {
+    type Item = (&'a String, &'a serde_json::Value);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.0.next().map(|(k, v)| (k, v))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl ExactSizeIterator for FieldsIter<'_> {}
+
+impl<'a> IntoIterator for &'a Fields {
+    type Item = (&'a String, &'a serde_json::Value);
+    type IntoIter = FieldsIter<'a>;
+
+    fn into_iter(self) -> FieldsIter<'a> {
+        self.iter()
+    }
+}
+
+impl FromIterator<(String, serde_json::Value)> for Fields {
+    fn from_iter<I: IntoIterator<Item = (String, serde_json::Value)>>(it: I) -> Fields {
+        let mut f = Fields::new();
+        for (k, v) in it {
+            f.insert(k, v);
+        }
+        f
+    }
+}
+
+impl From<serde_json::Map<String, serde_json::Value>> for Fields {
+    fn from(m: serde_json::Map<String, serde_json::Value>) -> Fields {
+        m.into_iter().collect()
+    }
+}
+
+impl std::ops::Index<&str> for Fields {
+    type Output = serde_json::Value;
+
+    /// `Null` for a missing key, as `serde_json::Value` indexes.
+    fn index(&self, key: &str) -> &serde_json::Value {
+        self.get(key).unwrap_or(&NULL)
+    }
+}
+
+impl Clone for Fields {
+    fn clone(&self) -> Fields {
+        Fields {
+            entries: self.live().to_vec(),
+            len: self.len,
+        }
+    }
+}
+
+impl PartialEq for Fields {
+    fn eq(&self, other: &Fields) -> bool {
+        self.live() == other.live()
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_map().entries(self.iter()).finish()
+    }
+}
+
+impl Serialize for Fields {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
+
+impl<'de> Deserialize<'de> for Fields {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // Through the map it replaced: the same keys win on duplicates.
+        serde_json::Map::deserialize(d).map(Fields::from)
+    }
+}
+
+/// `a.cmp(b)` (byte order, as `str`'s), inline: keys are short, and a
+/// `memcmp` call costs more than comparing them here.
+fn key_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    for (x, y) in a.iter().zip(b) {
+        if x != y {
+            return x.cmp(y);
+        }
+    }
+    a.len().cmp(&b.len())
+}
+
+/// Overwrite `s` with `v`, reusing its allocation.
+pub(crate) fn set_str(s: &mut String, v: &str) {
+    s.clear();
+    s.push_str(v);
+}
+
+/// Overwrite `s` with `v`, reusing its allocation when both are `Some`.
+pub(crate) fn set_opt_str(s: &mut Option<String>, v: Option<&str>) {
+    match (s.as_mut(), v) {
+        (Some(s), Some(v)) => set_str(s, v),
+        (_, v) => *s = v.map(str::to_owned),
+    }
+}
 
 /// What a record says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]

@@ -386,3 +386,151 @@ fn a_shared_ring_slot_reserved_by_a_writer_that_died_at_once_is_counted_lost() {
         .sum();
     assert_eq!(lost, 3, "the three records behind it are counted: {all:?}");
 }
+
+/// The drain thread overwrites the records of one round with the next
+/// round's, skipping strings a record already holds from the same call
+/// site: records of other clients and call sites, scope records with and
+/// without a known call site, must each come out with only their own.
+/// In-process with a budget of one record per ring and round, so that
+/// every round reuses the records of the one before.
+#[test]
+fn recycled_records_carry_only_their_own_values() {
+    use distlogd::record::{Kind, Record};
+    use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
+
+    let dir = temp_dir("recycled");
+    let mut config = Config::new(dir.join("distlogd.sock"));
+    config.data_dir = dir.join("data");
+    config.limits.ring_budget = 1;
+    let socket = config.socket.clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(async { Server::bind(config) }).expect("bind");
+    let (sink, rx) = ChannelSink::new();
+    let shutdown = Shutdown::new();
+    let task = rt.spawn(server.run(vec![Box::new(sink)], shutdown.clone()));
+
+    let mut a = TestClient::connect(&socket, "svc-recycled-a").expect("welcome");
+    let mut b = TestClient::connect(&socket, "svc-recycled-b").expect("welcome");
+    let a1 = a.event_site(Level::Warn, "a::one", 1, &["message", "x"]);
+    let a2 = a.event_site(Level::Info, "a::two", 2, &["y"]);
+    let b1 = b.event_site(Level::Error, "b::one", 3, &["message", "x", "z"]);
+    let span = b.site(
+        CallsiteKind::Scope,
+        Level::Debug,
+        "work",
+        "b::span",
+        4,
+        &["k"],
+    );
+    let (ra, rb) = (a.ring(MIN_DATA_BYTES * 4, 1), b.ring(MIN_DATA_BYTES * 4, 1));
+    let tid = gettid();
+    let ts = now_ns();
+    let waves = 20u64;
+    for wave in 0..waves {
+        // Client a's call sites alternate, so a record slot gets the other
+        // call site, or the other client's record, from round to round.
+        let (site, fields) = if wave % 2 == 0 {
+            (
+                a1,
+                vec![
+                    Field::Idx(0, Value::Debug("hello")),
+                    Field::Idx(1, Value::U64(wave)),
+                ],
+            )
+        } else {
+            (a2, vec![Field::Idx(0, Value::Str("text"))])
+        };
+        a.event(&ra, site, ts, tid, &fields);
+        match wave % 3 {
+            0 => b.event(&rb, b1, ts, tid, &[Field::Idx(2, Value::Bool(true))]),
+            1 => b.frame(
+                &rb,
+                &Head::ScopeOpen {
+                    callsite: span,
+                    ts,
+                    tid,
+                    scope: 100 + wave,
+                    parent: 0,
+                    trace: [3; 16],
+                    remote_parent: false,
+                },
+                &[Field::Idx(0, Value::U64(wave))],
+            ),
+            _ => b.frame(
+                &rb,
+                &Head::ScopeRecord { scope: 999, ts },
+                &[Field::Named("late", Value::U64(wave))],
+            ),
+        }
+    }
+    let mut got: Vec<Record> = Vec::new();
+    while got.len() < 2 * waves as usize {
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("records");
+        if r.service.starts_with("svc-recycled") {
+            got.push(r);
+        }
+    }
+    shutdown.trigger();
+    rt.block_on(task).expect("server task").expect("server");
+    let text = |r: &Record| serde_json::to_value(&r.fields).unwrap();
+    let (mut na, mut nb) = (0u64, 0u64);
+    for r in &got {
+        let target = r.target.as_deref();
+        if r.service == "svc-recycled-a" {
+            let wave = na;
+            na += 1;
+            if wave % 2 == 0 {
+                assert_eq!(
+                    (target, r.line, r.level),
+                    (Some("a::one"), Some(1), Level::Warn)
+                );
+                assert_eq!(r.message.as_deref(), Some("hello"));
+                assert_eq!(text(r), json!({ "x": wave }));
+            } else {
+                assert_eq!(
+                    (target, r.line, r.level),
+                    (Some("a::two"), Some(2), Level::Info)
+                );
+                assert_eq!(r.message, None);
+                assert_eq!(text(r), json!({ "y": "text" }));
+            }
+            assert_eq!(r.name, None);
+            continue;
+        }
+        assert_eq!(r.service, "svc-recycled-b");
+        let wave = nb;
+        nb += 1;
+        match wave % 3 {
+            0 => {
+                assert_eq!(
+                    (r.kind, target, r.line, r.level),
+                    (Kind::Event, Some("b::one"), Some(3), Level::Error)
+                );
+                assert_eq!((r.name.as_deref(), r.message.as_deref()), (None, None));
+                assert_eq!(text(r), json!({ "z": true }));
+            }
+            1 => {
+                assert_eq!(
+                    (r.kind, target, r.line, r.level),
+                    (Kind::ScopeOpen, Some("b::span"), Some(4), Level::Debug)
+                );
+                assert_eq!(r.name.as_deref(), Some("work"));
+                assert_eq!(text(r), json!({ "k": wave }));
+            }
+            _ => {
+                assert_eq!(
+                    (r.kind, target, r.line, r.level),
+                    (Kind::ScopeRecord, None, None, Level::Info)
+                );
+                assert_eq!(
+                    (r.name.as_deref(), r.file.as_deref(), r.message.as_deref()),
+                    (None, None, None)
+                );
+                assert_eq!(text(r), json!({ "late": wave }));
+            }
+        }
+    }
+    assert_eq!((na, nb), (waves, waves));
+}

@@ -837,6 +837,8 @@ fn bench_drain(args: &[String]) {
 #[derive(Default)]
 struct Tally {
     lat_us: Vec<f64>,
+    /// Arrival times (realtime ns), for `BENCH_DUMP`.
+    arrived_ns: Vec<u64>,
     events: u64,
     lost: u64,
 }
@@ -863,6 +865,7 @@ fn read_sidecar(child: &mut Child) -> std::thread::JoinHandle<Tally> {
             if let Some(sent) = find_u64(&line, "\"sent_ns\":") {
                 let now = realtime_ns();
                 t.lat_us.push(now.saturating_sub(sent) as f64 / 1e3);
+                t.arrived_ns.push(now);
                 t.events += 1;
             } else if line.contains("\"kind\":\"loss\"") {
                 t.lost += find_u64(&line, "\"lost\":").unwrap_or(0);
@@ -911,7 +914,15 @@ fn bench_e2e(args: &[String]) {
     let _ = sc.child.wait();
     let mut t = reader.join().unwrap_or_default();
     if let Some(p) = std::env::var_os("BENCH_DUMP") {
-        let text: String = t.lat_us.iter().map(|v| format!("{v:.1}\n")).collect();
+        // Latency and arrival (µs since the first), in arrival order: a
+        // stall shows as a run of records arriving together.
+        let t0 = t.arrived_ns.first().copied().unwrap_or(0);
+        let text: String = t
+            .lat_us
+            .iter()
+            .zip(&t.arrived_ns)
+            .map(|(v, a)| format!("{v:.1} {:.1}\n", a.saturating_sub(t0) as f64 / 1e3))
+            .collect();
         let _ = std::fs::write(p, text);
     }
     let s = Stats::of(&mut t.lat_us);

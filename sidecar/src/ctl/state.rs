@@ -229,7 +229,7 @@ impl Control {
         r.target = Some("distlogd::ctl".into());
         r.message = Some(message);
         if let serde_json::Value::Object(m) = fields {
-            r.fields = m;
+            r.fields = m.into();
         }
         self.drain.send(DrainMsg::Record(Box::new(r)));
     }
