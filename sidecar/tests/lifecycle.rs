@@ -193,7 +193,7 @@ fn a_restarted_sidecar_continues_where_the_last_one_released() {
         a.stderr()
     );
     assert!(!socket.exists(), "socket removed on shutdown");
-    assert!(a.stderr().contains("stopped:"), "{}", a.stderr());
+    a.wait_stderr("stopped:");
     assert_eq!(ns(&a.seen), (0..5).collect::<Vec<_>>());
     drop(c);
 
@@ -238,11 +238,7 @@ fn socket_file_stale_live_or_foreign() {
     drop(std::os::unix::net::UnixListener::bind(&stale).unwrap());
     assert!(stale.exists());
     let mut s = Sidecar::start_at(&stale).expect("replaces a stale socket");
-    assert!(
-        s.stderr().contains("removed stale socket"),
-        "{}",
-        s.stderr()
-    );
+    s.wait_stderr("removed stale socket");
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&stale).unwrap().permissions().mode() & 0o777;

@@ -65,11 +65,7 @@ fn wrong_protocol_version_is_refused_with_a_reason() {
             .expect("previous version");
     }
     good_client_roundtrip(&mut sc, "svc-after-version", 3);
-    assert!(
-        sc.stderr().contains("refused: protocol version"),
-        "{}",
-        sc.stderr()
-    );
+    sc.wait_stderr("refused: protocol version");
     assert!(sc.terminate().success());
 }
 
@@ -236,11 +232,7 @@ fn garbage_in_a_ring_cuts_off_that_client_only() {
         let msg = ctl[0]["message"].as_str().unwrap();
         assert!(msg.contains("cut off") && msg.contains(why), "{svc}: {msg}");
         assert!(c.wait_closed(), "{svc}: connection closed by the sidecar");
-        assert!(
-            sc.stderr().contains(&format!("({svc}): cut off: ")),
-            "{}",
-            sc.stderr()
-        );
+        sc.wait_stderr(&format!("({svc}): cut off: "));
     }
     // the first client's good record before the garbage still arrived
     assert_eq!(
@@ -331,7 +323,7 @@ fn a_silent_connection_is_closed_after_the_hello_timeout() {
         matches!(r, Err(distlog::proto::ProtoError::Closed)),
         "closed by the sidecar: {r:?}"
     );
-    assert!(sc.stderr().contains("no hello within"), "{}", sc.stderr());
+    sc.wait_stderr("no hello within");
     good_client_roundtrip(&mut sc, "svc-after-silent", 2);
     assert!(sc.terminate().success());
 }

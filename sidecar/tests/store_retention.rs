@@ -136,6 +136,6 @@ max_size = "1"
         "{text}"
     );
     assert!(!kinds.contains(&"old perf"), "perf over its size: {text}");
-    assert!(sc.stderr().contains("retention removed"), "{}", sc.stderr());
+    sc.wait_stderr("retention removed");
     drop(c);
 }

@@ -163,7 +163,11 @@ impl Sidecar {
                 return Ok(s);
             }
             if let Some(st) = s.child.as_mut().unwrap().try_wait().unwrap() {
-                std::thread::sleep(Duration::from_millis(50));
+                // All of stderr: its reader lets go of its clone at EOF (a
+                // fixed sleep was too short on a loaded machine).
+                while Arc::strong_count(&s.stderr) > 1 && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
                 return Err(format!("exited {st}: {}", s.stderr()));
             }
             assert!(
@@ -178,6 +182,20 @@ impl Sidecar {
     /// What the sidecar wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.stderr.lock().unwrap().clone()
+    }
+
+    /// Stderr once it contains `what` (its reader thread may lag behind
+    /// the sidecar on a loaded machine); panics at the watchdog.
+    pub fn wait_stderr(&self, what: &str) -> String {
+        let deadline = Instant::now() + WATCHDOG;
+        loop {
+            let s = self.stderr();
+            if s.contains(what) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "no {what:?} in stderr: {s}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Read records until `done(&all records so far)` holds; panics at the
