@@ -160,8 +160,8 @@ fn async_tasks_hopping_threads_keep_their_scope() {
     let dir = TempDir::new("async");
     let sc = Sidecar::start(&dir.join("s.sock"));
     run_ok(sc.client(&["async", "--tasks", "8"]));
-    let recs = sc.wait_for("40 ticks", |r| {
-        r.iter().filter(|e| e["message"] == "tick").count() >= 40
+    let recs = sc.wait_for("200 ticks", |r| {
+        r.iter().filter(|e| e["message"] == "tick").count() >= 200
     });
     let task_of_scope: HashMap<&str, u64> = by_kind(&recs, "scope_open")
         .map(|o| {

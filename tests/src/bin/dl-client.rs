@@ -479,7 +479,9 @@ fn main() {
                     let span = tracing::info_span!("task", task = t);
                     hs.push(tokio::spawn(
                         async move {
-                            for i in 0..5u32 {
+                            // Enough steps that the tasks land on both
+                            // workers even on a loaded machine.
+                            for i in 0..25u32 {
                                 tracing::info!(task = t, step = i, "tick");
                                 tokio::time::sleep(Duration::from_millis(1)).await;
                                 tokio::task::yield_now().await;
