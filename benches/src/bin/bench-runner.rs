@@ -731,6 +731,11 @@ fn status_kb(pid: i32, key: &str) -> u64 {
 /// Sidecar drain rate: fill big rings while the sidecar is stopped, let it
 /// go, time until every record is read.
 fn bench_drain(args: &[String]) {
+    // `--out store`: the default routing, everything into the disk store
+    // (the sidecar's data dir under the temp dir, on disk here): the
+    // store's sustained ingest from real rings, ring positions released
+    // only once stored.
+    let to_store = arg(args, "--out").as_deref() == Some("store");
     let out = match arg(args, "--out").as_deref() {
         Some("devnull") => Out::DevNull,
         _ => Out::None,
@@ -738,7 +743,11 @@ fn bench_drain(args: &[String]) {
     let threads: usize = arg_or(args, "--threads", 4);
     let per: u64 = arg_or(args, "--records", if quick() { 10_000 } else { 1_000_000 });
     std::env::set_var("DISTLOG_RING_BYTES", "64m");
-    let sc = Sidecar::start(&distlogd_path(args), out, "drain");
+    let sc = if to_store {
+        Sidecar::start_with(&distlogd_path(args), out, "drain-store", "")
+    } else {
+        Sidecar::start(&distlogd_path(args), out, "drain")
+    };
     let _g = distlog_start(true);
     let go = Arc::new(Barrier::new(threads + 1));
     let done = Arc::new(Barrier::new(threads + 1));
@@ -798,10 +807,10 @@ fn bench_drain(args: &[String]) {
         let _ = c.wait();
     }
     let n = per * threads as u64;
-    let name = if out == Out::None {
-        "sidecar.drain.nosink"
-    } else {
-        "sidecar.drain.stdout-json"
+    let name = match (to_store, out == Out::None) {
+        (true, _) => "sidecar.drain.store",
+        (false, true) => "sidecar.drain.nosink",
+        (false, false) => "sidecar.drain.stdout-json",
     };
     let rate = n as f64 / wall;
     Sample::new(

@@ -224,6 +224,14 @@ pub fn main(args: &[String]) {
             pending: None,
         },
         Target {
+            what: "sidecar drain from real rings into the disk store ≥ 250 000 records/s (issue 7)",
+            num: r.p50("sidecar.drain.store", "distlogd"),
+            den: Some(250_000.0),
+            at_most: false,
+            bound: 1.0,
+            pending: None,
+        },
+        Target {
             what: "store: a trace among the stored records < 50 ms (median, ms; issue 7)",
             num: r.p50("store.trace-lookup", "distlogd"),
             den: Some(50.0),
