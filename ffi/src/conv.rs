@@ -289,6 +289,11 @@ pub(crate) unsafe fn with_fields<R>(
 pub(crate) struct Keys(Box<[Option<CString>]>);
 
 impl Keys {
+    /// No registered keys: every field goes by name (no allocation).
+    pub(crate) fn none() -> Keys {
+        Keys(Box::default())
+    }
+
     /// The keys of `fields`, copied.
     ///
     /// # Safety

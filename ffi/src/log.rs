@@ -128,6 +128,13 @@ impl distlog_callsite {
         }
     }
 
+    /// Whether `message` is a printf template (each event carries its
+    /// text, as field 0 of the call site).
+    #[inline]
+    fn formatted(&self) -> bool {
+        self.flags & DISTLOG_CALLSITE_FORMATTED != 0
+    }
+
     /// The call-site id, registering on first use.
     ///
     /// # Safety
@@ -139,8 +146,11 @@ impl distlog_callsite {
         // that is published; the table entry is ordered by the client).
         match self.id_plus_one.load(Ordering::Acquire) {
             0 => {
+                // A printf site's text goes by position: index 0 of its
+                // field list (as `distlog_log`'s message).
+                let fields: &[&str] = if self.formatted() { &["message"] } else { &[] };
                 // SAFETY: forwarded from our caller.
-                let id = unsafe { self.register(level, &[]) }?;
+                let id = unsafe { self.register(level, fields) }?;
                 // Release pairs with the Acquire load above.
                 self.id_plus_one
                     .store(id.wrapping_add(1), Ordering::Release);
@@ -163,7 +173,7 @@ impl distlog_callsite {
         // SAFETY: as above.
         let message = unsafe { conv::cstr(self.message) };
         // Named as `tracing` names events, unless the site is a template.
-        let name: Cow<'_, str> = match (&message, self.flags & DISTLOG_CALLSITE_FORMATTED != 0) {
+        let name: Cow<'_, str> = match (&message, self.formatted()) {
             (Some(m), true) => Cow::Borrowed(m),
             _ => Cow::Owned(format!(
                 "event {}:{}",
@@ -182,10 +192,10 @@ impl distlog_callsite {
             fields,
             // A literal message belongs to the call site; a printf template
             // is the site's name and each event carries its text.
-            if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 {
-                message.as_deref()
-            } else {
+            if self.formatted() {
                 None
+            } else {
+                message.as_deref()
             },
         )
     }
@@ -353,6 +363,18 @@ pub unsafe extern "C" fn distlog_callsite_log(
         // the call-site table (not copied per event).
         // SAFETY: NULL or a string valid for the call.
         let msg = unsafe { conv::cstr(message) };
+        if cs.formatted() {
+            // The printf macros: the text by position (field 0 of the
+            // site), any fields by name.
+            distlog::raw::event_with(id, |enc| {
+                if let Some(m) = &msg {
+                    enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
+                }
+                // SAFETY: the fields' strings are valid for the call.
+                unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
+            });
+            return;
+        }
         // SAFETY: the fields' strings are valid for the call.
         unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
     }
