@@ -88,17 +88,40 @@ pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     }
     // SAFETY: non-null, and the caller promises a NUL-terminated string
     // valid for 'a.
-    let b = unsafe { CStr::from_ptr(p) }.to_bytes();
+    Some(text(unsafe { CStr::from_ptr(p) }.to_bytes()))
+}
+
+/// The C text `p[..len]` as `&str`, as [`cstr`] (no NUL needed). `None`
+/// for NULL.
+///
+/// # Safety
+///
+/// `p` is NULL or points to `len` bytes that stay valid and unchanged for
+/// `'a`.
+pub(crate) unsafe fn cstr_len<'a>(p: *const c_char, len: usize) -> Option<Cow<'a, str>> {
+    if p.is_null() || len > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: non-null, `len` readable bytes valid for 'a (caller); a
+    // `c_char` is a byte.
+    Some(text(unsafe {
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }))
+}
+
+/// Bytes from C as `&str`: borrowed when UTF-8, else converted lossily.
+#[inline]
+fn text(b: &[u8]) -> Cow<'_, str> {
     // Short ASCII text (keys, most values) is checked inline; the general
     // UTF-8 check, and the lossy one after it, cost several times more.
     if b.len() <= 32 && b.is_ascii() {
         // SAFETY: ASCII is UTF-8.
-        return Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) }));
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
     }
-    Some(match std::str::from_utf8(b) {
+    match std::str::from_utf8(b) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
-    })
+    }
 }
 
 /// A C string as `&str` only when it is valid UTF-8 (no allocation).

@@ -5,7 +5,10 @@
 //! registers it with the client (keyed by its address) and caches the id in
 //! the struct itself. `DISTLOG_EVENT`'s (a `distlog_event_callsite`) also
 //! registers the field keys of its first call: later calls send the values
-//! of the same keys by position, without the keys.
+//! of the same keys by position, without the keys. A printf macro's site
+//! (`DISTLOG_CALLSITE_FORMATTED`) registers one field, `message`: each
+//! event's formatted text goes by position too, its length from `snprintf`
+//! (`distlog_callsite_log_text`).
 //!
 //! `distlog_log` has no static to cache in: a small per-thread cache maps
 //! its target's text to the same three things (verdict, id, keys).
@@ -364,19 +367,64 @@ pub unsafe extern "C" fn distlog_callsite_log(
         // SAFETY: NULL or a string valid for the call.
         let msg = unsafe { conv::cstr(message) };
         if cs.formatted() {
-            // The printf macros: the text by position (field 0 of the
-            // site), any fields by name.
-            distlog::raw::event_with(id, |enc| {
-                if let Some(m) = &msg {
-                    enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
-                }
-                // SAFETY: the fields' strings are valid for the call.
-                unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
-            });
+            // SAFETY: the fields' strings are valid for the call.
+            unsafe { log_formatted(id, msg.as_deref(), fields) };
             return;
         }
         // SAFETY: the fields' strings are valid for the call.
         unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
+    }
+}
+
+/// An event of a printf call site `id`: the text by position (field 0 of
+/// the site, named "message"), any fields by name.
+///
+/// # Safety
+///
+/// As [`conv::encode_fields`] for `fields`.
+#[inline]
+unsafe fn log_formatted(id: u32, text: Option<&str>, fields: &[distlog_field]) {
+    distlog::raw::event_with(id, |enc| {
+        if let Some(m) = text {
+            enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
+        }
+        // SAFETY: the fields' strings are valid for the call (caller).
+        unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
+    });
+}
+
+/// Write an event of the printf call site `cs` (what `DISTLOG_LOGF` calls
+/// once `distlog_callsite_enabled(cs)` returned 1 and the text is
+/// formatted): `text` is `len` bytes (no NUL needed), the formatted
+/// message. It does not ask the filter again (the macro just did); it
+/// drops the record for a NULL `cs` or `text`, a call site that is not a
+/// printf one, or a bad level.
+///
+/// # Safety
+///
+/// `cs` as for [`distlog_callsite_enabled`]; `text` is NULL or points to
+/// `len` bytes valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_callsite_log_text(
+    cs: *const distlog_callsite,
+    text: *const c_char,
+    len: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(cs) = (unsafe { cs.as_ref() }) else { return };
+        // A site registered without the message as field 0 must not get
+        // one by index.
+        if !cs.formatted() {
+            return;
+        }
+        let Some(level) = conv::level(cs.level) else { return };
+        // SAFETY: the string fields are literals, `cs` a static (contract).
+        let Some(id) = (unsafe { cs.id(level) }) else { return };
+        // SAFETY: NULL or `len` bytes valid for the call (contract).
+        let Some(text) = (unsafe { conv::cstr_len(text, len) }) else { return };
+        // SAFETY: no fields.
+        unsafe { log_formatted(id, Some(&text), &[]) };
     }
 }
 
