@@ -82,6 +82,7 @@ impl std::fmt::Debug for distlog_field {
 ///
 /// `p` is NULL or points to a NUL-terminated string that stays valid and
 /// unchanged for `'a`.
+#[inline]
 pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     if p.is_null() {
         return None;
