@@ -310,7 +310,18 @@ pub(crate) unsafe fn with_fields<R>(
 /// by position; `None` where that call skipped the field (a NULL key or an
 /// unknown type): that position always goes by name.
 #[derive(Debug)]
-pub(crate) struct Keys(Box<[Option<CString>]>);
+pub(crate) struct Keys(Box<[Option<Key>]>);
+
+/// One registered key.
+#[derive(Debug)]
+struct Key {
+    text: CString,
+    /// The first call's key pointer when it lies in read-only memory of the
+    /// call site's own object (a literal: its text cannot change while the
+    /// call site exists), else 0. A later key at this address has this
+    /// text without reading it.
+    fixed: usize,
+}
 
 impl Keys {
     /// No registered keys: every field goes by name (no allocation).
@@ -318,18 +329,29 @@ impl Keys {
         Keys(Box::default())
     }
 
-    /// The keys of `fields`, copied.
+    /// The keys of `fields`, copied; `anchor` is an address in the object
+    /// of the call site that keeps them (its static), when it has one.
     ///
     /// # Safety
     ///
     /// As [`with_fields`].
-    pub(crate) unsafe fn of(fields: &[distlog_field]) -> Keys {
+    pub(crate) unsafe fn of(fields: &[distlog_field], anchor: Option<usize>) -> Keys {
         Keys(
             fields
                 .iter()
-                // SAFETY: forwarded from our caller; the key is non-null
-                // (raw_field) and a string valid for the call.
-                .map(|f| unsafe { raw_field(f) }.map(|(k, _)| unsafe { CStr::from_ptr(k) }.into()))
+                .map(|f| {
+                    // SAFETY: forwarded from our caller.
+                    let (k, _) = unsafe { raw_field(f) }?;
+                    // SAFETY: non-null (raw_field), a string valid for the
+                    // call (caller).
+                    let text = CString::from(unsafe { CStr::from_ptr(k) });
+                    let (start, len) = (k as usize, text.as_bytes_with_nul().len());
+                    let fixed = match anchor {
+                        Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
+                        _ => 0,
+                    };
+                    Some(Key { text, fixed })
+                })
                 .collect(),
         )
     }
@@ -341,13 +363,14 @@ impl Keys {
         self.0
             .iter()
             .map(|k| {
-                k.as_deref()
-                    .map_or(Cow::Borrowed(""), |k| k.to_string_lossy())
+                k.as_ref()
+                    .map_or(Cow::Borrowed(""), |k| k.text.to_string_lossy())
             })
             .collect()
     }
 
-    /// Whether `key` (non-null) has the text registered at position `i`.
+    /// Whether `key` (non-null) has the text registered at position `i`:
+    /// the same read-only address, or else the same text.
     ///
     /// # Safety
     ///
@@ -358,7 +381,7 @@ impl Keys {
             return false;
         };
         // SAFETY: forwarded from our caller.
-        unsafe { same_text(key, want) }
+        key as usize == want.fixed || unsafe { same_text(key, &want.text) }
     }
 }
 

@@ -5,7 +5,11 @@
 //! registers it with the client (keyed by its address) and caches the id in
 //! the struct itself. `DISTLOG_EVENT`'s (a `distlog_event_callsite`) also
 //! registers the field keys of its first call: later calls send the values
-//! of the same keys by position, without the keys. A printf macro's site
+//! of the same keys by position, without the keys. A key is the same when
+//! it has the same text; a literal (a key the first call passed from
+//! read-only memory of the call site's own object, see `rodata.rs`) is also
+//! the same by its address alone, since its text cannot change while the
+//! call site exists. A printf macro's site
 //! (`DISTLOG_CALLSITE_FORMATTED`) registers one field, `message`: each
 //! event's formatted text goes by position too, its length from `snprintf`
 //! (`distlog_callsite_log_text`).
@@ -253,7 +257,9 @@ impl distlog_event_callsite {
     #[inline(never)]
     unsafe fn register_keys(&self, level: Level, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
         // SAFETY: the keys are NULL or strings valid for the call (caller).
-        let mine = Box::into_raw(Box::new(unsafe { Keys::of(fields) }));
+        let mine = Box::into_raw(Box::new(unsafe {
+            Keys::of(fields, Some(self as *const Self as usize))
+        }));
         // Threads racing on a first call agree on the first keys published,
         // so the definition's names are the ones every caller compares to.
         // AcqRel: the Release half publishes our `Keys`; Acquire (also on
@@ -473,7 +479,8 @@ impl RuntimeSite {
     unsafe fn registered(&mut self, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
         if self.registered.is_none() {
             // SAFETY: forwarded from our caller.
-            let keys = unsafe { Keys::of(fields) };
+            // No static to anchor to: keys are compared by text.
+            let keys = unsafe { Keys::of(fields, None) };
             let names = keys.names();
             // The message first: sent by index, the sidecar shows a field
             // named "message" as the record's message.
