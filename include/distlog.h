@@ -298,10 +298,18 @@ typedef struct distlog_callsite {
  * formatting). */
 int distlog_callsite_enabled(const distlog_callsite *cs);
 
-/* Write an event of a static call site (what the macros call). message
- * NULL means the call site's message. Bad arguments drop the record. */
+/* Write an event of a static call site (what the printf macros of earlier
+ * headers call). message NULL means the call site's message. Bad
+ * arguments drop the record. */
 void distlog_callsite_log(const distlog_callsite *cs, const char *message,
                           const distlog_field *fields, size_t nfields);
+
+/* Write an event of a printf call site (DISTLOG_CALLSITE_FORMATTED) whose
+ * text is formatted: text is len bytes (no NUL needed). What DISTLOG_LOGF
+ * calls once distlog_callsite_enabled(cs) returned 1; it does not ask the
+ * filter again. Bad arguments (also a call site without
+ * DISTLOG_CALLSITE_FORMATTED) drop the record. */
+void distlog_callsite_log_text(const distlog_callsite *cs, const char *text, size_t len);
 
 /* The static part of one DISTLOG_EVENT call site: a distlog_callsite and
  * the field keys of its first call, which the call site's definition names
@@ -358,8 +366,14 @@ void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field 
             level, target, DISTLOG_INTERNAL_FIRST(__VA_ARGS__), DISTLOG_CALLSITE_FORMATTED);     \
         if (DISTLOG_LEVEL_ON(level) && distlog_callsite_enabled(&distlog_internal_cs)) {         \
             char distlog_internal_msg[DISTLOG_MESSAGE_MAX];                                      \
-            snprintf(distlog_internal_msg, sizeof distlog_internal_msg, __VA_ARGS__);            \
-            distlog_callsite_log(&distlog_internal_cs, distlog_internal_msg, NULL, 0);           \
+            int distlog_internal_n =                                                             \
+                snprintf(distlog_internal_msg, sizeof distlog_internal_msg, __VA_ARGS__);        \
+            /* snprintf counts what did not fit, and is negative on error. */                    \
+            distlog_callsite_log_text(&distlog_internal_cs, distlog_internal_msg,                \
+                                      distlog_internal_n < 0 ? (size_t)0                         \
+                                      : (size_t)distlog_internal_n < sizeof distlog_internal_msg \
+                                          ? (size_t)distlog_internal_n                           \
+                                          : sizeof distlog_internal_msg - 1);                    \
         }                                                                                        \
     } while (0)
 

@@ -82,23 +82,47 @@ impl std::fmt::Debug for distlog_field {
 ///
 /// `p` is NULL or points to a NUL-terminated string that stays valid and
 /// unchanged for `'a`.
+#[inline]
 pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
     if p.is_null() {
         return None;
     }
     // SAFETY: non-null, and the caller promises a NUL-terminated string
     // valid for 'a.
-    let b = unsafe { CStr::from_ptr(p) }.to_bytes();
+    Some(text(unsafe { CStr::from_ptr(p) }.to_bytes()))
+}
+
+/// The C text `p[..len]` as `&str`, as [`cstr`] (no NUL needed). `None`
+/// for NULL.
+///
+/// # Safety
+///
+/// `p` is NULL or points to `len` bytes that stay valid and unchanged for
+/// `'a`.
+pub(crate) unsafe fn cstr_len<'a>(p: *const c_char, len: usize) -> Option<Cow<'a, str>> {
+    if p.is_null() || len > isize::MAX as usize {
+        return None;
+    }
+    // SAFETY: non-null, `len` readable bytes valid for 'a (caller); a
+    // `c_char` is a byte.
+    Some(text(unsafe {
+        std::slice::from_raw_parts(p.cast::<u8>(), len)
+    }))
+}
+
+/// Bytes from C as `&str`: borrowed when UTF-8, else converted lossily.
+#[inline]
+fn text(b: &[u8]) -> Cow<'_, str> {
     // Short ASCII text (keys, most values) is checked inline; the general
     // UTF-8 check, and the lossy one after it, cost several times more.
     if b.len() <= 32 && b.is_ascii() {
         // SAFETY: ASCII is UTF-8.
-        return Some(Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) }));
+        return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
     }
-    Some(match std::str::from_utf8(b) {
+    match std::str::from_utf8(b) {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
-    })
+    }
 }
 
 /// A C string as `&str` only when it is valid UTF-8 (no allocation).
@@ -286,21 +310,48 @@ pub(crate) unsafe fn with_fields<R>(
 /// by position; `None` where that call skipped the field (a NULL key or an
 /// unknown type): that position always goes by name.
 #[derive(Debug)]
-pub(crate) struct Keys(Box<[Option<CString>]>);
+pub(crate) struct Keys(Box<[Option<Key>]>);
+
+/// One registered key.
+#[derive(Debug)]
+struct Key {
+    text: CString,
+    /// The first call's key pointer when it lies in read-only memory of the
+    /// call site's own object (a literal: its text cannot change while the
+    /// call site exists), else 0. A later key at this address has this
+    /// text without reading it.
+    fixed: usize,
+}
 
 impl Keys {
-    /// The keys of `fields`, copied.
+    /// No registered keys: every field goes by name (no allocation).
+    pub(crate) fn none() -> Keys {
+        Keys(Box::default())
+    }
+
+    /// The keys of `fields`, copied; `anchor` is an address in the object
+    /// of the call site that keeps them (its static), when it has one.
     ///
     /// # Safety
     ///
     /// As [`with_fields`].
-    pub(crate) unsafe fn of(fields: &[distlog_field]) -> Keys {
+    pub(crate) unsafe fn of(fields: &[distlog_field], anchor: Option<usize>) -> Keys {
         Keys(
             fields
                 .iter()
-                // SAFETY: forwarded from our caller; the key is non-null
-                // (raw_field) and a string valid for the call.
-                .map(|f| unsafe { raw_field(f) }.map(|(k, _)| unsafe { CStr::from_ptr(k) }.into()))
+                .map(|f| {
+                    // SAFETY: forwarded from our caller.
+                    let (k, _) = unsafe { raw_field(f) }?;
+                    // SAFETY: non-null (raw_field), a string valid for the
+                    // call (caller).
+                    let text = CString::from(unsafe { CStr::from_ptr(k) });
+                    let (start, len) = (k as usize, text.as_bytes_with_nul().len());
+                    let fixed = match anchor {
+                        Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
+                        _ => 0,
+                    };
+                    Some(Key { text, fixed })
+                })
                 .collect(),
         )
     }
@@ -312,13 +363,14 @@ impl Keys {
         self.0
             .iter()
             .map(|k| {
-                k.as_deref()
-                    .map_or(Cow::Borrowed(""), |k| k.to_string_lossy())
+                k.as_ref()
+                    .map_or(Cow::Borrowed(""), |k| k.text.to_string_lossy())
             })
             .collect()
     }
 
-    /// Whether `key` (non-null) has the text registered at position `i`.
+    /// Whether `key` (non-null) has the text registered at position `i`:
+    /// the same read-only address, or else the same text.
     ///
     /// # Safety
     ///
@@ -329,7 +381,7 @@ impl Keys {
             return false;
         };
         // SAFETY: forwarded from our caller.
-        unsafe { same_text(key, want) }
+        key as usize == want.fixed || unsafe { same_text(key, &want.text) }
     }
 }
 
@@ -341,11 +393,18 @@ impl Keys {
 /// `p` is a NUL-terminated string valid for the call.
 #[inline]
 pub(crate) unsafe fn same_text(p: *const c_char, want: &CStr) -> bool {
+    let want = want.to_bytes_with_nul();
+    // Past a few bytes libc's vector `strcmp` wins over the loop below
+    // (`distlog_log`'s targets: ~40 instructions for "bench::c" by the loop).
+    if want.len() > 8 {
+        // SAFETY: both are NUL-terminated strings valid for the call
+        // (`want` a CStr's bytes, `p` by our caller).
+        return unsafe { libc::strcmp(p, want.as_ptr().cast()) } == 0;
+    }
     // Byte by byte, NUL included, stopping at the first difference: a byte
     // of `p` is read only when all before it matched `want`'s, which hold
     // no NUL, so the read stays inside `p`'s string.
-    want.to_bytes_with_nul()
-        .iter()
+    want.iter()
         .enumerate()
         // SAFETY: see above; `j` is at most the length of `p`.
         .all(|(j, &b)| unsafe { *p.add(j) } as u8 == b)
@@ -463,6 +522,25 @@ mod tests {
                 distlog_result::DISTLOG_INVALID_ARGUMENT
             );
             assert_eq!(fields_slice(f.as_ptr(), 1).unwrap().len(), 1);
+        }
+    }
+
+    #[test]
+    fn same_text_short_and_long() {
+        let cases: [(&CStr, &CStr, bool); 8] = [
+            (c"a", c"a", true),
+            (c"a", c"b", false),
+            (c"ab", c"a", false),
+            (c"a", c"ab", false),
+            (c"bench::c", c"bench::c", true),
+            (c"bench::c", c"bench::d", false),
+            (c"bench::", c"bench::c", false),
+            (c"bench::cc", c"bench::c", false),
+        ];
+        for (p, want, same) in cases {
+            // SAFETY: a C string valid for the call.
+            let got = unsafe { same_text(p.as_ptr(), want) };
+            assert_eq!(got, same, "{p:?} {want:?}");
         }
     }
 

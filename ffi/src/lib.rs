@@ -22,6 +22,7 @@ pub mod init;
 pub mod log;
 pub(crate) mod panic;
 pub mod result;
+mod rodata;
 pub mod scope;
 
 pub use conv::{distlog_field, distlog_field_type, distlog_value, MAX_FIELDS};

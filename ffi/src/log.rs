@@ -5,7 +5,14 @@
 //! registers it with the client (keyed by its address) and caches the id in
 //! the struct itself. `DISTLOG_EVENT`'s (a `distlog_event_callsite`) also
 //! registers the field keys of its first call: later calls send the values
-//! of the same keys by position, without the keys.
+//! of the same keys by position, without the keys. A key is the same when
+//! it has the same text; a literal (a key the first call passed from
+//! read-only memory of the call site's own object, see `rodata.rs`) is also
+//! the same by its address alone, since its text cannot change while the
+//! call site exists. A printf macro's site
+//! (`DISTLOG_CALLSITE_FORMATTED`) registers one field, `message`: each
+//! event's formatted text goes by position too, its length from `snprintf`
+//! (`distlog_callsite_log_text`).
 //!
 //! `distlog_log` has no static to cache in: a small per-thread cache maps
 //! its target's text to the same three things (verdict, id, keys).
@@ -128,6 +135,13 @@ impl distlog_callsite {
         }
     }
 
+    /// Whether `message` is a printf template (each event carries its
+    /// text, as field 0 of the call site).
+    #[inline]
+    fn formatted(&self) -> bool {
+        self.flags & DISTLOG_CALLSITE_FORMATTED != 0
+    }
+
     /// The call-site id, registering on first use.
     ///
     /// # Safety
@@ -139,8 +153,11 @@ impl distlog_callsite {
         // that is published; the table entry is ordered by the client).
         match self.id_plus_one.load(Ordering::Acquire) {
             0 => {
+                // A printf site's text goes by position: index 0 of its
+                // field list (as `distlog_log`'s message).
+                let fields: &[&str] = if self.formatted() { &["message"] } else { &[] };
                 // SAFETY: forwarded from our caller.
-                let id = unsafe { self.register(level, &[]) }?;
+                let id = unsafe { self.register(level, fields) }?;
                 // Release pairs with the Acquire load above.
                 self.id_plus_one
                     .store(id.wrapping_add(1), Ordering::Release);
@@ -163,7 +180,7 @@ impl distlog_callsite {
         // SAFETY: as above.
         let message = unsafe { conv::cstr(self.message) };
         // Named as `tracing` names events, unless the site is a template.
-        let name: Cow<'_, str> = match (&message, self.flags & DISTLOG_CALLSITE_FORMATTED != 0) {
+        let name: Cow<'_, str> = match (&message, self.formatted()) {
             (Some(m), true) => Cow::Borrowed(m),
             _ => Cow::Owned(format!(
                 "event {}:{}",
@@ -182,10 +199,10 @@ impl distlog_callsite {
             fields,
             // A literal message belongs to the call site; a printf template
             // is the site's name and each event carries its text.
-            if self.flags & DISTLOG_CALLSITE_FORMATTED == 0 {
-                message.as_deref()
-            } else {
+            if self.formatted() {
                 None
+            } else {
+                message.as_deref()
             },
         )
     }
@@ -240,7 +257,9 @@ impl distlog_event_callsite {
     #[inline(never)]
     unsafe fn register_keys(&self, level: Level, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
         // SAFETY: the keys are NULL or strings valid for the call (caller).
-        let mine = Box::into_raw(Box::new(unsafe { Keys::of(fields) }));
+        let mine = Box::into_raw(Box::new(unsafe {
+            Keys::of(fields, Some(self as *const Self as usize))
+        }));
         // Threads racing on a first call agree on the first keys published,
         // so the definition's names are the ones every caller compares to.
         // AcqRel: the Release half publishes our `Keys`; Acquire (also on
@@ -353,8 +372,65 @@ pub unsafe extern "C" fn distlog_callsite_log(
         // the call-site table (not copied per event).
         // SAFETY: NULL or a string valid for the call.
         let msg = unsafe { conv::cstr(message) };
+        if cs.formatted() {
+            // SAFETY: the fields' strings are valid for the call.
+            unsafe { log_formatted(id, msg.as_deref(), fields) };
+            return;
+        }
         // SAFETY: the fields' strings are valid for the call.
         unsafe { conv::with_fields(fields, |f| distlog::raw::event(id, msg.as_deref(), f)) };
+    }
+}
+
+/// An event of a printf call site `id`: the text by position (field 0 of
+/// the site, named "message"), any fields by name.
+///
+/// # Safety
+///
+/// As [`conv::encode_fields`] for `fields`.
+#[inline]
+unsafe fn log_formatted(id: u32, text: Option<&str>, fields: &[distlog_field]) {
+    distlog::raw::event_with(id, |enc| {
+        if let Some(m) = text {
+            enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
+        }
+        // SAFETY: the fields' strings are valid for the call (caller).
+        unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
+    });
+}
+
+/// Write an event of the printf call site `cs` (what `DISTLOG_LOGF` calls
+/// once `distlog_callsite_enabled(cs)` returned 1 and the text is
+/// formatted): `text` is `len` bytes (no NUL needed), the formatted
+/// message. It does not ask the filter again (the macro just did); it
+/// drops the record for a NULL `cs` or `text`, a call site that is not a
+/// printf one, or a bad level.
+///
+/// # Safety
+///
+/// `cs` as for [`distlog_callsite_enabled`]; `text` is NULL or points to
+/// `len` bytes valid for the call.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_callsite_log_text(
+    cs: *const distlog_callsite,
+    text: *const c_char,
+    len: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(cs) = (unsafe { cs.as_ref() }) else { return };
+        // A site registered without the message as field 0 must not get
+        // one by index.
+        if !cs.formatted() {
+            return;
+        }
+        let Some(level) = conv::level(cs.level) else { return };
+        // SAFETY: the string fields are literals, `cs` a static (contract).
+        let Some(id) = (unsafe { cs.id(level) }) else { return };
+        // SAFETY: NULL or `len` bytes valid for the call (contract).
+        let Some(text) = (unsafe { conv::cstr_len(text, len) }) else { return };
+        // SAFETY: no fields.
+        unsafe { log_formatted(id, Some(&text), &[]) };
     }
 }
 
@@ -403,7 +479,8 @@ impl RuntimeSite {
     unsafe fn registered(&mut self, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
         if self.registered.is_none() {
             // SAFETY: forwarded from our caller.
-            let keys = unsafe { Keys::of(fields) };
+            // No static to anchor to: keys are compared by text.
+            let keys = unsafe { Keys::of(fields, None) };
             let names = keys.names();
             // The message first: sent by index, the sidecar shows a field
             // named "message" as the record's message.

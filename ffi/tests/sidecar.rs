@@ -231,6 +231,13 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     assert_eq!(fmt.len(), 1, "exactly the WARN one (DEBUG is filtered)");
     assert_eq!(fmt[0]["level"], "WARN");
     assert_eq!(fmt[0]["message"], "formatted 7 and seven");
+    // The text went as field 0 of the call site; it is the message, not
+    // also a field.
+    assert!(
+        fmt[0]["fields"].as_object().is_none_or(|f| f.is_empty()),
+        "{}",
+        fmt[0]
+    );
     assert_eq!(fmt[0]["line"], json!(line_fmt));
     assert!(fmt[0]["file"].as_str().unwrap().ends_with("demo.c"));
     assert_eq!(fmt[0]["scope_id"], child_id.as_str());

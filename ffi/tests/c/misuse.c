@@ -92,6 +92,17 @@ int main(void) {
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "x", NULL, good, 1);
     DISTLOG_INFO("x", "%s", bad_utf8);
     distlog_callsite_log(NULL, "x", NULL, 0);
+    distlog_callsite_log_text(NULL, "x", 1);
+    {
+        /* Not a printf site, then a NULL text, then an empty one. */
+        static distlog_callsite plain = DISTLOG_CALLSITE_INIT(DISTLOG_LEVEL_INFO, "x", "plain", 0u);
+        static distlog_callsite fmt =
+            DISTLOG_CALLSITE_INIT(DISTLOG_LEVEL_INFO, "x", "%s", DISTLOG_CALLSITE_FORMATTED);
+        distlog_callsite_log_text(&plain, "x", 1);
+        distlog_callsite_log_text(&fmt, NULL, 5);
+        distlog_callsite_log_text(&fmt, bad_utf8, strlen(bad_utf8));
+        distlog_callsite_log_text(&fmt, "", 0);
+    }
     CHECK(distlog_callsite_enabled(NULL) == 0);
 
     /* Scopes. */
