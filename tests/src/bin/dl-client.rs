@@ -31,7 +31,8 @@ enum Cmd {
         hard_exit: bool,
     },
     /// Write one event per line read on stdin (the line is the message),
-    /// printing "ok" after each.
+    /// printing "ok" after each; the line `!flush` waits for the sidecar
+    /// to read the ring instead.
     Lines,
     /// Typed fields and the log crate.
     Fields,
@@ -350,7 +351,13 @@ fn main() {
             let stdin = std::io::stdin();
             for line in stdin.lock().lines() {
                 let line = line.unwrap();
-                tracing::info!(line = line.as_str(), "line");
+                // "!flush": wait until the sidecar has read the ring (no
+                // record), so the next line finds room.
+                if line == "!flush" {
+                    distlog::flush(Duration::from_secs(30));
+                } else {
+                    tracing::info!(line = line.as_str(), "line");
+                }
                 println!("ok");
                 std::io::stdout().flush().unwrap();
             }
