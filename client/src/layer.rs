@@ -17,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::callsite::DynSite;
 use crate::runtime::{self, Ctx, Process};
-use crate::scope::{self, ScopeData, INLINE_FIELDS};
+use crate::scope::{self, ScopeData, ScopeTable, INLINE_FIELDS};
 use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
 use smallvec::SmallVec;
 
@@ -38,14 +38,87 @@ pub(crate) const MAX_STR: usize = 16 << 10;
 ///     .with(layer)
 ///     .init();
 /// ```
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug)]
 pub struct DistlogLayer {
-    _priv: (),
+    /// Per-span data of the spans open in this layer's subscriber.
+    scopes: ScopeTable,
 }
 
 impl DistlogLayer {
     pub(crate) fn new() -> Self {
-        DistlogLayer { _priv: () }
+        DistlogLayer {
+            scopes: ScopeTable::new(),
+        }
+    }
+
+    /// The scope data of span `id`, which the `Registry` holds open
+    /// meanwhile (see [`ScopeTable`]): from the table, else from the span's
+    /// extensions (both its table slots were taken).
+    #[inline]
+    fn with_open<S, R>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        f: impl FnOnce(&ScopeData) -> R,
+    ) -> Option<R>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        // SAFETY: every caller passes a span the Registry holds open (one
+        // being entered, or the parent of one being made), outside its
+        // on_close.
+        if let Some(d) = unsafe { self.scopes.get(id.into_u64()) } {
+            return Some(f(d));
+        }
+        from_extensions(id, ctx, f)
+    }
+
+    /// [`Self::with_open`] for an id from elsewhere, whose span may be
+    /// closing on another thread.
+    fn with_any<S, R>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        f: impl FnOnce(&ScopeData) -> R,
+    ) -> Option<R>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let mut f = Some(f);
+        if let Some(r) = self
+            .scopes
+            .with_guarded(id.into_u64(), |d| f.take().map(|f| f(d)))
+        {
+            return r;
+        }
+        from_extensions(id, ctx, f?)
+    }
+}
+
+impl Default for DistlogLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn from_extensions<S, R>(
+    id: &Id,
+    ctx: &Context<'_, S>,
+    f: impl FnOnce(&ScopeData) -> R,
+) -> Option<R>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    let span = ctx.span(id)?;
+    let ext = span.extensions();
+    ext.get::<ScopeData>().map(f)
+}
+
+/// A clone has a table of its own: a table must belong to one subscriber
+/// (span ids are unique only within one `Registry`).
+impl Clone for DistlogLayer {
+    fn clone(&self) -> Self {
+        Self::new()
     }
 }
 
@@ -237,18 +310,22 @@ pub(crate) fn ensure_open(d: &ScopeData) {
         ts: d.created,
         tid: d.tid,
         scope: d.scope,
-        parent: d.parent,
-        trace: d.trace,
-        remote_parent: d.remote,
+        parent: d.parent(),
+        trace: d.trace(),
+        remote_parent: d.remote(),
     };
+    let extra = d.extra.get().map_or(&[][..], Vec::as_slice);
     runtime::write_record(|ctx| {
-        let n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
-        let end = n + d.fields.len();
-        if end > ctx.buf.len() {
-            return None;
+        let mut n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
+        for part in [&d.fields[..], extra] {
+            let end = n + part.len();
+            if end > ctx.buf.len() {
+                return None;
+            }
+            ctx.buf[n..end].copy_from_slice(part);
+            n = end;
         }
-        ctx.buf[n..end].copy_from_slice(&d.fields);
-        Some(end)
+        Some(n)
     });
 }
 
@@ -321,12 +398,9 @@ where
             return;
         };
         let parent = if let Some(pid) = attrs.parent() {
-            ctx.span(pid).and_then(|s| {
-                let ext = s.extensions();
-                ext.get::<ScopeData>().map(|d| {
-                    ensure_open(d);
-                    (d.scope, d.trace, d.boost)
-                })
+            self.with_open(pid, &ctx, |d| {
+                ensure_open(d);
+                (d.scope, d.trace(), d.boost())
             })
         } else if attrs.is_contextual() {
             scope::current().map(|c| (c.scope, c.trace, c.boost))
@@ -340,37 +414,35 @@ where
         } else {
             encode_fields(&|v| attrs.record(v))
         };
-        let data = ScopeData {
-            scope: scope::new_scope_id(),
+        let data = ScopeData::new(
+            scope::new_scope_id(),
             trace,
             parent,
-            remote: false,
             callsite,
-            created: crate::clock::now(),
-            tid: runtime::tid(),
-            opened: Default::default(),
-            error: Default::default(),
+            crate::clock::now(),
+            runtime::tid(),
             fields,
             boost,
-        };
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(data);
+        );
+        if let Some(data) = self.scopes.insert(id.into_u64(), data) {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(data);
+            }
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        let Some(d) = ext.get::<ScopeData>() else {
+        let Some(scope) = self.with_any(id, &ctx, |d| {
+            ensure_open(d);
+            let mut m = ErrorMark(false);
+            values.record(&mut m);
+            if m.0 {
+                d.error.store(true, Ordering::Relaxed);
+            }
+            d.scope
+        }) else {
             return;
         };
-        ensure_open(d);
-        let mut m = ErrorMark(false);
-        values.record(&mut m);
-        if m.0 {
-            d.error.store(true, Ordering::Relaxed);
-        }
-        let scope = d.scope;
         runtime::write_record(|ctx| {
             let head = Head::ScopeRecord {
                 scope,
@@ -397,12 +469,9 @@ where
             },
         };
         let cur = if let Some(pid) = event.parent() {
-            ctx.span(pid).and_then(|s| {
-                let ext = s.extensions();
-                ext.get::<ScopeData>().map(|d| {
-                    ensure_open(d);
-                    d.current(pid.into_u64())
-                })
+            self.with_any(pid, &ctx, |d| {
+                ensure_open(d);
+                d.current(pid.into_u64())
             })
         } else if event.is_contextual() {
             scope::current()
@@ -411,11 +480,9 @@ where
         };
         if *meta.level() == tracing_core::Level::ERROR {
             if let Some(c) = cur {
-                if let Some(s) = ctx.span(&Id::from_u64(c.key)) {
-                    if let Some(d) = s.extensions().get::<ScopeData>() {
-                        d.error.store(true, Ordering::Relaxed);
-                    }
-                }
+                self.with_any(&Id::from_u64(c.key), &ctx, |d| {
+                    d.error.store(true, Ordering::Relaxed)
+                });
             }
         }
         let (scope, trace) = match cur {
@@ -435,11 +502,11 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        if let Some(d) = ext.get::<ScopeData>() {
+        if let Some(c) = self.with_open(id, &ctx, |d| {
             ensure_open(d);
-            scope::push(d.current(id.into_u64()));
+            d.current(id.into_u64())
+        }) {
+            scope::push(c);
         }
     }
 
@@ -448,11 +515,11 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(&id) else { return };
-        let ext = span.extensions();
-        if let Some(d) = ext.get::<ScopeData>() {
-            close_record(d);
+        // SAFETY: this is the span's on_close: nobody uses the id any more.
+        if unsafe { self.scopes.remove(id.into_u64(), close_record) } {
+            return;
         }
+        from_extensions(&id, &ctx, close_record);
     }
 }
 
@@ -475,15 +542,18 @@ impl Visit for ErrorMark {
 
 /// Find a span's scope data through the current dispatcher (which must be
 /// built on a `tracing_subscriber::Registry`).
-pub(crate) fn with_scope<R>(
-    span: &tracing::Span,
-    f: impl FnOnce(&mut ScopeData) -> R,
-) -> Option<R> {
+pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
+        if let Some(layer) = dispatch.downcast_ref::<DistlogLayer>() {
+            // SAFETY: `span` is a handle to the span: it stays open.
+            if let Some(d) = unsafe { layer.scopes.get(id.into_u64()) } {
+                return Some(f(d));
+            }
+        }
         let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let s = reg.span(id)?;
-        let mut ext = s.extensions_mut();
-        ext.get_mut::<ScopeData>().map(f)
+        let ext = s.extensions();
+        ext.get::<ScopeData>().map(f)
     })
     .flatten()
 }
