@@ -51,67 +51,54 @@ impl DistlogLayer {
         }
     }
 
-    /// The scope data of span `id`, which the `Registry` holds open
-    /// meanwhile (see [`ScopeTable`]): from the table, else from the span's
-    /// extensions (both its table slots were taken).
+    /// `f` on the scope data of span `id`: from the table, else from the
+    /// span's extensions (both its table slots were taken).
     #[inline]
-    fn with_open<S, R>(
+    fn with_data<S, R>(
         &self,
         id: &Id,
         ctx: &Context<'_, S>,
+        held: Held,
         f: impl FnOnce(&ScopeData) -> R,
     ) -> Option<R>
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        // SAFETY: every caller passes a span the Registry holds open (one
-        // being entered, or the parent of one being made), outside its
-        // on_close.
-        if let Some(d) = unsafe { self.scopes.get(id.into_u64()) } {
-            return Some(f(d));
-        }
-        from_extensions(id, ctx, f)
-    }
-
-    /// [`Self::with_open`] for an id from elsewhere, whose span may be
-    /// closing on another thread.
-    fn with_any<S, R>(
-        &self,
-        id: &Id,
-        ctx: &Context<'_, S>,
-        f: impl FnOnce(&ScopeData) -> R,
-    ) -> Option<R>
-    where
-        S: Subscriber + for<'a> LookupSpan<'a>,
-    {
+        let key = id.into_u64();
         let mut f = Some(f);
-        if let Some(r) = self
-            .scopes
-            .with_guarded(id.into_u64(), |d| f.take().map(|f| f(d)))
-        {
+        let mut run = |d: &ScopeData| f.take().map(|f| f(d));
+        let hit = match held {
+            // SAFETY: `Held::Open` says the Registry holds the span open
+            // meanwhile, and no caller is its on_close.
+            Held::Open => unsafe { self.scopes.get(key) }.map(&mut run),
+            Held::Maybe => self.scopes.with_guarded(key, &mut run),
+        };
+        if let Some(r) = hit {
             return r;
         }
-        from_extensions(id, ctx, f?)
+        let span = ctx.span(id)?;
+        let ext = span.extensions();
+        ext.get::<ScopeData>().map(f?)
     }
+}
+
+/// Whether a span is known to stay open during a lookup (see
+/// [`ScopeTable`]).
+#[derive(Clone, Copy)]
+enum Held {
+    /// The Registry holds it: the parent of a span being made (the child
+    /// holds a reference to it).
+    Open,
+    /// Any other id (entered, an event's explicit parent,
+    /// `Dispatch::record`, a key from the scope stack): the Registry takes
+    /// these as given, and the span may be closing on another thread.
+    Maybe,
 }
 
 impl Default for DistlogLayer {
     fn default() -> Self {
         Self::new()
     }
-}
-
-fn from_extensions<S, R>(
-    id: &Id,
-    ctx: &Context<'_, S>,
-    f: impl FnOnce(&ScopeData) -> R,
-) -> Option<R>
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    let span = ctx.span(id)?;
-    let ext = span.extensions();
-    ext.get::<ScopeData>().map(f)
 }
 
 /// A clone has a table of its own: a table must belong to one subscriber
@@ -398,7 +385,7 @@ where
             return;
         };
         let parent = if let Some(pid) = attrs.parent() {
-            self.with_open(pid, &ctx, |d| {
+            self.with_data(pid, &ctx, Held::Open, |d| {
                 ensure_open(d);
                 (d.scope, d.trace(), d.boost())
             })
@@ -432,7 +419,7 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(scope) = self.with_any(id, &ctx, |d| {
+        let Some(scope) = self.with_data(id, &ctx, Held::Maybe, |d| {
             ensure_open(d);
             let mut m = ErrorMark(false);
             values.record(&mut m);
@@ -469,7 +456,7 @@ where
             },
         };
         let cur = if let Some(pid) = event.parent() {
-            self.with_any(pid, &ctx, |d| {
+            self.with_data(pid, &ctx, Held::Maybe, |d| {
                 ensure_open(d);
                 d.current(pid.into_u64())
             })
@@ -480,7 +467,7 @@ where
         };
         if *meta.level() == tracing_core::Level::ERROR {
             if let Some(c) = cur {
-                self.with_any(&Id::from_u64(c.key), &ctx, |d| {
+                self.with_data(&Id::from_u64(c.key), &ctx, Held::Maybe, |d| {
                     d.error.store(true, Ordering::Relaxed)
                 });
             }
@@ -502,7 +489,9 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        if let Some(c) = self.with_open(id, &ctx, |d| {
+        // Maybe: the Registry's `enter` takes no reference, and
+        // `Dispatch::enter` takes any id, even a closed span's.
+        if let Some(c) = self.with_data(id, &ctx, Held::Maybe, |d| {
             ensure_open(d);
             d.current(id.into_u64())
         }) {
@@ -519,7 +508,11 @@ where
         if unsafe { self.scopes.remove(id.into_u64(), close_record) } {
             return;
         }
-        from_extensions(&id, &ctx, close_record);
+        let Some(span) = ctx.span(&id) else { return };
+        let ext = span.extensions();
+        if let Some(d) = ext.get::<ScopeData>() {
+            close_record(d);
+        }
     }
 }
 

@@ -180,11 +180,12 @@ const TABLE_SLOTS: usize = 1024;
 /// belongs to one layer, which belongs to one subscriber (the layer is not
 /// `Copy`, and a clone gets a table of its own).
 ///
-/// Callbacks about a span the `Registry` holds open (being made, entered,
-/// a parent of a span being made, a handle the caller holds) read without
-/// a guard: it cannot close meanwhile. An id from elsewhere (an event's
-/// explicit parent, `Dispatch::record`, a key from the thread's scope
-/// stack) may name a span closing on another thread: [`ScopeTable::with_guarded`]
+/// A lookup for a span the `Registry` holds open (the parent of a span
+/// being made, a span whose handle the caller holds) reads without a guard:
+/// it cannot close meanwhile. Any other id (entered: the `Registry` takes
+/// no reference and `Dispatch::enter` accepts any id; an event's explicit
+/// parent, `Dispatch::record`, a key from the thread's scope stack) may
+/// name a span closing on another thread: [`ScopeTable::with_guarded`]
 /// counts itself a reader so the close waits for it.
 pub(crate) struct ScopeTable {
     slots: Box<[Slot]>,
