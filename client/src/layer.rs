@@ -419,10 +419,12 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
+        // Visited before the lookup: nothing but our own code runs while a
+        // slot is read (its close waits for the reader).
+        let mut m = ErrorMark(false);
+        values.record(&mut m);
         let Some(scope) = self.with_data(id, &ctx, Held::Maybe, |d| {
             ensure_open(d);
-            let mut m = ErrorMark(false);
-            values.record(&mut m);
             if m.0 {
                 d.error.store(true, Ordering::Relaxed);
             }
