@@ -17,7 +17,7 @@ use tracing_subscriber::registry::LookupSpan;
 
 use crate::callsite::DynSite;
 use crate::runtime::{self, Ctx, Process};
-use crate::scope::{self, ScopeData, INLINE_FIELDS};
+use crate::scope::{self, ScopeData, ScopeTable, INLINE_FIELDS};
 use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
 use smallvec::SmallVec;
 
@@ -38,14 +38,74 @@ pub(crate) const MAX_STR: usize = 16 << 10;
 ///     .with(layer)
 ///     .init();
 /// ```
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug)]
 pub struct DistlogLayer {
-    _priv: (),
+    /// Per-span data of the spans open in this layer's subscriber.
+    scopes: ScopeTable,
 }
 
 impl DistlogLayer {
     pub(crate) fn new() -> Self {
-        DistlogLayer { _priv: () }
+        DistlogLayer {
+            scopes: ScopeTable::new(),
+        }
+    }
+
+    /// `f` on the scope data of span `id`: from the table, else from the
+    /// span's extensions (both its table slots were taken).
+    #[inline]
+    fn with_data<S, R>(
+        &self,
+        id: &Id,
+        ctx: &Context<'_, S>,
+        held: Held,
+        f: impl FnOnce(&ScopeData) -> R,
+    ) -> Option<R>
+    where
+        S: Subscriber + for<'a> LookupSpan<'a>,
+    {
+        let key = id.into_u64();
+        let mut f = Some(f);
+        let mut run = |d: &ScopeData| f.take().map(|f| f(d));
+        let hit = match held {
+            // SAFETY: `Held::Open` says the Registry holds the span open
+            // meanwhile, and no caller is its on_close.
+            Held::Open => unsafe { self.scopes.get(key) }.map(&mut run),
+            Held::Maybe => self.scopes.with_guarded(key, &mut run),
+        };
+        if let Some(r) = hit {
+            return r;
+        }
+        let span = ctx.span(id)?;
+        let ext = span.extensions();
+        ext.get::<ScopeData>().map(f?)
+    }
+}
+
+/// Whether a span is known to stay open during a lookup (see
+/// [`ScopeTable`]).
+#[derive(Clone, Copy)]
+enum Held {
+    /// The Registry holds it: the parent of a span being made (the child
+    /// holds a reference to it).
+    Open,
+    /// Any other id (entered, an event's explicit parent,
+    /// `Dispatch::record`, a key from the scope stack): the Registry takes
+    /// these as given, and the span may be closing on another thread.
+    Maybe,
+}
+
+impl Default for DistlogLayer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A clone has a table of its own: a table must belong to one subscriber
+/// (span ids are unique only within one `Registry`).
+impl Clone for DistlogLayer {
+    fn clone(&self) -> Self {
+        Self::new()
     }
 }
 
@@ -237,18 +297,22 @@ pub(crate) fn ensure_open(d: &ScopeData) {
         ts: d.created,
         tid: d.tid,
         scope: d.scope,
-        parent: d.parent,
-        trace: d.trace,
-        remote_parent: d.remote,
+        parent: d.parent(),
+        trace: d.trace(),
+        remote_parent: d.remote(),
     };
+    let extra = d.extra.get().map_or(&[][..], Vec::as_slice);
     runtime::write_record(|ctx| {
-        let n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
-        let end = n + d.fields.len();
-        if end > ctx.buf.len() {
-            return None;
+        let mut n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
+        for part in [&d.fields[..], extra] {
+            let end = n + part.len();
+            if end > ctx.buf.len() {
+                return None;
+            }
+            ctx.buf[n..end].copy_from_slice(part);
+            n = end;
         }
-        ctx.buf[n..end].copy_from_slice(&d.fields);
-        Some(end)
+        Some(n)
     });
 }
 
@@ -321,12 +385,9 @@ where
             return;
         };
         let parent = if let Some(pid) = attrs.parent() {
-            ctx.span(pid).and_then(|s| {
-                let ext = s.extensions();
-                ext.get::<ScopeData>().map(|d| {
-                    ensure_open(d);
-                    (d.scope, d.trace, d.boost)
-                })
+            self.with_data(pid, &ctx, Held::Open, |d| {
+                ensure_open(d);
+                (d.scope, d.trace(), d.boost())
             })
         } else if attrs.is_contextual() {
             scope::current().map(|c| (c.scope, c.trace, c.boost))
@@ -340,37 +401,37 @@ where
         } else {
             encode_fields(&|v| attrs.record(v))
         };
-        let data = ScopeData {
-            scope: scope::new_scope_id(),
+        let data = ScopeData::new(
+            scope::new_scope_id(),
             trace,
             parent,
-            remote: false,
             callsite,
-            created: crate::clock::now(),
-            tid: runtime::tid(),
-            opened: Default::default(),
-            error: Default::default(),
+            crate::clock::now(),
+            runtime::tid(),
             fields,
             boost,
-        };
-        if let Some(span) = ctx.span(id) {
-            span.extensions_mut().insert(data);
+        );
+        if let Some(data) = self.scopes.insert(id.into_u64(), data) {
+            if let Some(span) = ctx.span(id) {
+                span.extensions_mut().insert(data);
+            }
         }
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        let Some(d) = ext.get::<ScopeData>() else {
-            return;
-        };
-        ensure_open(d);
+        // Visited before the lookup: nothing but our own code runs while a
+        // slot is read (its close waits for the reader).
         let mut m = ErrorMark(false);
         values.record(&mut m);
-        if m.0 {
-            d.error.store(true, Ordering::Relaxed);
-        }
-        let scope = d.scope;
+        let Some(scope) = self.with_data(id, &ctx, Held::Maybe, |d| {
+            ensure_open(d);
+            if m.0 {
+                d.error.store(true, Ordering::Relaxed);
+            }
+            d.scope
+        }) else {
+            return;
+        };
         runtime::write_record(|ctx| {
             let head = Head::ScopeRecord {
                 scope,
@@ -397,12 +458,9 @@ where
             },
         };
         let cur = if let Some(pid) = event.parent() {
-            ctx.span(pid).and_then(|s| {
-                let ext = s.extensions();
-                ext.get::<ScopeData>().map(|d| {
-                    ensure_open(d);
-                    d.current(pid.into_u64())
-                })
+            self.with_data(pid, &ctx, Held::Maybe, |d| {
+                ensure_open(d);
+                d.current(pid.into_u64())
             })
         } else if event.is_contextual() {
             scope::current()
@@ -411,11 +469,9 @@ where
         };
         if *meta.level() == tracing_core::Level::ERROR {
             if let Some(c) = cur {
-                if let Some(s) = ctx.span(&Id::from_u64(c.key)) {
-                    if let Some(d) = s.extensions().get::<ScopeData>() {
-                        d.error.store(true, Ordering::Relaxed);
-                    }
-                }
+                self.with_data(&Id::from_u64(c.key), &ctx, Held::Maybe, |d| {
+                    d.error.store(true, Ordering::Relaxed)
+                });
             }
         }
         let (scope, trace) = match cur {
@@ -435,11 +491,13 @@ where
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
-        let Some(span) = ctx.span(id) else { return };
-        let ext = span.extensions();
-        if let Some(d) = ext.get::<ScopeData>() {
+        // Maybe: the Registry's `enter` takes no reference, and
+        // `Dispatch::enter` takes any id, even a closed span's.
+        if let Some(c) = self.with_data(id, &ctx, Held::Maybe, |d| {
             ensure_open(d);
-            scope::push(d.current(id.into_u64()));
+            d.current(id.into_u64())
+        }) {
+            scope::push(c);
         }
     }
 
@@ -448,6 +506,10 @@ where
     }
 
     fn on_close(&self, id: Id, ctx: Context<'_, S>) {
+        // SAFETY: this is the span's on_close: nobody uses the id any more.
+        if unsafe { self.scopes.remove(id.into_u64(), close_record) } {
+            return;
+        }
         let Some(span) = ctx.span(&id) else { return };
         let ext = span.extensions();
         if let Some(d) = ext.get::<ScopeData>() {
@@ -475,15 +537,18 @@ impl Visit for ErrorMark {
 
 /// Find a span's scope data through the current dispatcher (which must be
 /// built on a `tracing_subscriber::Registry`).
-pub(crate) fn with_scope<R>(
-    span: &tracing::Span,
-    f: impl FnOnce(&mut ScopeData) -> R,
-) -> Option<R> {
+pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
+        if let Some(layer) = dispatch.downcast_ref::<DistlogLayer>() {
+            // SAFETY: `span` is a handle to the span: it stays open.
+            if let Some(d) = unsafe { layer.scopes.get(id.into_u64()) } {
+                return Some(f(d));
+            }
+        }
         let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
         let s = reg.span(id)?;
-        let mut ext = s.extensions_mut();
-        ext.get_mut::<ScopeData>().map(f)
+        let ext = s.extensions();
+        ext.get::<ScopeData>().map(f)
     })
     .flatten()
 }

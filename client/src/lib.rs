@@ -340,25 +340,24 @@ pub fn continue_from_with_state(
         }
         match parsed {
             Ok(tp) => {
-                d.trace = tp.trace;
-                d.parent = tp.parent;
-                d.remote = true;
-                d.boost = d
-                    .boost
-                    .max(tracestate.map_or(0, scope::parse_tracestate))
+                let boost = tracestate
+                    .map_or(0, scope::parse_tracestate)
                     .max(filter::trace_boost(&tp.trace));
-                raise = d.boost;
+                raise = d.set_remote_parent(&tp.trace, tp.parent, boost);
             }
             Err(why) => {
                 let v = layer::clip(traceparent);
+                let mut extra = Vec::new();
                 for f in [
                     wire::Field::Named("distlog.bad_traceparent", wire::Value::Str(v)),
                     wire::Field::Named("distlog.bad_traceparent_reason", wire::Value::Str(why)),
                 ] {
                     if let Ok(b) = postcard::to_allocvec(&f) {
-                        d.fields.extend_from_slice(&b);
+                        extra.extend_from_slice(&b);
                     }
                 }
+                // The first bad value is kept if there are more.
+                let _ = d.extra.set(extra);
             }
         }
     });

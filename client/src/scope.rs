@@ -8,7 +8,10 @@
 //! gets a child or an event, or closes: so [`crate::continue_from`] can still
 //! give a freshly made span its remote parent before anything was written.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::cell::UnsafeCell;
+use std::mem::MaybeUninit;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::OnceLock;
 
 use smallvec::SmallVec;
 
@@ -33,12 +36,18 @@ pub(crate) struct Current {
 pub(crate) const INLINE_FIELDS: usize = 64;
 
 /// What the client keeps of an open scope.
+///
+/// Shared by every thread that enters the scope, and read without a lock
+/// (see [`ScopeTable`]): what [`crate::continue_from`] may change after the
+/// scope was made (trace, parent, boost) is atomic, the rest is fixed at
+/// creation.
 #[derive(Debug)]
 pub(crate) struct ScopeData {
     pub scope: u64,
-    pub trace: TraceId,
-    pub parent: u64,
-    pub remote: bool,
+    /// The trace id, as two big-endian halves.
+    trace: [AtomicU64; 2],
+    parent: AtomicU64,
+    remote: AtomicBool,
     pub callsite: u32,
     pub created: u64,
     pub tid: u32,
@@ -50,27 +59,294 @@ pub(crate) struct ScopeData {
     /// Inline up to [`INLINE_FIELDS`] bytes (a few integers and short
     /// strings): no allocation of its own for a typical scope.
     pub fields: SmallVec<[u8; INLINE_FIELDS]>,
+    /// Encoded fields added after creation (a malformed `traceparent`),
+    /// written after `fields`. Set at most once.
+    pub extra: OnceLock<Vec<u8>>,
     /// See [`Current::boost`].
-    pub boost: u8,
+    boost: AtomicU8,
 }
 
+// Relaxed for trace, parent, remote and boost: they change only before
+// the open record is written (`continue_from` on a fresh span), and a
+// thread that reads them got the span through something that synchronised
+// with the thread that changed them (the span's handle moved or was
+// shared); the atomics only keep a misuse (the span entered on another
+// thread at that very moment) from being a data race.
 impl ScopeData {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        scope: u64,
+        trace: TraceId,
+        parent: u64,
+        callsite: u32,
+        created: u64,
+        tid: u32,
+        fields: SmallVec<[u8; INLINE_FIELDS]>,
+        boost: u8,
+    ) -> Self {
+        let (hi, lo) = split_trace(&trace);
+        ScopeData {
+            scope,
+            trace: [AtomicU64::new(hi), AtomicU64::new(lo)],
+            parent: AtomicU64::new(parent),
+            remote: AtomicBool::new(false),
+            callsite,
+            created,
+            tid,
+            opened: AtomicBool::new(false),
+            error: AtomicBool::new(false),
+            fields,
+            extra: OnceLock::new(),
+            boost: AtomicU8::new(boost),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn trace(&self) -> TraceId {
+        let mut t = [0u8; 16];
+        t[..8].copy_from_slice(&self.trace[0].load(Ordering::Relaxed).to_be_bytes());
+        t[8..].copy_from_slice(&self.trace[1].load(Ordering::Relaxed).to_be_bytes());
+        t
+    }
+
+    #[inline]
+    pub(crate) fn parent(&self) -> u64 {
+        self.parent.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn remote(&self) -> bool {
+        self.remote.load(Ordering::Relaxed)
+    }
+
+    #[inline]
+    pub(crate) fn boost(&self) -> u8 {
+        self.boost.load(Ordering::Relaxed)
+    }
+
+    /// Make the scope a child of a scope in another process; returns the
+    /// boost it has now.
+    pub(crate) fn set_remote_parent(&self, trace: &TraceId, parent: u64, boost: u8) -> u8 {
+        let (hi, lo) = split_trace(trace);
+        self.trace[0].store(hi, Ordering::Relaxed);
+        self.trace[1].store(lo, Ordering::Relaxed);
+        self.parent.store(parent, Ordering::Relaxed);
+        self.remote.store(true, Ordering::Relaxed);
+        self.boost.fetch_max(boost, Ordering::Relaxed).max(boost)
+    }
+
     pub(crate) fn current(&self, key: u64) -> Current {
         Current {
             key,
             scope: self.scope,
-            trace: self.trace,
-            boost: self.boost,
+            trace: self.trace(),
+            boost: self.boost(),
         }
     }
 
     /// Whether this call should write the open record (only the first).
     pub(crate) fn take_open(&self) -> bool {
         // Relaxed: the flag elects one writer; the data it writes was set
-        // before the scope was shared (extension insert happens-before).
+        // before the scope was shared (see `ScopeTable` and the extension
+        // insert: both happen-before any other thread has the span).
         // The load first: once open (every close, event and re-entry after
         // the first), a plain load instead of a locked read-modify-write.
         !self.opened.load(Ordering::Relaxed) && !self.opened.swap(true, Ordering::Relaxed)
+    }
+}
+
+fn split_trace(t: &TraceId) -> (u64, u64) {
+    let mut hi = [0u8; 8];
+    let mut lo = [0u8; 8];
+    hi.copy_from_slice(&t[..8]);
+    lo.copy_from_slice(&t[8..]);
+    (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
+}
+
+/// Slots of a [`ScopeTable`]: open scopes found without the `Registry`.
+/// More at once (or two whose ids collide) live in the span's extensions.
+const TABLE_SLOTS: usize = 1024;
+
+/// The scopes of one layer, keyed by `tracing` span id: a lookup is a hash
+/// and one or two loads, where the `Registry`'s extensions cost a slab
+/// reference (two locked instructions), a read lock (two more), a map
+/// lookup, and on creation a `Box` and on close its `free`.
+///
+/// A slot's id is 0 when free, [`BUSY`] while being filled or emptied. The
+/// thread that makes a span claims a slot (0 → `BUSY`), writes the data,
+/// then publishes the id; `on_close` (the span's last callback) marks it
+/// `BUSY`, waits for guarded readers (below), drops the data and frees it.
+/// A span id is unique among the open spans of one `Registry`, and a table
+/// belongs to one layer, which belongs to one subscriber (the layer is not
+/// `Copy`, and a clone gets a table of its own).
+///
+/// A lookup for a span the `Registry` holds open (the parent of a span
+/// being made, a span whose handle the caller holds) reads without a guard:
+/// it cannot close meanwhile. Any other id (entered: the `Registry` takes
+/// no reference and `Dispatch::enter` accepts any id; an event's explicit
+/// parent, `Dispatch::record`, a key from the thread's scope stack) may
+/// name a span closing on another thread: [`ScopeTable::with_guarded`]
+/// counts itself a reader so the close waits for it.
+pub(crate) struct ScopeTable {
+    slots: Box<[Slot]>,
+}
+
+/// A slot being filled or emptied (never a `Registry` id: `insert` refuses
+/// it, and a slab cannot reach it).
+const BUSY: u64 = u64::MAX;
+
+struct Slot {
+    id: AtomicU64,
+    /// Guarded readers in this slot now (see `with_guarded`).
+    readers: AtomicU32,
+    data: UnsafeCell<MaybeUninit<ScopeData>>,
+}
+
+// SAFETY: `data` is written only by the thread that claimed the slot,
+// before the id is published, and dropped only by `remove` once no guarded
+// reader is in it (the other readers hold the span open); between those it
+// is only read, and `ScopeData` is `Sync`.
+unsafe impl Sync for Slot {}
+
+impl ScopeTable {
+    pub(crate) fn new() -> Self {
+        ScopeTable {
+            // Zeroed pages: a free slot is all zeros, and untouched slots
+            // cost no memory.
+            // SAFETY: all-zero bytes are a valid `Slot` (id 0 = free, no
+            // readers, an `UnsafeCell<MaybeUninit<_>>` may hold any bytes).
+            slots: unsafe { Box::<[Slot]>::new_zeroed_slice(TABLE_SLOTS).assume_init() },
+        }
+    }
+
+    /// The two slots `id` may live in.
+    #[inline]
+    fn slots_of(&self, id: u64) -> [&Slot; 2] {
+        // Fibonacci hashing: span ids of one thread are near each other.
+        let i = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - 10)) as usize;
+        [
+            &self.slots[i % TABLE_SLOTS],
+            &self.slots[(i ^ 1) % TABLE_SLOTS],
+        ]
+    }
+
+    /// Keep `data` for the new span `id` (which nobody else has yet);
+    /// gives it back when both its slots are taken.
+    pub(crate) fn insert(&self, id: u64, data: ScopeData) -> Option<ScopeData> {
+        if id == BUSY {
+            return Some(data);
+        }
+        for s in self.slots_of(id) {
+            // Acquire pairs with the Release that freed the slot in
+            // `remove`: the last occupant's drop happens-before this write.
+            if s.id
+                .compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok()
+            {
+                // SAFETY: the slot is ours (claimed above; readers compare
+                // ids and skip `BUSY`).
+                unsafe { (*s.data.get()).write(data) };
+                // Release pairs with the Acquire loads in `get` and
+                // `with_guarded`: who sees the id sees the data.
+                s.id.store(id, Ordering::Release);
+                return None;
+            }
+        }
+        Some(data)
+    }
+
+    /// The data of span `id`, if it is in the table.
+    ///
+    /// # Safety
+    ///
+    /// The `Registry` must hold the span open while the reference lives
+    /// (see the type's docs), and this must not be its `on_close`.
+    #[inline]
+    pub(crate) unsafe fn get(&self, id: u64) -> Option<&ScopeData> {
+        for s in self.slots_of(id) {
+            // Acquire pairs with the Release publishing the id in `insert`.
+            if s.id.load(Ordering::Acquire) == id {
+                // SAFETY: written before the id was published; dropped only
+                // when the span closes, which the contract rules out.
+                return Some(unsafe { (*s.data.get()).assume_init_ref() });
+            }
+        }
+        None
+    }
+
+    /// `f` on the data of span `id` if it is in the table, for an id that
+    /// may name a span closing meanwhile.
+    pub(crate) fn with_guarded<R>(&self, id: u64, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
+        let s = self.slots_of(id).into_iter().find(|s| {
+            // SeqCst, here and in `remove`: a reader counts itself, then
+            // reads the id; `remove` marks the id, then reads the count.
+            // In one total order, either this sees `BUSY` (and skips), or
+            // `remove` sees this reader and waits for it.
+            s.readers.fetch_add(1, Ordering::SeqCst);
+            let here = s.id.load(Ordering::SeqCst) == id;
+            if !here {
+                // Release: see below.
+                s.readers.fetch_sub(1, Ordering::Release);
+            }
+            here
+        })?;
+        // SAFETY: the id is published (data written), and `remove` drops it
+        // only once `readers` is back to 0.
+        let r = f(unsafe { (*s.data.get()).assume_init_ref() });
+        // Release: this reader's reads happen-before the drop of a `remove`
+        // that sees the count fall.
+        s.readers.fetch_sub(1, Ordering::Release);
+        Some(r)
+    }
+
+    /// Take the data of span `id` out (it closes): `f` sees it last.
+    /// Returns false when it is not in the table.
+    ///
+    /// # Safety
+    ///
+    /// Only from the span's `on_close`.
+    pub(crate) unsafe fn remove(&self, id: u64, f: impl FnOnce(&ScopeData)) -> bool {
+        for s in self.slots_of(id) {
+            // Relaxed: this thread closes the span, so it saw its creation
+            // (through the `Registry`); only `remove` changes a published id.
+            if s.id.load(Ordering::Relaxed) != id {
+                continue;
+            }
+            // SAFETY: the slot holds this span's data (the id says so).
+            f(unsafe { (*s.data.get()).assume_init_ref() });
+            // SeqCst: see `with_guarded`.
+            s.id.store(BUSY, Ordering::SeqCst);
+            while s.readers.load(Ordering::SeqCst) != 0 {
+                std::hint::spin_loop();
+            }
+            // SAFETY: no reader is in the slot (guarded ones left, the
+            // others need the span open), and new ones see `BUSY`.
+            unsafe { (*s.data.get()).assume_init_drop() };
+            // Release pairs with the Acquire claim in `insert`.
+            s.id.store(0, Ordering::Release);
+            return true;
+        }
+        false
+    }
+}
+
+impl Drop for ScopeTable {
+    fn drop(&mut self) {
+        for s in self.slots.iter_mut() {
+            if *s.id.get_mut() != 0 && *s.id.get_mut() != BUSY {
+                // SAFETY: a slot with an id holds initialised data, and
+                // `&mut self` means nobody else uses the table.
+                unsafe { s.data.get_mut().assume_init_drop() };
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for ScopeTable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScopeTable")
+            .field("slots", &self.slots.len())
+            .finish()
     }
 }
 

@@ -186,3 +186,59 @@ fn async_tasks_hopping_threads_keep_their_scope() {
     }
     assert!(tids.len() >= 2, "tasks ran on more than one worker thread");
 }
+
+/// More spans open at once than the layer's table holds (the rest live in
+/// the Registry's extensions): every one opens and closes once, with its
+/// child and its event under it, failed exactly where it was marked.
+#[test]
+fn many_open_scopes_keep_parents_and_outcomes() {
+    let dir = TempDir::new("many");
+    let sc = Sidecar::start(&dir.join("s.sock"));
+    let n = 1500u64;
+    let mut cmd = sc.client(&["many-scopes", "--spans", &n.to_string()]);
+    cmd.env("DISTLOG_RING_BYTES", "16m");
+    run_ok(cmd);
+    let recs = sc.wait_for("every scope closed", |r| {
+        by_kind(r, "scope_close").count() as u64 > 2 * n
+    });
+    let opens: Vec<_> = by_kind(&recs, "scope_open").collect();
+    assert_eq!(by_kind(&recs, "loss").count(), 0, "a ring big enough");
+    assert_eq!(opens.len() as u64, 2 * n + 1);
+    let mut outer = HashMap::new();
+    for o in &opens {
+        if o["name"] == "outer" {
+            outer.insert(
+                o["scope_id"].as_str().unwrap(),
+                o["fields"]["i"].as_u64().unwrap(),
+            );
+        }
+    }
+    assert_eq!(outer.len() as u64, n);
+    for o in opens.iter().filter(|o| o["name"] == "inner") {
+        let parent = o["parent_id"].as_str().expect("inner has a parent");
+        assert_eq!(outer[parent], o["fields"]["i"].as_u64().unwrap(), "{o}");
+    }
+    for e in recs.iter().filter(|e| e["message"] == "under outer") {
+        let s = e["scope_id"].as_str().expect("event under its parent");
+        assert_eq!(outer[s], e["fields"]["i"].as_u64().unwrap(), "{e}");
+    }
+    let closes: Vec<_> = by_kind(&recs, "scope_close").collect();
+    let mut seen = std::collections::HashSet::new();
+    for c in &closes {
+        let id = c["scope_id"].as_str().unwrap();
+        assert!(seen.insert(id), "closed once: {c}");
+        if let Some(i) = outer.get(id) {
+            let failed = c["outcome"] == "error";
+            assert_eq!(failed, i % 3 == 0, "outcome of outer {i}: {c}");
+        }
+    }
+    let bad = opens
+        .iter()
+        .find(|o| o["name"] == "bad")
+        .expect("bad scope");
+    assert!(bad["parent_id"].is_null(), "{bad}");
+    assert_eq!(
+        bad["fields"]["distlog.bad_traceparent"], "00-not-a-traceparent",
+        "{bad}"
+    );
+}

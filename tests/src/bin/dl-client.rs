@@ -36,6 +36,15 @@ enum Cmd {
     Lines,
     /// Typed fields and the log crate.
     Fields,
+    /// SPANS spans open at once (more than the layer's table holds), each
+    /// with a child by explicit parent, an event by explicit parent, a
+    /// recorded field; every third marked failed (in turns: mark_error,
+    /// `error = true`, an error event); one with a malformed traceparent;
+    /// half closed on another thread.
+    ManyScopes {
+        #[arg(long, default_value_t = 1500)]
+        spans: u64,
+    },
     /// Fork: the parent and the child both write COUNT records.
     Fork {
         #[arg(long, default_value_t = 100)]
@@ -473,6 +482,7 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(interval));
             }
         }
+        Cmd::ManyScopes { spans } => many_scopes(spans),
         Cmd::Async { tasks } => {
             use tracing::Instrument;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -576,4 +586,34 @@ fn main() {
         }
     }
     drop(guard);
+}
+
+fn many_scopes(n: u64) {
+    let mut open = Vec::new();
+    for i in 0..n {
+        let span = tracing::info_span!(
+            "outer",
+            i,
+            done = tracing::field::Empty,
+            error = tracing::field::Empty
+        );
+        let child = tracing::info_span!(parent: &span, "inner", i);
+        tracing::info!(parent: &span, i, "under outer");
+        span.record("done", true);
+        match i % 9 {
+            0 => distlog::mark_error(&span),
+            3 => {
+                span.record("error", true);
+            }
+            6 => span.in_scope(|| tracing::error!(i, "failed")),
+            _ => {}
+        }
+        open.push((span, child));
+    }
+    let bad = distlog::continue_from("00-not-a-traceparent", tracing::info_span!("bad"));
+    bad.in_scope(|| tracing::info!("in bad"));
+    drop(bad);
+    let rest = open.split_off(open.len() / 2);
+    std::thread::spawn(move || drop(rest)).join().unwrap();
+    drop(open);
 }
