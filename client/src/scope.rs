@@ -316,8 +316,16 @@ impl ScopeTable {
             f(unsafe { (*s.data.get()).assume_init_ref() });
             // SeqCst: see `with_guarded`.
             s.id.store(BUSY, Ordering::SeqCst);
+            // A reader is in for a few hundred instructions; one that was
+            // preempted in there gets the core back instead of a spin.
+            let mut spins = 0u32;
             while s.readers.load(Ordering::SeqCst) != 0 {
-                std::hint::spin_loop();
+                spins += 1;
+                if spins < 64 {
+                    std::hint::spin_loop();
+                } else {
+                    std::thread::yield_now();
+                }
             }
             // SAFETY: no reader is in the slot (guarded ones left, the
             // others need the span open), and new ones see `BUSY`.
