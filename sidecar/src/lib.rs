@@ -109,9 +109,10 @@ pub fn run_daemon(args: &cli::RunArgs) -> Result<(), server::ServerError> {
             err: e,
         })?;
     rt.block_on(async move {
-        let server = Server::bind(config)?;
+        // Handlers first: a SIGTERM right after "listening" must drain.
         let shutdown = Shutdown::new();
         tokio::spawn(shutdown::on_signals(shutdown.clone()));
+        let server = Server::bind(config)?;
         server.run(sinks, shutdown).await
     })
 }

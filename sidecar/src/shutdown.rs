@@ -54,26 +54,39 @@ impl Shutdown {
 
 /// Trigger `shutdown` on the first SIGINT or SIGTERM; exit the process at
 /// once (status 130) on a second one, for a drain that takes too long.
-pub(crate) async fn on_signals(shutdown: Shutdown) {
+///
+/// The handlers are installed when this is called, not when the returned
+/// future first runs: a spawned task on the current-thread runtime runs
+/// only after the server has said "listening", and a SIGTERM in between
+/// would have killed the process without a drain.
+pub(crate) fn on_signals(shutdown: Shutdown) -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (
+    let handlers = match (
         signal(SignalKind::interrupt()),
         signal(SignalKind::terminate()),
-    ) else {
-        crate::diag!("cannot install signal handlers; stop me with SIGKILL");
-        return;
-    };
-    for n in 0..2 {
-        tokio::select! {
-            _ = int.recv() => {}
-            _ = term.recv() => {}
+    ) {
+        (Ok(int), Ok(term)) => Some((int, term)),
+        _ => {
+            crate::diag!("cannot install signal handlers; stop me with SIGKILL");
+            None
         }
-        if n == 0 {
-            crate::diag!("shutting down: draining rings (signal again to exit at once)");
-            shutdown.trigger();
-        } else {
-            crate::diag!("second signal: exiting without finishing the drain");
-            std::process::exit(130);
+    };
+    async move {
+        let Some((mut int, mut term)) = handlers else {
+            return;
+        };
+        for n in 0..2 {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            if n == 0 {
+                crate::diag!("shutting down: draining rings (signal again to exit at once)");
+                shutdown.trigger();
+            } else {
+                crate::diag!("second signal: exiting without finishing the drain");
+                std::process::exit(130);
+            }
         }
     }
 }
