@@ -678,6 +678,22 @@ mod tests {
     }
 
     #[test]
+    fn varint_every_width_boundary() {
+        for k in 0..64 {
+            for v in [
+                (1u64 << k) - 1,
+                1u64 << k,
+                (1u64 << k) + 1,
+                u64::MAX - (1u64 << k),
+            ] {
+                let mut buf = [0xAAu8; 10];
+                let n = put_varint(&mut buf, v);
+                assert_eq!(&buf[..n], &postcard::to_allocvec(&v).unwrap()[..], "{v:#x}");
+            }
+        }
+    }
+
+    #[test]
     fn same_bytes_as_postcard() {
         let long = "x".repeat(300);
         let heads = [
