@@ -627,7 +627,9 @@ impl Process {
 /// (a typical record is 48..128 bytes).
 const DROP_EARLY_BYTES: u64 = 256;
 
-/// Size of the per-thread encode buffer; larger records take the heap path.
+/// Size of the per-thread encode buffer (the shared ring's records, and
+/// those that miss the window before an exclusive ring's end); larger
+/// records take the heap path.
 pub(crate) const STACK_RECORD: usize = 2048;
 
 /// Per-thread state.

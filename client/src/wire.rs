@@ -10,7 +10,7 @@
 //! A ring record's payload is a [`Head`] followed by zero or more [`Field`]s
 //! up to the end of the payload, each encoded with `postcard` one after the
 //! other. Appending fields one by one lets the client encode straight from
-//! `tracing`'s visitor into a stack buffer, without collecting them first.
+//! `tracing`'s visitor into the ring, without collecting them first.
 //!
 //! Fields are named by their index in the call site's field list
 //! ([`Field::Idx`]) or, for names known only at run time (the C API's
