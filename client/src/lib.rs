@@ -31,8 +31,8 @@
 //! # The hot path
 //!
 //! An enabled event: a lock-free lookup of its call-site id, a TSC read, a
-//! `postcard` encoding of the values into a thread-local buffer, a copy into
-//! the thread's own ring and one release store. No lock, no system call, no
+//! `postcard` encoding of the values straight into the thread's own ring
+//! and one release store. No lock, no system call, no
 //! allocation (once the thread has its ring). A full ring drops the record
 //! and counts it; the sidecar turns the count into a `loss` record.
 #![deny(unsafe_op_in_unsafe_fn)]

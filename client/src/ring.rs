@@ -203,6 +203,23 @@ pub unsafe trait Memory {
     fn read(&self, off: usize, dst: &mut [u8]);
     /// Zero `off..off + n`.
     fn zero(&self, off: usize, n: usize);
+    /// Let `f` write up to `len` bytes at `off` and say how many it wrote
+    /// (`None`: it needed more; what it wrote is left unpublished). The
+    /// caller holds the reservation of the range. The default stages the
+    /// bytes and copies them in, for memories that cannot lend a slice
+    /// (loom's atomics); a mapping lends its bytes, so a record is encoded
+    /// where the reader will find it.
+    fn write_with(
+        &self,
+        off: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        let mut tmp = vec![0u8; len];
+        let n = f(&mut tmp)?;
+        self.write(off, tmp.get(..n)?);
+        Some(n)
+    }
 }
 
 /// A data region at a raw address: the mapped `memfd`, or a heap buffer.
@@ -280,6 +297,24 @@ unsafe impl Memory for RawMemory {
         // SAFETY: in bounds (asserted); the range was consumed and is not
         // yet released to producers (read_pos not yet advanced past it).
         unsafe { std::ptr::write_bytes(self.ptr.add(off), 0, n) }
+    }
+    #[inline(always)]
+    fn write_with(
+        &self,
+        off: usize,
+        len: usize,
+        f: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<usize> {
+        assert!(off + len <= self.len);
+        // SAFETY: in bounds (asserted). The producer holds the reservation
+        // of this range: an honest consumer neither reads nor writes bytes
+        // beyond write_pos, so the slice is ours until the commit. A
+        // hostile consumer writing into it can only change this record's
+        // bytes: the encoder never branches on what it reads back (it only
+        // moves its own bytes), and the reader checks every record anyway.
+        let buf = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) };
+        let n = f(buf)?;
+        (n <= len).then_some(n)
     }
 }
 
@@ -433,6 +468,79 @@ impl<'a, M: Memory> Writer<'a, M> {
         // timed wait ends (the backstop; no fence on the hot path).
         let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
         Push::Done { wake }
+    }
+
+    /// Append one record that `f` encodes straight into the ring (no
+    /// staging buffer, no copy): `f` gets the free bytes after the record's
+    /// header word, up to the end of the region or the consumer, and
+    /// returns the payload's length. The commit is `push_exclusive`'s: the
+    /// header word, then `write_pos` with one Release store; the framing
+    /// is the same, so the reader cannot tell the two apart.
+    ///
+    /// `Some(Push::Full)` (dropped and counted) when fewer than `min_room`
+    /// bytes are free, before `f` runs: a full ring costs a compare, not an
+    /// encoding. `None` when `f` returned `None` (the window was too short:
+    /// the region's end is near, or the record is large): nothing was
+    /// published or counted, and the caller pushes the record the ordinary
+    /// way, which pads or drops.
+    ///
+    /// # Safety
+    ///
+    /// Exclusive rings only (not [`FLAG_SHARED`]), and the caller must be
+    /// the only thread writing the ring, as for [`Writer::push`].
+    #[inline(always)]
+    pub unsafe fn push_in_place(
+        &self,
+        min_room: u64,
+        f: impl FnOnce(&mut [u8]) -> Option<usize>,
+    ) -> Option<Push> {
+        debug_assert!(!self.shared && min_room <= self.cap);
+        // Relaxed: only this thread writes write_pos.
+        let w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
+        // wrapping_sub: a hostile consumer's read_pos beyond write_pos
+        // makes `used` huge, so the ring counts as full.
+        let mut used = w.wrapping_sub(self.cached_read.load(Ordering::Relaxed));
+        if used > self.cap - min_room {
+            used = w.wrapping_sub(self.refresh_read());
+            if used > self.cap - min_room {
+                self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+                return Some(Push::Full);
+            }
+        }
+        let off = w & self.mask;
+        // Neither past the region's end (no straddling) nor into bytes the
+        // consumer has not released, nor larger than `push` accepts; whole
+        // 8-byte units, so the padded record stays inside.
+        let window = (self.cap - off).min(self.cap - used).min(self.cap / 2) & !7;
+        let max = (window as usize).saturating_sub(4).min(MAX_RECORD);
+        let off = off as usize;
+        let n = self.mem.write_with(off + 4, max, f)?;
+        self.mem
+            .store_word(off, VALID | n as u32, Ordering::Relaxed);
+        let written = self.hdr.prod.written.load(Ordering::Relaxed);
+        self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
+        // Release pairs with the Acquire load of `write_pos` in
+        // `Reader::poll`: the payload and header word above are visible to
+        // a reader that sees the new position.
+        self.hdr
+            .prod
+            .write_pos
+            .store(w + record_bytes(n) as u64, Ordering::Release);
+        // Relaxed: see push_exclusive.
+        let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
+        Some(Push::Done { wake })
+    }
+
+    /// The cached read position says the ring is (nearly) full: take the
+    /// consumer's again. Out of line: the common record never gets here.
+    #[cold]
+    #[inline(never)]
+    fn refresh_read(&self) -> u64 {
+        // Acquire pairs with the Release store of `read_pos` in
+        // `Reader::release`, as in push_exclusive.
+        let r = self.hdr.cons.read_pos.load(Ordering::Acquire);
+        self.cached_read.store(r, Ordering::Relaxed);
+        r
     }
 
     fn push_shared(&self, payload: &[u8]) -> Push {
@@ -813,7 +921,8 @@ mod tests {
 
     #[test]
     fn roundtrip_and_wrap() {
-        for flags in [0, FLAG_SHARED] {
+        // An exclusive ring written in place, as the client writes it, too.
+        for (flags, in_place) in [(0, false), (FLAG_SHARED, false), (0, true)] {
             let mut ring = HeapRing::new(4096, flags);
             let mem = ring.mem();
             let w = Writer::new(&ring.hdr, mem);
@@ -824,8 +933,13 @@ mod tests {
                 for i in 0..7u32 {
                     let len = ((round * 7 + i) % 90) as usize;
                     let p = vec![(i as u8).wrapping_add(round as u8); len];
-                    // SAFETY: single writer in this test.
-                    assert!(matches!(unsafe { w.push(&p) }, Push::Done { .. }));
+                    let res = if in_place {
+                        push_either(&w, &p)
+                    } else {
+                        // SAFETY: single writer in this test.
+                        unsafe { w.push(&p) }
+                    };
+                    assert!(matches!(res, Push::Done { .. }));
                 }
                 for (seq, p) in drain(&mut r) {
                     assert_eq!(seq, expect);
@@ -861,6 +975,52 @@ mod tests {
         assert!(matches!(unsafe { w.push(&[1u8; 60]) }, Push::Done { .. }));
         // SAFETY: single writer.
         assert_eq!(unsafe { w.push(&[0u8; 3000]) }, Push::TooLarge);
+    }
+
+    /// Append `p` in place, or the ordinary way when the window before the
+    /// region's end is too short (what the client's write path does).
+    fn push_either<M: Memory>(w: &Writer<'_, M>, p: &[u8]) -> Push {
+        let f = |buf: &mut [u8]| {
+            buf.get_mut(..p.len())?.copy_from_slice(p);
+            Some(p.len())
+        };
+        // SAFETY: exclusive rings get one writer in these tests.
+        unsafe { w.push_in_place(0, f).unwrap_or_else(|| w.push(p)) }
+    }
+
+    #[test]
+    fn in_place_short_window_and_full() {
+        let mut ring = HeapRing::new(4096, 0);
+        let mem = ring.mem();
+        let w = Writer::new(&ring.hdr, mem);
+        let geo = check_header(&ring.hdr, 4096).unwrap();
+        let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+        // A window too short publishes and counts nothing.
+        let before = ring.hdr.prod.write_pos.load(Ordering::Relaxed);
+        // SAFETY: single writer.
+        assert_eq!(unsafe { w.push_in_place(0, |_| None) }, None);
+        assert_eq!(ring.hdr.prod.write_pos.load(Ordering::Relaxed), before);
+        assert_eq!(ring.hdr.prod.dropped.load(Ordering::Relaxed), 0);
+        // Fill it: in place until fewer than `min_room` bytes are free,
+        // then dropped and counted before the encoder runs.
+        let mut ok = 0u64;
+        let mut full = 0u64;
+        for _ in 0..100 {
+            // SAFETY: single writer.
+            match unsafe { w.push_in_place(256, |b| Some(b.len().min(60))) } {
+                Some(Push::Done { .. }) => ok += 1,
+                Some(Push::Full) => full += 1,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(ok > 0 && full > 0);
+        assert_eq!(ring.hdr.prod.dropped.load(Ordering::Relaxed), full);
+        assert_eq!(drain(&mut r).len() as u64, ok);
+        // A consumer position beyond the producer's (hostile) is a full ring.
+        ring.hdr.cons.read_pos.store(1 << 40, Ordering::Relaxed);
+        // SAFETY: single writer.
+        let res = unsafe { w.push_in_place(256, |_| panic!("encoded into a full ring")) };
+        assert_eq!(res, Some(Push::Full));
     }
 
     #[test]
@@ -943,8 +1103,13 @@ mod tests {
                             let mut p = [0u8; 12];
                             p[..4].copy_from_slice(&t.to_le_bytes());
                             p[4..8].copy_from_slice(&i.to_le_bytes());
-                            // SAFETY: exclusive rings have one writer here.
-                            if let Push::Done { .. } = unsafe { w.push(&p) } {
+                            let res = if flags == FLAG_SHARED {
+                                // SAFETY: a shared ring takes any writer.
+                                unsafe { w.push(&p) }
+                            } else {
+                                push_either(w, &p)
+                            };
+                            if let Push::Done { .. } = res {
                                 i += 1;
                             } else {
                                 std::thread::yield_now();
@@ -1033,8 +1198,21 @@ mod loom_tests {
                         p[0] = t as u8;
                         p[4..8].copy_from_slice(&(i + 100).to_le_bytes());
                         p[8..12].copy_from_slice(&(i + 200).to_le_bytes());
-                        // SAFETY: exclusive rings get one writer thread here.
-                        let _ = unsafe { w.push(&p) };
+                        let f = |buf: &mut [u8]| {
+                            buf.get_mut(..12)?.copy_from_slice(&p);
+                            Some(12)
+                        };
+                        // SAFETY: exclusive rings get one writer thread
+                        // here (in place, as the client writes them; the
+                        // ordinary push where the region's end is near);
+                        // a shared ring takes any writer.
+                        let _ = unsafe {
+                            if flags & FLAG_SHARED == 0 {
+                                w.push_in_place(0, f).unwrap_or_else(|| w.push(&p))
+                            } else {
+                                w.push(&p)
+                            }
+                        };
                     }
                 }));
             }

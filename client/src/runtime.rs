@@ -627,7 +627,9 @@ impl Process {
 /// (a typical record is 48..128 bytes).
 const DROP_EARLY_BYTES: u64 = 256;
 
-/// Size of the per-thread encode buffer; larger records take the heap path.
+/// Size of the per-thread encode buffer (the shared ring's records, and
+/// those that miss the window before an exclusive ring's end); larger
+/// records take the heap path.
 pub(crate) const STACK_RECORD: usize = 2048;
 
 /// Per-thread state.
@@ -739,46 +741,32 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                 None => return,
             },
         };
-        // A (nearly) full ring: drop and count before encoding, so the drop
-        // path costs a compare, not an encoding (overload must never slow
-        // the application down).
-        if !slot.writer.has_room(DROP_EARLY_BYTES) {
-            slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
-            l.busy.set(false);
+        if slot.writer.is_shared() {
+            write_staged(l, proc, slot, &f);
             return;
         }
-        // SAFETY: `busy` makes this the only live borrow of the buffers on
-        // this thread (a nested call returns above).
-        let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
-        let mut ctx = Ctx {
-            buf,
-            scratch,
-            tid: l.tid.get(),
+        // SAFETY: `busy` makes this the only live borrow of the scratch
+        // string on this thread (a nested call returns above).
+        let scratch = unsafe { &mut *l.scratch.get() };
+        let tid = l.tid.get();
+        // SAFETY: an exclusive ring is written only by the thread that
+        // claimed it (its Local holds it until the thread exits). A (nearly)
+        // full ring drops and counts before encoding, so overload never
+        // costs an encoding.
+        let res = unsafe {
+            slot.writer.push_in_place(DROP_EARLY_BYTES, |buf| {
+                f(&mut Ctx {
+                    buf,
+                    scratch: &mut *scratch,
+                    tid,
+                })
+            })
         };
-        let res = match f(&mut ctx) {
-            Some(n) => push(proc, slot, &ctx.buf[..n]),
-            None => {
-                // Did not fit the stack buffer: once more on the heap.
-                // SAFETY: as above, guarded by `busy`.
-                let big = unsafe { &mut *l.big.get() };
-                if big.len() < ring::MAX_RECORD {
-                    big.resize(ring::MAX_RECORD, 0);
-                }
-                let mut ctx = Ctx {
-                    buf: &mut big[..],
-                    scratch: ctx.scratch,
-                    tid: l.tid.get(),
-                };
-                match f(&mut ctx) {
-                    Some(n) => push(proc, slot, &ctx.buf[..n]),
-                    None => {
-                        slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
-                        Push::TooLarge
-                    }
-                }
-            }
-        };
-        let _ = res;
+        match res {
+            Some(Push::Done { wake: true }) => proc.wake(slot),
+            Some(_) => {}
+            None => write_staged(l, proc, slot, &f),
+        }
     });
     if done.is_err() {
         // The thread is being torn down: the shared ring still works.
@@ -804,6 +792,56 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                         .fetch_add(1, Ordering::Relaxed);
                 }
             }
+        }
+    }
+}
+
+/// Encode into this thread's buffer (the heap one when the stack one is
+/// too small) and push: the shared ring, which reserves by exact size, and
+/// a record that did not fit the free bytes before an exclusive ring's end.
+#[cold]
+#[inline(never)]
+fn write_staged(
+    l: &Local,
+    proc: &Process,
+    slot: &RingSlot,
+    f: &impl Fn(&mut Ctx<'_>) -> Option<usize>,
+) {
+    // A (nearly) full ring: drop and count before encoding, as on the
+    // in-place path.
+    if !slot.writer.has_room(DROP_EARLY_BYTES) {
+        slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
+        return;
+    }
+    // SAFETY: the caller holds `busy`, so this is the only live borrow of
+    // the buffers on this thread.
+    let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
+    let mut ctx = Ctx {
+        buf,
+        scratch,
+        tid: l.tid.get(),
+    };
+    if let Some(n) = f(&mut ctx) {
+        push(proc, slot, &ctx.buf[..n]);
+        return;
+    }
+    // Did not fit the stack buffer: once more on the heap.
+    // SAFETY: as above, guarded by `busy`.
+    let big = unsafe { &mut *l.big.get() };
+    if big.len() < ring::MAX_RECORD {
+        big.resize(ring::MAX_RECORD, 0);
+    }
+    let mut ctx = Ctx {
+        buf: &mut big[..],
+        scratch: ctx.scratch,
+        tid: l.tid.get(),
+    };
+    match f(&mut ctx) {
+        Some(n) => {
+            push(proc, slot, &ctx.buf[..n]);
+        }
+        None => {
+            slot.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 }

@@ -10,7 +10,7 @@
 //! A ring record's payload is a [`Head`] followed by zero or more [`Field`]s
 //! up to the end of the payload, each encoded with `postcard` one after the
 //! other. Appending fields one by one lets the client encode straight from
-//! `tracing`'s visitor into a stack buffer, without collecting them first.
+//! `tracing`'s visitor into the ring, without collecting them first.
 //!
 //! Fields are named by their index in the call site's field list
 //! ([`Field::Idx`]) or, for names known only at run time (the C API's
@@ -1013,6 +1013,22 @@ mod tests {
         assert!(fields.next().unwrap().is_err());
         assert!(fields.next().is_none());
         assert!(decode_by_next_field(bytes).is_err());
+    }
+
+    #[test]
+    fn varint_every_width_boundary() {
+        for k in 0..64 {
+            for v in [
+                (1u64 << k) - 1,
+                1u64 << k,
+                (1u64 << k) + 1,
+                u64::MAX - (1u64 << k),
+            ] {
+                let mut buf = [0xAAu8; 10];
+                let n = put_varint(&mut buf, v);
+                assert_eq!(&buf[..n], &postcard::to_allocvec(&v).unwrap()[..], "{v:#x}");
+            }
+        }
     }
 
     #[test]
