@@ -4,6 +4,9 @@
  *
  *   bank TRACEPARENT [TRACESTATE] AMOUNT_CENTS
  */
+/* nanosleep is POSIX, not ISO C: scripts/demo builds with -std=c11. */
+#define _POSIX_C_SOURCE 200809L
+
 #include <distlog.h>
 
 #include <stdio.h>
