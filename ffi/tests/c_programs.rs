@@ -190,3 +190,18 @@ fn misuse_under_address_sanitizer() {
         assert!(out.contains("MISUSE OK"), "{out}");
     }
 }
+
+#[test]
+fn examples_compile_pedantic() {
+    // What a newcomer reads and `scripts/demo` builds: no warning either.
+    let dir = out_dir("examples-build");
+    for name in ["hello", "bank"] {
+        compile(
+            "cc",
+            &["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11"],
+            &workspace().join(format!("examples/c/{name}.c")),
+            &dir.join(name),
+            Link::Shared,
+        );
+    }
+}
