@@ -23,11 +23,13 @@ fn follow_sees_a_record_written_after_it_started() {
         services: vec!["tailed".into()],
         ..Filter::default()
     };
+    let (end_tx, end_rx) = mpsc::channel::<String>();
     std::thread::spawn(move || {
-        let _ = follow(&ctl, filter, |r| {
+        let r = follow(&ctl, filter, |r| {
             tx.send(r.clone())
                 .map_err(|_| std::io::ErrorKind::BrokenPipe.into())
         });
+        let _ = end_tx.send(format!("{r:?}"));
     });
     // Another service's records do not reach this subscriber.
     let _other = d.looping("other", 5);
@@ -53,7 +55,11 @@ fn follow_sees_a_record_written_after_it_started() {
         match rx.recv_timeout(Duration::from_millis(200)) {
             Ok(r) => break r,
             Err(mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(e) => panic!("subscriber ended: {e}; {}", d.stderr()),
+            Err(e) => panic!(
+                "subscriber ended ({e}): {}; {}",
+                end_rx.recv().unwrap_or_default(),
+                d.stderr()
+            ),
         }
     };
     assert_eq!(got.service, "tailed");

@@ -60,9 +60,23 @@ impl CtlListener {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(perr("stat")(e)),
         }
-        let listener = std::os::unix::net::UnixListener::bind(path).map_err(perr("bind"))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(perr("chmod"))?;
+        // Bound and made 0600 under a temporary name, then renamed: the
+        // path appears only once it listens with its final mode (a `ctl`
+        // started the moment the file exists was refused under load).
+        let tmp = path.with_file_name(format!(
+            ".{}.{}.tmp",
+            path.file_name().unwrap_or_default().to_string_lossy(),
+            std::process::id()
+        ));
+        let _ = std::fs::remove_file(&tmp);
+        let listener = std::os::unix::net::UnixListener::bind(&tmp).map_err(perr("bind"))?;
+        let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+            .map_err(perr("chmod"))
+            .and_then(|()| std::fs::rename(&tmp, path).map_err(perr("rename")));
+        if let Err(e) = placed {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         listener
             .set_nonblocking(true)
             .map_err(perr("set non-blocking"))?;
