@@ -306,12 +306,12 @@ unsafe impl Memory for RawMemory {
         f: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<usize> {
         assert!(off + len <= self.len);
-        // SAFETY: in bounds (asserted). The producer holds the reservation
-        // of this range: an honest consumer neither reads nor writes bytes
-        // beyond write_pos, so the slice is ours until the commit. A
-        // hostile consumer writing into it can only change this record's
-        // bytes: the encoder never branches on what it reads back (it only
-        // moves its own bytes), and the reader checks every record anyway.
+        // The producer holds the reservation of this range: an honest
+        // consumer neither reads nor writes bytes beyond write_pos, so the
+        // slice is ours until the commit. A hostile consumer writing into it
+        // can only change this record's bytes: the encoder never branches on
+        // what it reads back, and the reader checks every record anyway.
+        // SAFETY: in bounds (asserted), and reserved for us (above).
         let buf = unsafe { std::slice::from_raw_parts_mut(self.ptr.add(off), len) };
         let n = f(buf)?;
         (n <= len).then_some(n)
@@ -1202,10 +1202,11 @@ mod loom_tests {
                             buf.get_mut(..12)?.copy_from_slice(&p);
                             Some(12)
                         };
-                        // SAFETY: exclusive rings get one writer thread
-                        // here (in place, as the client writes them; the
-                        // ordinary push where the region's end is near);
-                        // a shared ring takes any writer.
+                        // Exclusive rings are written in place, as the
+                        // client writes them (the ordinary push where the
+                        // region's end is near).
+                        // SAFETY: an exclusive ring has one writer thread
+                        // here; a shared ring takes any writer.
                         let _ = unsafe {
                             if flags & FLAG_SHARED == 0 {
                                 w.push_in_place(0, f).unwrap_or_else(|| w.push(&p))

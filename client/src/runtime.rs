@@ -749,10 +749,10 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
         // string on this thread (a nested call returns above).
         let scratch = unsafe { &mut *l.scratch.get() };
         let tid = l.tid.get();
+        // A (nearly) full ring drops and counts before encoding, so overload
+        // never costs an encoding.
         // SAFETY: an exclusive ring is written only by the thread that
-        // claimed it (its Local holds it until the thread exits). A (nearly)
-        // full ring drops and counts before encoding, so overload never
-        // costs an encoding.
+        // claimed it (its Local holds it until the thread exits).
         let res = unsafe {
             slot.writer.push_in_place(DROP_EARLY_BYTES, |buf| {
                 f(&mut Ctx {

@@ -77,12 +77,11 @@ impl ClientTable {
     /// MAX_TABLE_BYTES`) and the table header, then map it.
     pub fn accept(fd: OwnedFd) -> Result<ClientTable, AcceptError> {
         let seg = Segment::accept(fd, TABLE_HEADER_BYTES + 4096, table::MAX_TABLE_BYTES)?;
-        // SAFETY: the mapping is page-aligned and at least
-        // TABLE_HEADER_BYTES + 4096 bytes long (checked by `accept`), so a
-        // TableHeader (64 bytes, align 8) fits at its start; it stays mapped
-        // as long as `_seg`, which outlives `reader` (field order). The
-        // client may change the header at any time: the reader trusts none
-        // of it beyond `check_table`'s checks and its own bounds checks.
+        // The client may change the header at any time: the reader trusts
+        // none of it beyond `check_table`'s checks and its own bounds checks.
+        // It stays mapped as long as `_seg`, which outlives `reader`.
+        // SAFETY: page-aligned, ≥ TABLE_HEADER_BYTES + 4096 long (`accept`):
+        // a TableHeader (64 bytes, align 8) fits at its start.
         let hdr: &'static TableHeader = unsafe { &*(seg.as_ptr() as *const TableHeader) };
         table::check_table(hdr, seg.len())?;
         // SAFETY: the entry region lies inside the mapping (len >= 64 + 4096),
@@ -153,11 +152,10 @@ impl RingSegment {
     }
 
     fn header_of(seg: &Segment) -> &RingHeader {
-        // SAFETY: the mapping is page-aligned and longer than HEADER_BYTES
-        // (checked by `Segment::accept`), and a RingHeader fits in
-        // HEADER_BYTES (asserted in `distlog::ring`); the borrow is tied to
-        // `seg`. The client may write the header concurrently: readers copy
-        // the geometry once (`check_header`) and treat cursors as hostile.
+        // The client may write the header concurrently: readers copy the
+        // geometry once (`check_header`) and treat cursors as hostile.
+        // SAFETY: page-aligned and longer than HEADER_BYTES (`accept`), a
+        // RingHeader fits in HEADER_BYTES; the borrow is tied to `seg`.
         unsafe { &*(seg.as_ptr() as *const RingHeader) }
     }
 

@@ -49,10 +49,10 @@ pub fn monotonic_ns() -> u64 {
 
 #[cfg(target_arch = "x86_64")]
 fn rdtsc() -> Option<u64> {
-    // SAFETY: RDTSC exists on every x86-64 CPU, has no preconditions and
-    // touches no memory (the intrinsic is `unsafe` only by convention on
-    // older toolchains).
+    // The intrinsic is `unsafe` only by convention on older toolchains.
     #[allow(unused_unsafe)]
+    // SAFETY: RDTSC exists on every x86-64 CPU, has no preconditions and
+    // touches no memory.
     Some(unsafe { core::arch::x86_64::_rdtsc() })
 }
 

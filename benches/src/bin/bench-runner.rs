@@ -885,21 +885,29 @@ fn read_sidecar(child: &mut Child) -> std::thread::JoinHandle<Tally> {
     })
 }
 
-/// Log `rate` events a second for `secs` seconds, each with its realtime
-/// clock in `sent_ns`; returns how many.
-fn send_timed(rate: u64, secs: f64) -> u64 {
+/// Call `each(seq)` `rate` times a second for `secs` seconds, checking
+/// the clock every `nap`; returns how many calls.
+fn paced(rate: u64, secs: f64, nap: Duration, mut each: impl FnMut(u64)) -> u64 {
     let total = (rate as f64 * secs) as u64;
     let start = Instant::now();
     let mut sent = 0u64;
     while sent < total {
         let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
         while sent < due.min(total) {
-            tracing::info!(target: "bench", sent_ns = realtime_ns(), seq = sent, "timed");
+            each(sent);
             sent += 1;
         }
-        std::thread::sleep(Duration::from_micros(50));
+        std::thread::sleep(nap);
     }
     sent
+}
+
+/// Log `rate` events a second for `secs` seconds, each with its realtime
+/// clock in `sent_ns`; returns how many.
+fn send_timed(rate: u64, secs: f64) -> u64 {
+    paced(rate, secs, Duration::from_micros(50), |seq| {
+        tracing::info!(target: "bench", sent_ns = realtime_ns(), seq, "timed");
+    })
 }
 
 /// End-to-end latency at a fixed rate: the client stamps realtime ns into
@@ -1144,17 +1152,9 @@ fn load_client(args: &[String]) {
     let rate: u64 = arg_or(args, "--rate", 1000);
     let secs: f64 = arg_or(args, "--secs", 3.0);
     let g = distlog_start(true);
-    let total = (rate as f64 * secs) as u64;
-    let start = Instant::now();
-    let mut sent = 0u64;
-    while sent < total {
-        let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
-        while sent < due.min(total) {
-            tracing_event!(sent);
-            sent += 1;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+    paced(rate, secs, Duration::from_millis(1), |seq| {
+        tracing_event!(seq)
+    });
     drop(g);
 }
 

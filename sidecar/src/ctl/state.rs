@@ -56,10 +56,11 @@ impl ControlSegment {
 
     /// Write directives under the sequence lock; the new sequence number.
     fn write(&self, d: &Directives) -> Result<u64, ControlError> {
+        // Only we write the segment (the client's mapping is read-only:
+        // F_SEAL_FUTURE_WRITE), only under the `Control` mutex, so
+        // `control::write` has its single writer.
         // SAFETY: the header was written at offset 0 by `create` and lives
-        // as long as `self.seg`; only we write the segment (the client's
-        // mapping is read-only: F_SEAL_FUTURE_WRITE), and only under the
-        // `Control` mutex, so `control::write` has its single writer.
+        // as long as `self.seg`.
         let hdr = unsafe { &*(self.seg.as_ptr() as *const ControlHeader) };
         // SAFETY: the payload region lies inside the mapping, starts
         // CONTROL_HEADER_BYTES (64, so 8-aligned) in, and lives as long as
