@@ -16,14 +16,33 @@
 //! ([`Field::Idx`]) or, for names known only at run time (the C API's
 //! `distlog_log`, `log` key-values), by name ([`Field::Named`]).
 //!
+//! A second layout, the compact event ([`compact`]), carries an event's
+//! head and its values by position in fixed-width little-endian fields
+//! (no varints, no per-field index): the C API's hot path writes it when
+//! the sidecar said it reads it (protocol version ≥ [`COMPACT_VERSION`]).
+//! It decodes into the same [`Head::Event`] and [`Field::Idx`] items.
+//!
 //! Decoding ([`decode`]) borrows from a private copy of the payload that the
 //! sidecar made out of shared memory; it never panics on any input (fuzzed).
 
 use serde::{Deserialize, Serialize};
 
-/// Version of the hello protocol and of the frames below. The sidecar
-/// accepts this version and the one before it.
-pub const PROTOCOL_VERSION: u16 = 1;
+/// Version of the hello protocol and of the frames below. A client says
+/// its version in its hello, the sidecar answers the lower of its own and
+/// the client's, and the client writes what that version reads.
+///
+/// - 1: the postcard layout ([`Head`] and [`Field`]s).
+/// - 2: also the compact event layout ([`compact`]), which a client writes
+///   only after a welcome with version ≥ [`COMPACT_VERSION`].
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// The first version whose sidecar reads compact event records.
+pub const COMPACT_VERSION: u16 = 2;
+
+/// The version before negotiation existed: a sidecar of that version
+/// refuses a hello with a higher one, so a client that was refused says
+/// hello again with this one.
+pub const LEGACY_VERSION: u16 = 1;
 
 /// Level, most severe first; the numbers are the C API's too.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -275,6 +294,7 @@ pub fn decode_head(payload: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError>
                 _ => return Err(bad_variant()),
             },
         },
+        4 => return compact::decode_head(b),
         _ => return Err(bad_variant()),
     };
     Ok((
@@ -283,6 +303,7 @@ pub fn decode_head(payload: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError>
             rest: b,
             n: 0,
             error: None,
+            compact: false,
         },
     ))
 }
@@ -296,6 +317,8 @@ pub struct FieldIter<'a> {
     n: usize,
     /// Why [`FieldIter::next_field`] stopped early.
     error: Option<DecodeError>,
+    /// The fields are a compact record's values by position.
+    compact: bool,
 }
 
 impl<'a> FieldIter<'a> {
@@ -330,6 +353,13 @@ impl<'a> FieldIter<'a> {
             return Err(DecodeError(postcard::Error::DeserializeBadEncoding));
         }
         self.n += 1;
+        if self.compact {
+            // n <= MAX_FIELDS (256): the position fits 16 bits.
+            return Ok(Field::Idx(
+                (self.n - 1) as u16,
+                compact::take_value(&mut self.rest)?,
+            ));
+        }
         let b = &mut self.rest;
         Ok(match take_variant(b)? {
             0 => {
@@ -462,7 +492,11 @@ fn take_str<'a>(b: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
     let n = take_u64(b)?;
     let n =
         usize::try_from(n).map_err(|_| DecodeError(postcard::Error::DeserializeUnexpectedEnd))?;
-    let bytes = take_n(b, n)?;
+    utf8(take_n(b, n)?)
+}
+
+#[inline]
+fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     if bytes.is_ascii() {
         // SAFETY: ASCII bytes are valid UTF-8. Most strings here are ASCII
         // and this check costs a fraction of `from_utf8` on short strings
@@ -493,6 +527,238 @@ fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
         7 => Value::U128(take_u128(b)?),
         _ => return Err(bad_variant()),
     })
+}
+
+/// The compact event layout (protocol version ≥ [`COMPACT_VERSION`]).
+///
+/// ```text
+/// kind u8 = 4 | callsite u32 | ts u64 | tid u32 | scope u64 |
+/// trace flag u8 (0 or 1) [| trace 16 bytes when 1] | value*
+/// value = tag u8 (I64, U64, F64, BOOL) | 8 bytes
+///       | tag u8 (STR, DEBUG) | len u32 | len bytes (UTF-8)
+/// ```
+///
+/// Every number is little-endian and fixed-width: the writer stores each
+/// one with a single move instead of a varint loop (~6 instructions a
+/// byte; a TSC timestamp is 9 bytes of varint), and knows the record's size
+/// before it writes (head + 9 per number + 5 + len per string), so it
+/// checks for room once. The values are the call site's fields by position
+/// (the `i`th value is `Field::Idx(i)`), all positions from 0: a record
+/// with a field by name, a gap, or a 128-bit value uses the postcard
+/// layout. Kind 4 follows [`Head`]'s four variants, so both layouts share
+/// their first byte's meaning; a sidecar before version 2 rejects it as an
+/// unknown variant (it is never sent one: see [`COMPACT_VERSION`]).
+pub mod compact {
+    use super::{take_n, take_u8, utf8, DecodeError, FieldIter, Head, TraceId, Value};
+
+    /// The kind byte.
+    pub const KIND: u8 = 4;
+    /// Value tags (the numbers of [`Value`]'s variants).
+    pub const I64: u8 = 0;
+    /// See [`I64`].
+    pub const U64: u8 = 1;
+    /// See [`I64`].
+    pub const F64: u8 = 2;
+    /// See [`I64`]; the 8 bytes are 0 or 1.
+    pub const BOOL: u8 = 3;
+    /// See [`I64`]; a `u32` length and the bytes follow.
+    pub const STR: u8 = 4;
+    /// See [`STR`].
+    pub const DEBUG: u8 = 5;
+    /// Bytes of a number value.
+    pub const NUM_BYTES: usize = 9;
+
+    /// Bytes of the head, with or without a trace.
+    #[inline(always)]
+    pub const fn head_bytes(trace: bool) -> usize {
+        26 + if trace { 16 } else { 0 }
+    }
+
+    /// Bytes of a string value of `len` bytes.
+    #[inline(always)]
+    pub const fn str_bytes(len: usize) -> usize {
+        5 + len
+    }
+
+    /// Bytes of `v` as a compact value; `None` for the 128-bit integers,
+    /// which only the postcard layout carries.
+    #[inline]
+    pub fn value_bytes(v: &Value<'_>) -> Option<usize> {
+        match *v {
+            Value::I64(_) | Value::U64(_) | Value::F64(_) | Value::Bool(_) => Some(NUM_BYTES),
+            Value::Str(s) | Value::Debug(s) => Some(str_bytes(s.len())),
+            Value::I128(_) | Value::U128(_) => None,
+        }
+    }
+
+    /// Writes one compact record into a buffer sized for it. A write that
+    /// does not fit marks the record failed instead of panicking (the size
+    /// is computed by the caller; a wrong one loses the record, nothing
+    /// else).
+    #[derive(Debug)]
+    pub struct Writer<'b> {
+        out: &'b mut [u8],
+        at: usize,
+        overflow: bool,
+    }
+
+    impl<'b> Writer<'b> {
+        /// Start a record with its head.
+        #[inline(always)]
+        pub fn new(
+            out: &'b mut [u8],
+            callsite: u32,
+            ts: u64,
+            tid: u32,
+            scope: u64,
+            trace: Option<&TraceId>,
+        ) -> Self {
+            let mut w = Writer {
+                out,
+                at: 0,
+                overflow: false,
+            };
+            let n = head_bytes(trace.is_some());
+            let Some(h) = w.out.get_mut(..n) else {
+                w.overflow = true;
+                return w;
+            };
+            h[0] = KIND;
+            h[1..5].copy_from_slice(&callsite.to_le_bytes());
+            h[5..13].copy_from_slice(&ts.to_le_bytes());
+            h[13..17].copy_from_slice(&tid.to_le_bytes());
+            h[17..25].copy_from_slice(&scope.to_le_bytes());
+            match trace {
+                None => h[25] = 0,
+                Some(t) => {
+                    h[25] = 1;
+                    h[26..42].copy_from_slice(t);
+                }
+            }
+            w.at = n;
+            w
+        }
+
+        /// Append a number value: `tag` and its 8 raw bytes.
+        #[inline(always)]
+        pub fn num(&mut self, tag: u8, raw: u64) {
+            let Some(out) = self.out.get_mut(self.at..self.at + NUM_BYTES) else {
+                self.overflow = true;
+                return;
+            };
+            out[0] = tag;
+            out[1..].copy_from_slice(&raw.to_le_bytes());
+            self.at += NUM_BYTES;
+        }
+
+        /// Append a string value (`STR` or `DEBUG`), already clipped to a
+        /// record's longest string (so its length fits the `u32`).
+        #[inline(always)]
+        pub fn text(&mut self, tag: u8, s: &str) {
+            let Some(out) = self.out.get_mut(self.at..self.at + str_bytes(s.len())) else {
+                self.overflow = true;
+                return;
+            };
+            out[0] = tag;
+            out[1..5].copy_from_slice(&(s.len() as u32).to_le_bytes());
+            out[5..].copy_from_slice(s.as_bytes());
+            self.at += str_bytes(s.len());
+        }
+
+        /// Append `v`; a 128-bit value fails the record (see
+        /// [`value_bytes`]).
+        #[inline(always)]
+        pub fn value(&mut self, v: &Value<'_>) {
+            match *v {
+                Value::I64(x) => self.num(I64, x as u64),
+                Value::U64(x) => self.num(U64, x),
+                Value::F64(x) => self.num(F64, x.to_bits()),
+                Value::Bool(x) => self.num(BOOL, x as u64),
+                Value::Str(s) => self.text(STR, s),
+                Value::Debug(s) => self.text(DEBUG, s),
+                Value::I128(_) | Value::U128(_) => self.overflow = true,
+            }
+        }
+
+        /// The record's length, or `None` if something did not fit.
+        #[inline(always)]
+        pub fn finish(self) -> Option<usize> {
+            (!self.overflow).then_some(self.at)
+        }
+    }
+
+    #[inline(always)]
+    fn take8(b: &mut &[u8]) -> Result<[u8; 8], DecodeError> {
+        let mut x = [0u8; 8];
+        x.copy_from_slice(take_n(b, 8)?);
+        Ok(x)
+    }
+
+    #[inline(always)]
+    fn take4(b: &mut &[u8]) -> Result<[u8; 4], DecodeError> {
+        let mut x = [0u8; 4];
+        x.copy_from_slice(take_n(b, 4)?);
+        Ok(x)
+    }
+
+    /// The head after the kind byte; the values follow.
+    pub(super) fn decode_head(mut b: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError> {
+        let b = &mut b;
+        let callsite = u32::from_le_bytes(take4(b)?);
+        let ts = u64::from_le_bytes(take8(b)?);
+        let tid = u32::from_le_bytes(take4(b)?);
+        let scope = u64::from_le_bytes(take8(b)?);
+        let trace = match take_u8(b)? {
+            0 => None,
+            1 => {
+                let mut t = [0u8; 16];
+                t.copy_from_slice(take_n(b, 16)?);
+                Some(t)
+            }
+            _ => return Err(DecodeError(postcard::Error::DeserializeBadOption)),
+        };
+        let head = Head::Event {
+            callsite,
+            ts,
+            tid,
+            scope,
+            trace,
+        };
+        Ok((
+            head,
+            FieldIter {
+                rest: b,
+                n: 0,
+                error: None,
+                compact: true,
+            },
+        ))
+    }
+
+    /// One value.
+    #[inline]
+    pub(super) fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
+        Ok(match take_u8(b)? {
+            I64 => Value::I64(i64::from_le_bytes(take8(b)?)),
+            U64 => Value::U64(u64::from_le_bytes(take8(b)?)),
+            F64 => Value::F64(f64::from_le_bytes(take8(b)?)),
+            BOOL => match u64::from_le_bytes(take8(b)?) {
+                0 => Value::Bool(false),
+                1 => Value::Bool(true),
+                _ => return Err(DecodeError(postcard::Error::DeserializeBadBool)),
+            },
+            tag @ (STR | DEBUG) => {
+                let n = u32::from_le_bytes(take4(b)?) as usize;
+                let s = utf8(take_n(b, n)?)?;
+                if tag == STR {
+                    Value::Str(s)
+                } else {
+                    Value::Debug(s)
+                }
+            }
+            _ => return Err(super::bad_variant()),
+        })
+    }
 }
 
 /// Encodes a record into a caller-provided buffer (a stack array on the hot
@@ -957,9 +1223,14 @@ mod tests {
         }
     }
 
-    /// The decoder as it was, through postcard's serde deserializer: the
-    /// reference the hand-written one must agree with.
+    /// The reference the hand-written decoder must agree with: postcard's
+    /// serde deserializer for the postcard layout (the decoder as it was),
+    /// [`decode_compact_plainly`] for the compact one.
     fn decode_postcard(payload: &[u8]) -> Result<Frame<'_>, DecodeError> {
+        if payload.first() == Some(&compact::KIND) {
+            return decode_compact_plainly(payload)
+                .ok_or(DecodeError(postcard::Error::DeserializeBadEncoding));
+        }
         let (head, mut rest) = postcard::take_from_bytes::<Head>(payload)?;
         let mut fields = Vec::new();
         while !rest.is_empty() {
@@ -971,6 +1242,168 @@ mod tests {
             rest = r;
         }
         Ok(Frame { head, fields })
+    }
+
+    /// The compact layout read by offsets, as its doc draws it.
+    fn decode_compact_plainly(p: &[u8]) -> Option<Frame<'_>> {
+        let le = |a: usize, n: usize| -> Option<u64> {
+            let b = p.get(a..a + n)?;
+            Some(b.iter().rev().fold(0u64, |acc, &x| acc << 8 | u64::from(x)))
+        };
+        let mut at = 26;
+        let trace = match *p.get(25)? {
+            0 => None,
+            1 => {
+                at += 16;
+                Some(<[u8; 16]>::try_from(p.get(26..42)?).ok()?)
+            }
+            _ => return None,
+        };
+        let head = Head::Event {
+            callsite: le(1, 4)? as u32,
+            ts: le(5, 8)?,
+            tid: le(13, 4)? as u32,
+            scope: le(17, 8)?,
+            trace,
+        };
+        let mut fields = Vec::new();
+        while at < p.len() {
+            if fields.len() == MAX_FIELDS {
+                return None;
+            }
+            let raw = le(at + 1, 8);
+            let v = match p[at] {
+                0 => Value::I64(raw? as i64),
+                1 => Value::U64(raw?),
+                2 => Value::F64(f64::from_bits(raw?)),
+                3 if raw? < 2 => Value::Bool(raw? == 1),
+                t @ (4 | 5) => {
+                    let n = le(at + 1, 4)? as usize;
+                    let s = std::str::from_utf8(p.get(at + 5..at + 5 + n)?).ok()?;
+                    at += 5 + n;
+                    fields.push(Field::Idx(
+                        fields.len() as u16,
+                        if t == 4 {
+                            Value::Str(s)
+                        } else {
+                            Value::Debug(s)
+                        },
+                    ));
+                    continue;
+                }
+                _ => return None,
+            };
+            at += 9;
+            fields.push(Field::Idx(fields.len() as u16, v));
+        }
+        Some(Frame { head, fields })
+    }
+
+    /// A compact record of `vals` (as in [`value`]: kinds 0 to 5).
+    fn compact_record(head: (u32, u64, u32, u64, Option<TraceId>), vals: &[Value<'_>]) -> Vec<u8> {
+        let (callsite, ts, tid, scope, trace) = head;
+        let n = compact::head_bytes(trace.is_some())
+            + vals
+                .iter()
+                .map(|v| compact::value_bytes(v).unwrap())
+                .sum::<usize>();
+        let mut buf = vec![0u8; n];
+        let mut w = compact::Writer::new(&mut buf, callsite, ts, tid, scope, trace.as_ref());
+        for v in vals {
+            w.value(v);
+        }
+        assert_eq!(w.finish(), Some(n));
+        buf
+    }
+
+    fn value_of<'a>((k, a, b, c, d, s): &'a (u8, i64, u64, f64, bool, String)) -> Value<'a> {
+        match k % 6 {
+            0 => Value::I64(*a),
+            1 => Value::U64(*b),
+            2 => Value::F64(*c),
+            3 => Value::Bool(*d),
+            4 => Value::Str(s),
+            _ => Value::Debug(s),
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn compact_roundtrip(callsite in any::<u32>(), ts in any::<u64>(), tid in any::<u32>(),
+                             scope in any::<u64>(), trace in any::<Option<[u8; 16]>>(),
+                             vals in proptest::collection::vec(value(), 0..20)) {
+            let vals: Vec<Value<'_>> = vals.iter().map(value_of).collect();
+            let bytes = compact_record((callsite, ts, tid, scope, trace), &vals);
+            let frame = decode(&bytes).unwrap();
+            prop_assert_eq!(&frame.head, &Head::Event { callsite, ts, tid, scope, trace });
+            prop_assert_eq!(frame.fields.len(), vals.len());
+            for (i, (f, v)) in frame.fields.iter().zip(&vals).enumerate() {
+                prop_assert_eq!(format!("{f:?}"), format!("{:?}", Field::Idx(i as u16, *v)));
+            }
+            prop_assert_eq!(debug_of(decode_by_next_field(&bytes)), debug_of(Ok(frame.clone())));
+            prop_assert_eq!(debug_of(decode_postcard(&bytes)), debug_of(Ok(frame)));
+        }
+
+        #[test]
+        fn compact_damaged_decodes_as_reference(vals in proptest::collection::vec(value(), 0..6),
+                                                trace in any::<Option<[u8; 16]>>(),
+                                                at in any::<usize>(), byte in any::<u8>(), cut in any::<bool>()) {
+            let vals: Vec<Value<'_>> = vals.iter().map(value_of).collect();
+            let mut bytes = compact_record((7, 1 << 40, 3, 9, trace), &vals);
+            let at = at % bytes.len();
+            if cut { bytes.truncate(at); } else { bytes[at] = byte; }
+            prop_assert_eq!(debug_of(decode(&bytes)), debug_of(decode_postcard(&bytes)));
+            prop_assert_eq!(debug_of(decode_by_next_field(&bytes)), debug_of(decode_postcard(&bytes)));
+        }
+
+        #[test]
+        fn compact_arbitrary_decodes_as_reference(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let mut bytes = bytes;
+            bytes.insert(0, compact::KIND);
+            prop_assert_eq!(debug_of(decode(&bytes)), debug_of(decode_postcard(&bytes)));
+            prop_assert_eq!(debug_of(decode_by_next_field(&bytes)), debug_of(decode_postcard(&bytes)));
+        }
+    }
+
+    #[test]
+    fn compact_same_bytes_as_drawn() {
+        let bytes = compact_record(
+            (
+                0x0403_0201,
+                0x0807_0605_0403_0201,
+                7,
+                0x11,
+                Some([0xAB; 16]),
+            ),
+            &[Value::I64(-2), Value::Str("hé"), Value::Bool(true)],
+        );
+        let mut want = vec![4, 1, 2, 3, 4, 1, 2, 3, 4, 5, 6, 7, 8, 7, 0, 0, 0];
+        want.extend([0x11, 0, 0, 0, 0, 0, 0, 0, 1]);
+        want.extend([0xAB; 16]);
+        want.extend([0, 0xFE, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF]);
+        want.extend([4, 3, 0, 0, 0, b'h', 0xC3, 0xA9]);
+        want.extend([3, 1, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(bytes, want);
+        // A buffer one byte short, and a 128-bit value, fail the record.
+        let mut short = vec![0u8; want.len() - 1];
+        let mut w = compact::Writer::new(&mut short, 1, 2, 3, 4, Some(&[0xAB; 16]));
+        w.value(&Value::I64(-2));
+        w.value(&Value::Str("hé"));
+        w.value(&Value::Bool(true));
+        assert_eq!(w.finish(), None);
+        let mut buf = [0u8; 64];
+        let mut w = compact::Writer::new(&mut buf, 1, 2, 3, 4, None);
+        w.value(&Value::U128(1));
+        assert_eq!(w.finish(), None);
+        assert_eq!(compact::value_bytes(&Value::I128(1)), None);
+    }
+
+    #[test]
+    fn compact_many_fields_are_refused() {
+        let vals = vec![Value::Bool(true); MAX_FIELDS + 1];
+        let bytes = compact_record((1, 2, 3, 0, None), &vals);
+        assert!(decode(&bytes).is_err() && decode_postcard(&bytes).is_err());
+        assert!(decode(&compact_record((1, 2, 3, 0, None), &vals[..MAX_FIELDS])).is_ok());
     }
 
     /// [`decode`] through [`FieldIter::next_field`] and

@@ -9,7 +9,9 @@ use std::sync::atomic::Ordering;
 
 use distlog::proto::{ClientMsg, SidecarMsg};
 use distlog::ring::{RawMemory, RingHeader, Writer, FLAG_SHARED, MIN_DATA_BYTES};
-use distlog::wire::{CallsiteDef, CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
+use distlog::wire::{
+    compact, CallsiteDef, CallsiteKind, Encoder, Field, Head, Level, Outcome, Value,
+};
 
 fn put(target: &str, name: &str, bytes: &[u8]) {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -62,7 +64,7 @@ fn frames() -> Vec<Vec<u8>> {
         Field::Idx(3, Value::I128(-1)),
         Field::Idx(4, Value::U128(u128::MAX)),
     ];
-    heads
+    let mut frames: Vec<Vec<u8>> = heads
         .iter()
         .enumerate()
         .map(|(i, h)| {
@@ -73,7 +75,27 @@ fn frames() -> Vec<Vec<u8>> {
             }
             e.finish().unwrap().to_vec()
         })
-        .collect()
+        .collect();
+    // Compact events (protocol version 2): without a trace and no values,
+    // with one and every value type the layout carries.
+    let values = [
+        Value::I64(-5),
+        Value::U64(u64::MAX),
+        Value::F64(2.5),
+        Value::Bool(true),
+        Value::Str("text é"),
+        Value::Debug("[1, 2]"),
+    ];
+    for (trace, n) in [(None, 0), (Some([7u8; 16]), values.len())] {
+        let mut buf = [0u8; 512];
+        let mut w = compact::Writer::new(&mut buf, 3, 1 << 40, 42, 9, trace.as_ref());
+        for v in &values[..n] {
+            w.value(v);
+        }
+        let len = w.finish().unwrap();
+        frames.push(buf[..len].to_vec());
+    }
+    frames
 }
 
 fn main() {
