@@ -27,6 +27,7 @@
 //! | `DISTLOG_LOG`, then `RUST_LOG` | filter directives (`EnvFilter` syntax) | `info` |
 //! | `DISTLOG_RING_BYTES` | data bytes of one thread's ring (rounded up to a power of two, 4 KiB..64 MiB) | 256 KiB ([`DEFAULT_RING_BYTES`]) |
 //! | `DISTLOG_MAX_RINGS` | rings before threads share the overflow ring | 16 |
+//! | `DISTLOG_PROTOCOL_VERSION` | the highest protocol version offered to the sidecar (`1` pins the postcard record layout, see [`wire::PROTOCOL_VERSION`]) | [`wire::PROTOCOL_VERSION`] |
 //!
 //! # The hot path
 //!

@@ -16,7 +16,7 @@
 use crate::callsite::DynSite;
 use crate::runtime::{self, process_checked};
 use crate::scope::{self, Current};
-use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, TraceId};
+use crate::wire::{compact, CallsiteKind, Encoder, Field, Head, Level, Outcome, TraceId};
 
 /// Register (or find) an event call site described at run time.
 pub fn register_event(
@@ -106,7 +106,21 @@ pub fn enabled(level: Level, target: &str) -> bool {
 /// Write an event of call site `callsite` in the calling thread's current
 /// scope. `message`, when given, is written as field `message`.
 pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
-    event_with(callsite, |enc| {
+    let values = |w: &mut compact::Writer<'_>| {
+        if message.is_some() {
+            return false;
+        }
+        for (i, f) in fields.iter().enumerate() {
+            match clip_field(f) {
+                Field::Idx(j, v) if usize::from(j) == i && compact::value_bytes(&v).is_some() => {
+                    w.value(&v)
+                }
+                _ => return false,
+            }
+        }
+        true
+    };
+    event_compact(callsite, values, |enc| {
         if let Some(m) = message {
             enc.field(&Field::Named(
                 "message",
@@ -126,19 +140,58 @@ pub fn event(callsite: u32, message: Option<&str>, fields: &[Field<'_>]) {
 /// the stack one), and should cut long strings with [`clip`].
 #[inline]
 pub fn event_with(callsite: u32, fields: impl Fn(&mut Encoder<'_>)) {
-    let cur = scope::current();
-    runtime::write_record(|ctx| {
-        let head = Head::Event {
-            callsite,
-            ts: crate::clock::now(),
-            tid: ctx.tid,
-            scope: cur.map_or(0, |c| c.scope),
-            trace: cur.map(|c| c.trace),
-        };
-        let mut enc = Encoder::new(ctx.buf, &head);
-        fields(&mut enc);
-        enc.finish().map(|b| b.len())
+    runtime::write_event(|ctx| postcard_event(ctx, callsite, &fields));
+}
+
+/// [`event_with`], in the compact layout ([`crate::wire::compact`]) when
+/// the sidecar reads it: `values` appends the call site's fields 0, 1, ...
+/// in order and returns `true`, or returns `false` when this event has
+/// something the compact layout does not carry (a field by name, a gap, a
+/// 128-bit value); then `fields` writes the event the postcard way. Either
+/// may run more than once (as for [`event_with`]).
+#[inline(always)]
+pub fn event_compact(
+    callsite: u32,
+    values: impl Fn(&mut compact::Writer<'_>) -> bool,
+    fields: impl Fn(&mut Encoder<'_>),
+) {
+    runtime::write_event(|ctx| {
+        if ctx.compact {
+            let (scope, trace) = ctx.cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
+            let mut w = compact::Writer::new(
+                ctx.buf,
+                callsite,
+                crate::clock::now(),
+                ctx.tid,
+                scope,
+                trace.as_ref(),
+            );
+            if values(&mut w) {
+                // `None`: the window was too short; the write path runs us
+                // again with a bigger buffer.
+                return w.finish();
+            }
+        }
+        postcard_event(ctx, callsite, &fields)
     });
+}
+
+#[inline(always)]
+fn postcard_event(
+    ctx: &mut runtime::Ctx<'_>,
+    callsite: u32,
+    fields: &impl Fn(&mut Encoder<'_>),
+) -> Option<usize> {
+    let head = Head::Event {
+        callsite,
+        ts: crate::clock::now(),
+        tid: ctx.tid,
+        scope: ctx.cur.map_or(0, |c| c.scope),
+        trace: ctx.cur.map(|c| c.trace),
+    };
+    let mut enc = Encoder::new(ctx.buf, &head);
+    fields(&mut enc);
+    enc.finish().map(|b| b.len())
 }
 
 /// `s` cut to the longest string value a record carries (16 KiB, at a

@@ -15,6 +15,19 @@
 //! away; the rings (and what is in them) survive, so the next sidecar goes
 //! on where the last one stopped.
 //!
+//! Each hello negotiates the record layout (see [`crate::wire::compact`]):
+//! compact event records are written only while connected to a sidecar
+//! that welcomed us with version ≥ [`COMPACT_VERSION`]; while disconnected,
+//! and with an older sidecar, the postcard layout every sidecar reads. A
+//! sidecar replaced by an older one is the one case this cannot cover:
+//! compact records the new one had not read yet when it stopped reach the
+//! old one, which treats them as a hostile client's and cuts the client
+//! off at the first (on every reconnect: the record stays unread). Even a
+//! clean stop, which drains the rings, leaves the records written between
+//! its drain and the client noticing the disconnect. So downgrading the
+//! sidecar under running clients needs them restarted after it, or
+//! started with `DISTLOG_PROTOCOL_VERSION=1` before it.
+//!
 //! After `fork()` the child must not write into its parent's rings: an
 //! `atfork` child handler forgets the thread's ring, and the next record
 //! finds the pid changed and builds a new `Process` for the child (the call
@@ -31,9 +44,10 @@ use std::time::{Duration, Instant};
 use crate::callsite::{DynMap, DynSite, StaticMap};
 use crate::proto::{self, ClientMsg, SidecarMsg};
 use crate::ring::{self, Push, RawMemory, RingHeader, Writer};
+use crate::scope::Current;
 use crate::segment::Segment;
 use crate::table::{TableHeader, TableWriter, TABLE_HEADER_BYTES, TABLE_MAGIC, TABLE_VERSION};
-use crate::wire::PROTOCOL_VERSION;
+use crate::wire::{COMPACT_VERSION, LEGACY_VERSION, PROTOCOL_VERSION};
 
 /// Default size of one thread's ring. At a burst of one million records a
 /// second of ~64 bytes each, 256 KiB absorbs a 4 ms stall of the sidecar
@@ -222,6 +236,15 @@ pub(crate) struct Process {
     wake_fd: AtomicI32,
     /// The sidecar refused us and we said so on stderr (once).
     pub refused_reported: AtomicBool,
+    /// The version this client offers in its hello: [`PROTOCOL_VERSION`],
+    /// or lower when `DISTLOG_PROTOCOL_VERSION` says so (to pin the
+    /// postcard layout, and to test an old client against a new sidecar).
+    offer: u16,
+    /// The connected sidecar reads compact event records (it welcomed us
+    /// with a version ≥ [`COMPACT_VERSION`]). False while disconnected:
+    /// records written then may be read by whichever sidecar comes next,
+    /// possibly an older one.
+    compact: AtomicBool,
     /// This client's control segment from the sidecar (read-only).
     control: Mutex<Option<Segment>>,
 }
@@ -285,6 +308,8 @@ fn build(cfg: Config, parent: Option<&'static Process>) -> Result<&'static Proce
         connected: AtomicBool::new(false),
         wake_fd: AtomicI32::new(-1),
         refused_reported: AtomicBool::new(false),
+        offer: offered_version(),
+        compact: AtomicBool::new(false),
         control: Mutex::new(None),
     }));
     // Release pairs with the Acquire load in `process()`.
@@ -299,6 +324,15 @@ fn build(cfg: Config, parent: Option<&'static Process>) -> Result<&'static Proce
         .spawn(move || p.connection_loop(first))
         .map_err(|e| crate::Error::Io(e.to_string()))?;
     Ok(p)
+}
+
+/// [`PROTOCOL_VERSION`], or the lower version `DISTLOG_PROTOCOL_VERSION`
+/// names (a higher or unreadable one is ignored).
+fn offered_version() -> u16 {
+    std::env::var("DISTLOG_PROTOCOL_VERSION")
+        .ok()
+        .and_then(|v| v.trim().parse::<u16>().ok())
+        .map_or(PROTOCOL_VERSION, |v| v.min(PROTOCOL_VERSION))
 }
 
 fn table_bytes() -> usize {
@@ -489,20 +523,34 @@ impl Process {
         }
     }
 
+    /// Connect, say hello and hand the rings over. A sidecar from before
+    /// version negotiation refuses a hello with a version above its own:
+    /// then once more with [`LEGACY_VERSION`], whose records it reads.
     fn connect_once(&self) -> Option<UnixStream> {
-        let stream = UnixStream::connect(&self.cfg.socket).ok()?;
+        match self.hello(self.offer) {
+            Err(Some(_)) if self.offer > LEGACY_VERSION => self.hello(LEGACY_VERSION).ok(),
+            r => r.ok(),
+        }
+    }
+
+    /// One connection attempt offering `version`; `Err(Some(reason))` when
+    /// the sidecar refused it.
+    fn hello(&self, version: u16) -> Result<UnixStream, Option<String>> {
+        let stream = UnixStream::connect(&self.cfg.socket).map_err(|_| None)?;
         let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
         let hello = ClientMsg::Hello {
-            version: PROTOCOL_VERSION,
+            version,
             service: self.cfg.service.clone(),
             pid: self.pid,
             clock_tsc: crate::clock::uses_tsc(),
             library: self.cfg.library.clone(),
         };
-        proto::send(stream.as_fd(), &hello, &[self.table.seg.fd()]).ok()?;
+        proto::send(stream.as_fd(), &hello, &[self.table.seg.fd()]).map_err(|_| None)?;
         let mut rx = proto::Receiver::new();
-        match rx.recv::<SidecarMsg>(stream.as_fd()) {
-            Ok((SidecarMsg::Welcome { .. }, fds)) => {
+        // What the sidecar reads: the lower of the two versions (a sidecar
+        // must not answer more than we offered; if it did, ours holds).
+        let speaks = match rx.recv::<SidecarMsg>(stream.as_fd()) {
+            Ok((SidecarMsg::Welcome { version: v, .. }, fds)) => {
                 let mut fds = fds.into_iter();
                 if let Some(fd) = fds.next() {
                     self.install_wake_fd(fd);
@@ -518,19 +566,23 @@ impl Process {
                 *self.control.lock().unwrap_or_else(|e| e.into_inner()) = ctl;
                 crate::filter::forget_seq();
                 self.check_directives();
+                v.min(version)
             }
-            Ok((SidecarMsg::Directives { .. }, _)) => return None,
+            Ok((SidecarMsg::Directives { .. }, _)) => return Err(None),
             Ok((SidecarMsg::Refused { reason }, _)) => {
-                if !self.refused_reported.swap(true, Ordering::Relaxed) {
+                // Refused for our version by an old sidecar: the caller
+                // tries the legacy version before anything is said.
+                if version <= LEGACY_VERSION && !self.refused_reported.swap(true, Ordering::Relaxed)
+                {
                     eprintln!(
                         "distlog: the sidecar at {} refused this client: {reason}",
                         self.cfg.socket.display()
                     );
                 }
-                return None;
+                return Err(Some(reason));
             }
-            Err(_) => return None,
-        }
+            Err(_) => return Err(None),
+        };
         let _ = stream.set_read_timeout(None);
         let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
         for r in self.all_rings() {
@@ -539,11 +591,23 @@ impl Process {
                 &ClientMsg::Ring { index: r.index },
                 &[r.fd.as_fd()],
             )
-            .ok()?;
+            .map_err(|_| None)?;
         }
-        *conn = Some(stream.try_clone().ok()?);
+        *conn = Some(stream.try_clone().map_err(|_| None)?);
         self.connected.store(true, Ordering::Relaxed);
-        Some(stream)
+        // Relaxed: the flag publishes no memory, only which layout this
+        // sidecar reads; a writer that sees it late writes the postcard
+        // layout, which every sidecar reads.
+        self.compact
+            .store(speaks >= COMPACT_VERSION, Ordering::Relaxed);
+        Ok(stream)
+    }
+
+    /// Whether the connected sidecar reads compact event records.
+    #[inline]
+    pub(crate) fn compact(&self) -> bool {
+        // Relaxed: see where it is stored.
+        self.compact.load(Ordering::Relaxed)
     }
 
     /// Apply the sidecar's directives if they changed since we last looked.
@@ -611,6 +675,12 @@ impl Process {
                             Err(_) => break,
                         }
                     }
+                    // Before anything else: the next sidecar may be older.
+                    // Records written compact before this store, and not
+                    // read by the sidecar that went away, reach an older
+                    // next sidecar as undecodable records, which it
+                    // counts and skips (see `wire::compact`).
+                    self.compact.store(false, Ordering::Relaxed);
                     self.connected.store(false, Ordering::Relaxed);
                     *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 }
@@ -678,11 +748,15 @@ thread_local! {
     };
 }
 
-/// What the encode callback gets: a buffer and the thread id.
+/// What the encode callback gets: a buffer and the thread id; for an
+/// event ([`write_event`]) the thread's current scope and whether the
+/// sidecar reads the compact layout.
 pub(crate) struct Ctx<'a> {
     pub buf: &'a mut [u8],
     pub scratch: &'a mut String,
     pub tid: u32,
+    pub cur: Option<Current>,
+    pub compact: bool,
 }
 
 #[cold]
@@ -721,6 +795,18 @@ impl Drop for Busy<'_> {
 /// blocks; drops and counts when it cannot write.
 #[inline]
 pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
+    write_in::<false>(f)
+}
+
+/// [`write_record`] for an event: `f` also gets the current scope (read
+/// in the same thread-local access) and the layout flag.
+#[inline]
+pub(crate) fn write_event(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
+    write_in::<true>(f)
+}
+
+#[inline(always)]
+fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     let done = LOCAL.try_with(|l| {
         if l.busy.get() {
             if let Some(s) = l.slot.get() {
@@ -741,8 +827,16 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                 None => return,
             },
         };
+        let (cur, compact) = if EVENT {
+            // SAFETY: only this thread touches its scope stack, and no
+            // borrow of it is live here (push/pop/top are short and do not
+            // call out); the top is copied out.
+            (unsafe { (*l.scopes.get()).last().copied() }, proc.compact())
+        } else {
+            (None, false)
+        };
         if slot.writer.is_shared() {
-            write_staged(l, proc, slot, &f);
+            write_staged(l, proc, slot, cur, compact, &f);
             return;
         }
         // SAFETY: `busy` makes this the only live borrow of the scratch
@@ -759,13 +853,15 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
                     buf,
                     scratch: &mut *scratch,
                     tid,
+                    cur,
+                    compact,
                 })
             })
         };
         match res {
             Some(Push::Done { wake: true }) => proc.wake(slot),
             Some(_) => {}
-            None => write_staged(l, proc, slot, &f),
+            None => write_staged(l, proc, slot, cur, compact, &f),
         }
     });
     if done.is_err() {
@@ -775,10 +871,14 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             let mut s = String::new();
             // SAFETY: gettid has no preconditions.
             let tid = unsafe { libc::gettid() } as u32;
+            // No thread-local scope stack any more, and the postcard layout
+            // (the connection may be going too).
             let mut ctx = Ctx {
                 buf: &mut buf,
                 scratch: &mut s,
                 tid,
+                cur: None,
+                compact: false,
             };
             match f(&mut ctx) {
                 Some(n) => {
@@ -805,6 +905,8 @@ fn write_staged(
     l: &Local,
     proc: &Process,
     slot: &RingSlot,
+    cur: Option<Current>,
+    compact: bool,
     f: &impl Fn(&mut Ctx<'_>) -> Option<usize>,
 ) {
     // A (nearly) full ring: drop and count before encoding, as on the
@@ -820,6 +922,8 @@ fn write_staged(
         buf,
         scratch,
         tid: l.tid.get(),
+        cur,
+        compact,
     };
     if let Some(n) = f(&mut ctx) {
         push(proc, slot, &ctx.buf[..n]);
@@ -835,6 +939,8 @@ fn write_staged(
         buf: &mut big[..],
         scratch: ctx.scratch,
         tid: l.tid.get(),
+        cur,
+        compact,
     };
     match f(&mut ctx) {
         Some(n) => {

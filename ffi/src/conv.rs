@@ -6,7 +6,7 @@ use std::borrow::Cow;
 use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 
-use distlog::wire::{Encoder, Field, Level, Value};
+use distlog::wire::{compact, Encoder, Field, Level, Value};
 
 use crate::result::distlog_result;
 
@@ -464,6 +464,55 @@ pub(crate) unsafe fn encode_fields(
             }
         }
     }
+}
+
+/// Append `fields` as compact values ([`distlog::wire::compact`]) when
+/// every one is by position: its key is the one `keys` registered there
+/// and its type is known. `false` (the caller writes the record with
+/// [`encode_fields`]) for anything else: a key by name, a skipped field,
+/// a string that is not UTF-8. Strings as in [`encode_fields`].
+///
+/// # Safety
+///
+/// As [`with_fields`].
+#[inline(always)]
+pub(crate) unsafe fn compact_fields(
+    w: &mut compact::Writer<'_>,
+    keys: &Keys,
+    fields: &[distlog_field],
+) -> bool {
+    for (i, fl) in fields.iter().enumerate() {
+        // SAFETY: the key is non-null (checked first), a string promised by
+        // our caller.
+        if fl.key.is_null() || !unsafe { keys.is(i, fl.key) } {
+            return false;
+        }
+        // SAFETY: in every arm, `type` names the union member the caller
+        // wrote.
+        unsafe {
+            match fl.r#type {
+                1 => w.num(compact::I64, fl.value.i64 as u64),
+                2 => w.num(compact::U64, fl.value.u64),
+                3 => w.num(compact::F64, fl.value.f64.to_bits()),
+                4 => w.num(compact::BOOL, u64::from(fl.value.boolean != 0)),
+                5 => {
+                    let p = fl.value.str;
+                    if p.is_null() {
+                        w.text(compact::STR, NULL_STR);
+                        continue;
+                    }
+                    // The string is valid for the call (caller); one that
+                    // is not UTF-8 takes the lossy path.
+                    let Some(Cow::Borrowed(text)) = cstr(p) else {
+                        return false;
+                    };
+                    w.text(compact::STR, distlog::raw::clip(text));
+                }
+                _ => return false,
+            }
+        }
+    }
+    true
 }
 
 /// One field: by index, or by its key's name.

@@ -30,7 +30,7 @@ use std::ffi::{CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use distlog::wire::{CallsiteKind, Level, Value};
+use distlog::wire::{compact, CallsiteKind, Level, Value};
 
 use crate::conv::{self, distlog_field, Keys};
 use crate::init::level_on;
@@ -318,10 +318,13 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
         // SAFETY: a static call site (contract), fields as above.
         let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else { return };
-        distlog::raw::event_with(id, |enc| {
+        distlog::raw::event_compact(
+            id,
             // SAFETY: the fields' strings are valid for the call.
-            unsafe { conv::encode_fields(enc, keys, 0, fields) }
-        });
+            |w| unsafe { conv::compact_fields(w, keys, fields) },
+            // SAFETY: as above.
+            |enc| unsafe { conv::encode_fields(enc, keys, 0, fields) },
+        );
     }
 }
 
@@ -390,7 +393,15 @@ pub unsafe extern "C" fn distlog_callsite_log(
 /// As [`conv::encode_fields`] for `fields`.
 #[inline]
 unsafe fn log_formatted(id: u32, text: Option<&str>, fields: &[distlog_field]) {
-    distlog::raw::event_with(id, |enc| {
+    // Compact when the text is all there is (fields go by name).
+    let values = |w: &mut compact::Writer<'_>| match text {
+        Some(m) if fields.is_empty() => {
+            w.text(compact::STR, distlog::raw::clip(m));
+            true
+        }
+        _ => false,
+    };
+    distlog::raw::event_compact(id, values, |enc| {
         if let Some(m) = text {
             enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
         }
@@ -540,7 +551,17 @@ pub unsafe extern "C" fn distlog_log(
             let Some((id, keys)) = (unsafe { site.registered(fields) }) else { return true };
             // SAFETY: NULL or a string, per the contract.
             let msg = unsafe { conv::cstr(message) };
-            distlog::raw::event_with(id, |enc| {
+            // The message is field 0: without one, the fields' positions
+            // have a gap, which only the postcard layout carries.
+            let values = |w: &mut compact::Writer<'_>| match &msg {
+                Some(m) => {
+                    w.text(compact::STR, distlog::raw::clip(m));
+                    // SAFETY: the fields' strings are valid for the call.
+                    unsafe { conv::compact_fields(w, keys, fields) }
+                }
+                None => false,
+            };
+            distlog::raw::event_compact(id, values, |enc| {
                 if let Some(m) = &msg {
                     enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
                 }

@@ -10,8 +10,10 @@
 //! 1. Who: pid, uid, gid from `SO_PEERCRED`, never from the client. A pid of
 //!    0 (the client is in another pid namespace) is replaced by the hello's
 //!    pid and its records are marked `pid_unverified`.
-//! 2. Hello, within `Limits::hello_timeout`: a version this sidecar speaks
-//!    ([`PROTOCOL_VERSION`] or the one before), a service name, the
+//! 2. Hello, within `Limits::hello_timeout`: any version (this sidecar
+//!    reads every record layout up to [`PROTOCOL_VERSION`]; it answers the
+//!    lower of the two, and the client writes what that version reads), a
+//!    service name, the
 //!    call-site table memfd (checked: seals, tmpfs, size, header). Anything
 //!    else is answered with `Refused` and a reason, and the connection is
 //!    closed.
@@ -530,15 +532,9 @@ impl Conn {
         else {
             return self.refuse("the first message must be a hello".into());
         };
-        if version != PROTOCOL_VERSION && Some(version) != PROTOCOL_VERSION.checked_sub(1) {
-            let speaks = match PROTOCOL_VERSION.checked_sub(1) {
-                Some(prev) => format!("{PROTOCOL_VERSION} and {prev}"),
-                None => PROTOCOL_VERSION.to_string(),
-            };
-            return self.refuse(format!(
-                "protocol version {version} is not supported; this sidecar speaks {speaks}"
-            ));
-        }
+        // Every version is accepted: an older client's records are layouts
+        // we read, and a newer client writes what our answer says.
+        let version = version.min(PROTOCOL_VERSION);
         if service.is_empty() || service.len() > limits.max_service_len {
             return self.refuse(format!(
                 "service name must be 1 to {} bytes",

@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use common::*;
 use distlog::proto::{self, ClientMsg, Receiver, SidecarMsg};
 use distlog::ring::{HEADER_BYTES, VALID};
-use distlog::wire::{Field, Level, Value, PROTOCOL_VERSION};
+use distlog::wire::{
+    compact, Field, Level, Value, COMPACT_VERSION, LEGACY_VERSION, PROTOCOL_VERSION,
+};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 
 /// A good client that writes `n` events and checks they all arrive in order.
@@ -37,35 +39,48 @@ fn unsealed_memfd(len: i64) -> std::os::fd::OwnedFd {
 }
 
 #[test]
-fn wrong_protocol_version_is_refused_with_a_reason() {
+fn protocol_versions_are_negotiated_and_both_layouts_read() {
     let mut sc = Sidecar::start("version");
-    let err = TestClient::connect_with(
+    // Any version is welcomed with the lower of the two (asserted by
+    // `connect_with`): a newer client's, an older one's.
+    for v in [PROTOCOL_VERSION + 5, LEGACY_VERSION, 0] {
+        TestClient::connect_with(&sc.socket, "svc-v", v, new_table(8192), false)
+            .unwrap_or_else(|e| panic!("version {v} refused: {e}"));
+    }
+    // A client that was welcomed with COMPACT_VERSION writes both layouts
+    // into one ring; the sidecar reads them as the same records.
+    let mut c = TestClient::connect_with(
         &sc.socket,
-        "svc-v",
-        PROTOCOL_VERSION + 5,
-        new_table(8192),
+        "svc-compact",
+        COMPACT_VERSION,
+        new_table(64 << 10),
         false,
     )
-    .err()
-    .expect("refused");
-    assert!(
-        err.contains(&format!(
-            "protocol version {} is not supported",
-            PROTOCOL_VERSION + 5
-        )),
-        "{err}"
-    );
-    assert!(
-        err.contains(&PROTOCOL_VERSION.to_string()),
-        "names what it speaks: {err}"
-    );
-    // the version before is accepted
-    if let Some(prev) = PROTOCOL_VERSION.checked_sub(1) {
-        TestClient::connect_with(&sc.socket, "svc-prev", prev, new_table(8192), false)
-            .expect("previous version");
+    .unwrap();
+    let site = c.event_site(Level::Info, "compact", 1, &["n", "s"]);
+    let ring = c.ring(MIN_DATA_BYTES * 16, 1);
+    for i in 0..4u64 {
+        let fields = [Field::Idx(0, Value::U64(i)), Field::Idx(1, Value::Str("é"))];
+        if i % 2 == 0 {
+            c.event(&ring, site, now_ns(), 1, &fields);
+        } else {
+            let mut buf = [0u8; 128];
+            let mut w = compact::Writer::new(&mut buf, site, now_ns(), 7, 0, None);
+            for f in &fields {
+                let Field::Idx(_, v) = f else { unreachable!() };
+                w.value(v);
+            }
+            let n = w.finish().unwrap();
+            ring.push_raw(c.wake.as_ref(), &buf[..n]);
+        }
     }
+    let recs = sc.wait_for(4, of("svc-compact"));
+    for (i, r) in recs.iter().enumerate() {
+        assert_eq!(r["fields"]["n"].as_u64(), Some(i as u64), "{r}");
+        assert_eq!(r["fields"]["s"].as_str(), Some("é"), "{r}");
+    }
+    assert_eq!(recs[1]["tid"].as_u64(), Some(7), "{}", recs[1]);
     good_client_roundtrip(&mut sc, "svc-after-version", 3);
-    sc.wait_stderr("refused: protocol version");
     assert!(sc.terminate().success());
 }
 
