@@ -297,15 +297,7 @@ pub fn decode_head(payload: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError>
         4 => return compact::decode_head(b),
         _ => return Err(bad_variant()),
     };
-    Ok((
-        head,
-        FieldIter {
-            rest: b,
-            n: 0,
-            error: None,
-            compact: false,
-        },
-    ))
+    Ok((head, FieldIter::new(b, false)))
 }
 
 /// The fields of a payload after its head (see [`decode_head`]). Yields an
@@ -322,6 +314,15 @@ pub struct FieldIter<'a> {
 }
 
 impl<'a> FieldIter<'a> {
+    fn new(rest: &'a [u8], compact: bool) -> Self {
+        FieldIter {
+            rest,
+            n: 0,
+            error: None,
+            compact,
+        }
+    }
+
     /// The next field, without a `Result` per field (the sidecar's drain
     /// loop: moving `Option<Result<Field>>` around cost ~100 instructions
     /// a record); after `None`, [`FieldIter::finish`] says whether the
@@ -549,7 +550,7 @@ fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
 /// their first byte's meaning; a sidecar before version 2 rejects it as an
 /// unknown variant (it is never sent one: see [`COMPACT_VERSION`]).
 pub mod compact {
-    use super::{take_n, take_u8, utf8, DecodeError, FieldIter, Head, TraceId, Value};
+    use super::{take_n, take_trace, take_u8, utf8, DecodeError, FieldIter, Head, TraceId, Value};
 
     /// The kind byte.
     pub const KIND: u8 = 4;
@@ -710,11 +711,7 @@ pub mod compact {
         let scope = u64::from_le_bytes(take8(b)?);
         let trace = match take_u8(b)? {
             0 => None,
-            1 => {
-                let mut t = [0u8; 16];
-                t.copy_from_slice(take_n(b, 16)?);
-                Some(t)
-            }
+            1 => Some(take_trace(b)?),
             _ => return Err(DecodeError(postcard::Error::DeserializeBadOption)),
         };
         let head = Head::Event {
@@ -724,15 +721,7 @@ pub mod compact {
             scope,
             trace,
         };
-        Ok((
-            head,
-            FieldIter {
-                rest: b,
-                n: 0,
-                error: None,
-                compact: true,
-            },
-        ))
+        Ok((head, FieldIter::new(b, true)))
     }
 
     /// One value.
