@@ -865,7 +865,15 @@ fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
         }
     });
     if done.is_err() {
-        // The thread is being torn down: the shared ring still works.
+        write_torn_down(&f);
+    }
+}
+
+/// The thread is being torn down: the shared ring still works.
+#[cold]
+#[inline(never)]
+fn write_torn_down(f: &dyn Fn(&mut Ctx<'_>) -> Option<usize>) {
+    {
         if let Some(p) = process_checked() {
             let mut buf = [0u8; 1024];
             let mut s = String::new();
@@ -907,7 +915,7 @@ fn write_staged(
     slot: &RingSlot,
     cur: Option<Current>,
     compact: bool,
-    f: &impl Fn(&mut Ctx<'_>) -> Option<usize>,
+    f: &dyn Fn(&mut Ctx<'_>) -> Option<usize>,
 ) {
     // A (nearly) full ring: drop and count before encoding, as on the
     // in-place path.

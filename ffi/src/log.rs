@@ -320,6 +320,9 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
         let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else { return };
         distlog::raw::event_compact(
             id,
+            // Inlined (as the write path's closure, see `event_compact`):
+            // else called with its writer in memory.
+            #[inline(always)]
             // SAFETY: the fields' strings are valid for the call.
             |w| unsafe { conv::compact_fields(w, keys, fields) },
             // SAFETY: as above.
@@ -393,21 +396,25 @@ pub unsafe extern "C" fn distlog_callsite_log(
 /// As [`conv::encode_fields`] for `fields`.
 #[inline]
 unsafe fn log_formatted(id: u32, text: Option<&str>, fields: &[distlog_field]) {
-    // Compact when the text is all there is (fields go by name).
-    let values = |w: &mut compact::Writer<'_>| match text {
-        Some(m) if fields.is_empty() => {
-            w.text(compact::STR, distlog::raw::clip(m));
-            true
-        }
-        _ => false,
-    };
-    distlog::raw::event_compact(id, values, |enc| {
-        if let Some(m) = text {
-            enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
-        }
-        // SAFETY: the fields' strings are valid for the call (caller).
-        unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
-    });
+    distlog::raw::event_compact(
+        id,
+        // Compact when the text is all there is (fields go by name).
+        #[inline(always)]
+        |w| match text {
+            Some(m) if fields.is_empty() => {
+                w.text(compact::STR, distlog::raw::clip(m));
+                true
+            }
+            _ => false,
+        },
+        |enc| {
+            if let Some(m) = text {
+                enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
+            }
+            // SAFETY: the fields' strings are valid for the call (caller).
+            unsafe { conv::encode_fields(enc, &Keys::none(), 0, fields) }
+        },
+    );
 }
 
 /// Write an event of the printf call site `cs` (what `DISTLOG_LOGF` calls
@@ -551,23 +558,27 @@ pub unsafe extern "C" fn distlog_log(
             let Some((id, keys)) = (unsafe { site.registered(fields) }) else { return true };
             // SAFETY: NULL or a string, per the contract.
             let msg = unsafe { conv::cstr(message) };
-            // The message is field 0: without one, the fields' positions
-            // have a gap, which only the postcard layout carries.
-            let values = |w: &mut compact::Writer<'_>| match &msg {
-                Some(m) => {
-                    w.text(compact::STR, distlog::raw::clip(m));
-                    // SAFETY: the fields' strings are valid for the call.
-                    unsafe { conv::compact_fields(w, keys, fields) }
-                }
-                None => false,
-            };
-            distlog::raw::event_compact(id, values, |enc| {
+            distlog::raw::event_compact(
+                id,
+                // The message is field 0: without one, the fields' positions
+                // have a gap, which only the postcard layout carries.
+                #[inline(always)]
+                |w| match &msg {
+                    Some(m) => {
+                        w.text(compact::STR, distlog::raw::clip(m));
+                        // SAFETY: the fields' strings are valid for the call.
+                        unsafe { conv::compact_fields(w, keys, fields) }
+                    }
+                    None => false,
+                },
+                |enc| {
                 if let Some(m) = &msg {
                     enc.field_idx(0, &Value::Str(distlog::raw::clip(m)));
                 }
                 // SAFETY: the fields' strings are valid for the call.
                 unsafe { conv::encode_fields(enc, keys, 1, fields) }
-            });
+            },
+            );
             true
         });
         if cached != Ok(true) {
