@@ -282,6 +282,20 @@ fn compact_records_only_to_sidecars_that_read_them() {
         .collect();
     assert_eq!(ns, (5..10).collect::<Vec<_>>());
     assert!(of_pid(&recs, pid, "event").all(|r| r["fields"]["s"] == "é"));
+    // In a scope: the compact head carries its scope and trace.
+    let ssite = raw::register_scope(Level::Info, "neg", "scope", None, None, &[]).unwrap();
+    let scope = raw::Scope::open(ssite, None, &[]);
+    let tp = scope.traceparent();
+    write_events(site, 100);
+    scope.close(wire::Outcome::Ok);
+    let recs = real.wait_for("events in the scope", |r| {
+        of_pid(r, pid, "event").count() >= 10
+    });
+    let (trace, span) = (&tp[3..35], &tp[36..52]);
+    for r in of_pid(&recs, pid, "event").skip(5) {
+        assert_eq!(r["trace_id"], trace, "{r}");
+        assert_eq!(r["scope_id"], span, "{r}");
+    }
 
     // 3. A new sidecar that shows what it reads: compact records.
     drop(real);
