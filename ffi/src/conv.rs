@@ -115,7 +115,7 @@ pub(crate) unsafe fn cstr_len<'a>(p: *const c_char, len: usize) -> Option<Cow<'a
 fn text(b: &[u8]) -> Cow<'_, str> {
     // Short ASCII text (keys, most values) is checked inline; the general
     // UTF-8 check, and the lossy one after it, cost several times more.
-    if b.len() <= 32 && b.is_ascii() {
+    if short_ascii(b) {
         // SAFETY: ASCII is UTF-8.
         return Cow::Borrowed(unsafe { std::str::from_utf8_unchecked(b) });
     }
@@ -123,6 +123,27 @@ fn text(b: &[u8]) -> Cow<'_, str> {
         Ok(s) => Cow::Borrowed(s),
         Err(_) => String::from_utf8_lossy(b),
     }
+}
+
+/// Whether `b` is at most 32 bytes, all ASCII: two word loads that
+/// overlap cover any length in a range, instead of `is_ascii`'s byte loop
+/// on short text.
+#[inline(always)]
+fn short_ascii(b: &[u8]) -> bool {
+    const HI: u64 = 0x8080_8080_8080_8080;
+    let n = b.len();
+    let w8 = |w: &[u8]| u64::from_le_bytes(w.try_into().unwrap_or([0x80; 8]));
+    let w4 = |w: &[u8]| u64::from(u32::from_le_bytes(w.try_into().unwrap_or([0x80; 4])));
+    let hi = match n {
+        0 => 0,
+        // Positions 0, n/2 and n-1 cover every byte of 1 to 3.
+        1..=3 => u64::from(b[0] | b[n / 2] | b[n - 1]),
+        4..=7 => w4(&b[..4]) | w4(&b[n - 4..]),
+        8..=16 => w8(&b[..8]) | w8(&b[n - 8..]),
+        17..=32 => w8(&b[..8]) | w8(&b[8..16]) | w8(&b[n - 16..n - 8]) | w8(&b[n - 8..]),
+        _ => HI,
+    };
+    hi & HI == 0
 }
 
 /// A C string as `&str` only when it is valid UTF-8 (no allocation).
@@ -590,6 +611,25 @@ mod tests {
             // SAFETY: a C string valid for the call.
             let got = unsafe { same_text(p.as_ptr(), want) };
             assert_eq!(got, same, "{p:?} {want:?}");
+        }
+    }
+
+    #[test]
+    fn short_ascii_is_is_ascii_up_to_32() {
+        for n in 0..=40usize {
+            for bad in 0..=n {
+                // `bad == n`: all ASCII; else a high byte at `bad`.
+                let b: Vec<u8> = (0..n)
+                    .map(|i| {
+                        if i == bad {
+                            0xC3
+                        } else {
+                            b'a' + (i % 26) as u8
+                        }
+                    })
+                    .collect();
+                assert_eq!(short_ascii(&b), n <= 32 && b.is_ascii(), "{n} {bad}");
+            }
         }
     }
 
