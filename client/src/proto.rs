@@ -30,7 +30,8 @@ pub const MAX_FDS: usize = 4;
 pub enum ClientMsg {
     /// First message. Attached: the call-site table memfd.
     Hello {
-        /// [`crate::wire::PROTOCOL_VERSION`] of the client.
+        /// The highest protocol version the client speaks
+        /// ([`crate::wire::PROTOCOL_VERSION`] unless pinned lower).
         version: u16,
         /// Service name.
         service: String,
@@ -56,7 +57,10 @@ pub enum SidecarMsg {
     /// sidecar sleeps, then (optional) this client's control segment (see
     /// [`crate::control`]).
     Welcome {
-        /// The protocol version the sidecar will speak.
+        /// The protocol version both sides speak: the lower of the
+        /// hello's and the sidecar's own (a sidecar before version 2
+        /// echoes the hello's, having refused any higher one). The client
+        /// writes only record layouts this version reads.
         version: u16,
         /// The sidecar's pid, for messages.
         sidecar_pid: u32,
