@@ -51,6 +51,7 @@ pub mod ring;
 mod runtime;
 pub mod scope;
 pub mod segment;
+mod span_table;
 pub(crate) mod sync;
 pub mod table;
 pub mod wire;

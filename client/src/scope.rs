@@ -8,14 +8,13 @@
 //! gets a child or an event, or closes: so [`crate::continue_from`] can still
 //! give a freshly made span its remote parent before anything was written.
 
-use std::cell::UnsafeCell;
-use std::mem::MaybeUninit;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::OnceLock;
 
 use smallvec::SmallVec;
 
 use crate::runtime::LOCAL;
+pub(crate) use crate::span_table::SpanTable;
 use crate::wire::{Level, TraceId};
 
 /// An entry of the thread's stack of entered scopes.
@@ -163,200 +162,9 @@ fn split_trace(t: &TraceId) -> (u64, u64) {
     (u64::from_be_bytes(hi), u64::from_be_bytes(lo))
 }
 
-/// Slots of a [`ScopeTable`]: open scopes found without the `Registry`.
-/// More at once (or two whose ids collide) live in the span's extensions.
-const TABLE_SLOTS: usize = 1024;
-
-/// The scopes of one layer, keyed by `tracing` span id: a lookup is a hash
-/// and one or two loads, where the `Registry`'s extensions cost a slab
-/// reference (two locked instructions), a read lock (two more), a map
-/// lookup, and on creation a `Box` and on close its `free`.
-///
-/// A slot's id is 0 when free, [`BUSY`] while being filled or emptied. The
-/// thread that makes a span claims a slot (0 → `BUSY`), writes the data,
-/// then publishes the id; `on_close` (the span's last callback) marks it
-/// `BUSY`, waits for guarded readers (below), drops the data and frees it.
-/// A span id is unique among the open spans of one `Registry`, and a table
-/// belongs to one layer, which belongs to one subscriber (the layer is not
-/// `Copy`, and a clone gets a table of its own).
-///
-/// A lookup for a span the `Registry` holds open (the parent of a span
-/// being made, a span whose handle the caller holds) reads without a guard:
-/// it cannot close meanwhile. Any other id (entered: the `Registry` takes
-/// no reference and `Dispatch::enter` accepts any id; an event's explicit
-/// parent, `Dispatch::record`, a key from the thread's scope stack) may
-/// name a span closing on another thread: [`ScopeTable::with_guarded`]
-/// counts itself a reader so the close waits for it.
-pub(crate) struct ScopeTable {
-    slots: Box<[Slot]>,
-}
-
-/// A slot being filled or emptied (never a `Registry` id: `insert` refuses
-/// it, and a slab cannot reach it).
-const BUSY: u64 = u64::MAX;
-
-struct Slot {
-    id: AtomicU64,
-    /// Guarded readers in this slot now (see `with_guarded`).
-    readers: AtomicU32,
-    data: UnsafeCell<MaybeUninit<ScopeData>>,
-}
-
-// SAFETY: `data` is written only by the thread that claimed the slot,
-// before the id is published, and dropped only by `remove` once no guarded
-// reader is in it (the other readers hold the span open); between those it
-// is only read, and `ScopeData` is `Sync`.
-unsafe impl Sync for Slot {}
-
-impl ScopeTable {
-    pub(crate) fn new() -> Self {
-        ScopeTable {
-            // Zeroed pages: a free slot is all zeros, and untouched slots
-            // cost no memory.
-            // SAFETY: all-zero bytes are a valid `Slot` (id 0 = free, no
-            // readers, an `UnsafeCell<MaybeUninit<_>>` may hold any bytes).
-            slots: unsafe { Box::<[Slot]>::new_zeroed_slice(TABLE_SLOTS).assume_init() },
-        }
-    }
-
-    /// The two slots `id` may live in.
-    #[inline]
-    fn slots_of(&self, id: u64) -> [&Slot; 2] {
-        // Fibonacci hashing: span ids of one thread are near each other.
-        let i = (id.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> (u64::BITS - 10)) as usize;
-        [
-            &self.slots[i % TABLE_SLOTS],
-            &self.slots[(i ^ 1) % TABLE_SLOTS],
-        ]
-    }
-
-    /// Keep `data` for the new span `id` (which nobody else has yet);
-    /// gives it back when both its slots are taken.
-    pub(crate) fn insert(&self, id: u64, data: ScopeData) -> Option<ScopeData> {
-        if id == BUSY {
-            return Some(data);
-        }
-        for s in self.slots_of(id) {
-            // Acquire pairs with the Release that freed the slot in
-            // `remove`: the last occupant's drop happens-before this write.
-            if s.id
-                .compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                // SAFETY: the slot is ours (claimed above; readers compare
-                // ids and skip `BUSY`).
-                unsafe { (*s.data.get()).write(data) };
-                // Release pairs with the Acquire loads in `get` and
-                // `with_guarded`: who sees the id sees the data.
-                s.id.store(id, Ordering::Release);
-                return None;
-            }
-        }
-        Some(data)
-    }
-
-    /// The data of span `id`, if it is in the table.
-    ///
-    /// # Safety
-    ///
-    /// The `Registry` must hold the span open while the reference lives
-    /// (see the type's docs), and this must not be its `on_close`.
-    #[inline]
-    pub(crate) unsafe fn get(&self, id: u64) -> Option<&ScopeData> {
-        for s in self.slots_of(id) {
-            // Acquire pairs with the Release publishing the id in `insert`.
-            if s.id.load(Ordering::Acquire) == id {
-                // SAFETY: written before the id was published; dropped only
-                // when the span closes, which the contract rules out.
-                return Some(unsafe { (*s.data.get()).assume_init_ref() });
-            }
-        }
-        None
-    }
-
-    /// `f` on the data of span `id` if it is in the table, for an id that
-    /// may name a span closing meanwhile.
-    pub(crate) fn with_guarded<R>(&self, id: u64, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
-        let s = self.slots_of(id).into_iter().find(|s| {
-            // SeqCst, here and in `remove`: a reader counts itself, then
-            // reads the id; `remove` marks the id, then reads the count.
-            // In one total order, either this sees `BUSY` (and skips), or
-            // `remove` sees this reader and waits for it.
-            s.readers.fetch_add(1, Ordering::SeqCst);
-            let here = s.id.load(Ordering::SeqCst) == id;
-            if !here {
-                // Release: see below.
-                s.readers.fetch_sub(1, Ordering::Release);
-            }
-            here
-        })?;
-        // SAFETY: the id is published (data written), and `remove` drops it
-        // only once `readers` is back to 0.
-        let r = f(unsafe { (*s.data.get()).assume_init_ref() });
-        // Release: this reader's reads happen-before the drop of a `remove`
-        // that sees the count fall.
-        s.readers.fetch_sub(1, Ordering::Release);
-        Some(r)
-    }
-
-    /// Take the data of span `id` out (it closes): `f` sees it last.
-    /// Returns false when it is not in the table.
-    ///
-    /// # Safety
-    ///
-    /// Only from the span's `on_close`.
-    pub(crate) unsafe fn remove(&self, id: u64, f: impl FnOnce(&ScopeData)) -> bool {
-        for s in self.slots_of(id) {
-            // Relaxed: this thread closes the span, so it saw its creation
-            // (through the `Registry`); only `remove` changes a published id.
-            if s.id.load(Ordering::Relaxed) != id {
-                continue;
-            }
-            // SAFETY: the slot holds this span's data (the id says so).
-            f(unsafe { (*s.data.get()).assume_init_ref() });
-            // SeqCst: see `with_guarded`.
-            s.id.store(BUSY, Ordering::SeqCst);
-            // A reader is in for a few hundred instructions; one that was
-            // preempted in there gets the core back instead of a spin.
-            let mut spins = 0u32;
-            while s.readers.load(Ordering::SeqCst) != 0 {
-                spins += 1;
-                if spins < 64 {
-                    std::hint::spin_loop();
-                } else {
-                    std::thread::yield_now();
-                }
-            }
-            // SAFETY: no reader is in the slot (guarded ones left, the
-            // others need the span open), and new ones see `BUSY`.
-            unsafe { (*s.data.get()).assume_init_drop() };
-            // Release pairs with the Acquire claim in `insert`.
-            s.id.store(0, Ordering::Release);
-            return true;
-        }
-        false
-    }
-}
-
-impl Drop for ScopeTable {
-    fn drop(&mut self) {
-        for s in self.slots.iter_mut() {
-            if *s.id.get_mut() != 0 && *s.id.get_mut() != BUSY {
-                // SAFETY: a slot with an id holds initialised data, and
-                // `&mut self` means nobody else uses the table.
-                unsafe { s.data.get_mut().assume_init_drop() };
-            }
-        }
-    }
-}
-
-impl std::fmt::Debug for ScopeTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ScopeTable")
-            .field("slots", &self.slots.len())
-            .finish()
-    }
-}
+/// The scopes of one layer, keyed by `tracing` span id (see
+/// [`SpanTable`]).
+pub(crate) type ScopeTable = SpanTable<ScopeData, 1024>;
 
 /// The innermost entered scope of this thread.
 #[inline]
