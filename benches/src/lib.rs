@@ -14,6 +14,17 @@
 //! Every measurement is printed as one JSON object per line on stdout
 //! ([`Sample::emit`]); `bench-runner report` turns the lines of a whole run
 //! into `benches/RESULTS.md`.
+//!
+//! # Paired ratios
+//!
+//! This VM runs in two speed modes about a factor 0.58 apart that switch
+//! within seconds, so the ratio of two rows measured one after the other
+//! can compare a fast-mode row with a slow-mode one. A target ratio is
+//! therefore also measured *paired*: numerator and denominator alternate in
+//! short rounds ([`Rounds`], served over a pipe by [`serve`] to
+//! `bench-runner pair`), the two halves of a round a few milliseconds
+//! apart and so almost always in the same mode; the verdict is the median
+//! of the per-round ratios.
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 
@@ -72,16 +83,49 @@ pub struct Stats {
     pub mean: f64,
     /// Smallest sample.
     pub min: f64,
+    /// Fast-mode estimate: the 10th percentile of the medians of
+    /// consecutive [`CHUNK`]-sample stretches (in time order). A chunk of
+    /// batches lies within one speed mode of the VM, so this is the row's
+    /// p50 as it would be in the fast mode.
+    pub fast: f64,
     /// Number of samples.
     pub n: usize,
 }
 
+/// Batches in one stretch of [`Stats::fast`] (~2 ms of 100 calls at 100 ns).
+pub const CHUNK: usize = 200;
+
+/// Median of `v` (sorted in place); 0 when empty.
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return 0.0;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[(v.len() - 1) / 2]
+}
+
 impl Stats {
-    /// Percentiles of `v` (sorted in place).
+    /// A single value (a rate, a size) as every statistic.
+    pub fn one(x: f64) -> Stats {
+        Stats {
+            p50: x,
+            p99: x,
+            p999: x,
+            mean: x,
+            min: x,
+            fast: x,
+            n: 1,
+        }
+    }
+
+    /// Percentiles of `v` (sorted in place; `fast` needs it in time order).
     pub fn of(v: &mut [f64]) -> Stats {
         if v.is_empty() {
             return Stats::default();
         }
+        let mut chunks: Vec<f64> = v.chunks(CHUNK).map(|c| median(&mut c.to_vec())).collect();
+        chunks.sort_by(|a, b| a.total_cmp(b));
+        let fast = chunks[((chunks.len() - 1) as f64 * 0.1).round() as usize];
         v.sort_by(|a, b| a.total_cmp(b));
         let at = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
         Stats {
@@ -90,34 +134,42 @@ impl Stats {
             p999: at(0.999),
             mean: v.iter().sum::<f64>() / v.len() as f64,
             min: v[0],
+            fast,
             n: v.len(),
         }
     }
 }
 
-/// Run `op` in `batches` timed batches of `batch` calls (after a tenth as
-/// many untimed warm-up batches) and return per-operation nanoseconds.
-/// `op` gets a running counter.
-pub fn measure(batches: usize, batch: usize, mut op: impl FnMut(u64)) -> Stats {
+/// `batches` timed batches of `batch` calls of `op` (counter `seq`), with
+/// `between` (untimed) after each: per-operation nanoseconds of every
+/// batch, in time order.
+fn timed(
+    batches: usize,
+    batch: usize,
+    seq: &mut u64,
+    op: &mut impl FnMut(u64),
+    between: &mut impl FnMut(),
+) -> Vec<f64> {
     let tpn = ticks_per_ns();
-    let mut seq = 0u64;
-    for _ in 0..batches / 10 + 1 {
-        for _ in 0..batch {
-            op(black_box(seq));
-            seq += 1;
-        }
-    }
     let mut v = Vec::with_capacity(batches);
     for _ in 0..batches {
         let t0 = ticks();
         for _ in 0..batch {
-            op(black_box(seq));
-            seq += 1;
+            op(black_box(*seq));
+            *seq += 1;
         }
         let t1 = ticks();
+        between();
         v.push((t1 - t0) as f64 / tpn / batch as f64);
     }
-    Stats::of(&mut v)
+    v
+}
+
+/// Run `op` in `batches` timed batches of `batch` calls (after a tenth as
+/// many warm-up batches) and return per-operation nanoseconds.
+/// `op` gets a running counter.
+pub fn measure(batches: usize, batch: usize, op: impl FnMut(u64)) -> Stats {
+    measure_with(batches, batch, op, || {})
 }
 
 /// Like [`measure`], but calls `between` (untimed) after every batch.
@@ -127,22 +179,65 @@ pub fn measure_with(
     mut op: impl FnMut(u64),
     mut between: impl FnMut(),
 ) -> Stats {
-    let tpn = ticks_per_ns();
     let mut seq = 0u64;
-    let mut v = Vec::with_capacity(batches);
-    for b in 0..batches + batches / 10 + 1 {
-        let t0 = ticks();
-        for _ in 0..batch {
-            op(black_box(seq));
-            seq += 1;
-        }
-        let t1 = ticks();
-        between();
-        if b > batches / 10 {
-            v.push((t1 - t0) as f64 / tpn / batch as f64);
+    timed(batches / 10 + 1, batch, &mut seq, &mut op, &mut between);
+    Stats::of(&mut timed(batches, batch, &mut seq, &mut op, &mut between))
+}
+
+/// The rounds of one workload in a paired measurement: its counter runs on
+/// across rounds (the event's integer field keeps the size it has in a
+/// row).
+#[derive(Default)]
+pub struct Rounds {
+    seq: u64,
+}
+
+impl Rounds {
+    /// One round: `batches` timed batches of `batch` calls, `between`
+    /// (untimed) after each; the round's p50 in ns/op.
+    pub fn run(
+        &mut self,
+        batches: usize,
+        batch: usize,
+        mut op: impl FnMut(u64),
+        mut between: impl FnMut(),
+    ) -> f64 {
+        median(&mut timed(
+            batches,
+            batch,
+            &mut self.seq,
+            &mut op,
+            &mut between,
+        ))
+    }
+}
+
+/// Serve rounds to `bench-runner pair` until stdin closes: each line
+/// `OP BATCHES BATCH` runs one round of workload `OP` (`run` returns its
+/// p50 in ns/op, `None` for an unknown workload) and answers with the p50
+/// on a line of its own (`-1` for an unknown workload or a bad line).
+pub fn serve(mut run: impl FnMut(&str, usize, usize) -> Option<f64>) {
+    use std::io::{BufRead, Write};
+    let stdin = std::io::stdin();
+    let mut out = std::io::stdout().lock();
+    for line in stdin.lock().lines().map_while(Result::ok) {
+        let mut w = line.split_whitespace();
+        let (op, nb, bs) = (w.next(), w.next(), w.next());
+        let v = match (
+            op,
+            nb.and_then(|x| x.parse().ok()),
+            bs.and_then(|x| x.parse().ok()),
+        ) {
+            (Some(op), Some(nb), Some(bs)) => run(op, nb, bs),
+            _ => None,
+        };
+        if writeln!(out, "{:.4}", v.unwrap_or(-1.0))
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return;
         }
     }
-    Stats::of(&mut v)
 }
 
 /// One result line.
@@ -195,6 +290,7 @@ impl Sample {
             "p999": self.stats.p999,
             "mean": self.stats.mean,
             "min": self.stats.min,
+            "fast": self.stats.fast,
             "n": self.stats.n,
             "extra": self.extra,
         });
