@@ -240,6 +240,64 @@ pub fn serve(mut run: impl FnMut(&str, usize, usize) -> Option<f64>) {
     }
 }
 
+/// The CPUs this process may run on.
+pub fn cpus() -> Vec<usize> {
+    // SAFETY: cpu_set_t is plain data (all zero: the empty set);
+    // sched_getaffinity writes at most size_of::<cpu_set_t>() bytes into it.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: as above; pid 0 is this thread.
+    let ok = unsafe { libc::sched_getaffinity(0, std::mem::size_of_val(&set), &mut set) } == 0;
+    let all: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+        // SAFETY: i < CPU_SETSIZE, the set's size in bits.
+        .filter(|&i| ok && unsafe { libc::CPU_ISSET(i, &set) })
+        .collect();
+    if all.is_empty() {
+        vec![0]
+    } else {
+        all
+    }
+}
+
+/// Pin thread `tid` (0: the calling thread; a process's pid: its main
+/// thread) to `cpu`. Best effort: unpinned, a pair still alternates in
+/// time.
+pub fn pin(tid: u32, cpu: usize) {
+    // SAFETY: cpu_set_t is plain data (all zero: the empty set).
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    // SAFETY: cpu comes from cpus(), below CPU_SETSIZE; the kernel reads
+    // size_of::<cpu_set_t>() bytes of `set`.
+    unsafe {
+        libc::CPU_SET(cpu, &mut set);
+        libc::sched_setaffinity(tid as libc::pid_t, std::mem::size_of_val(&set), &set);
+    }
+}
+
+/// `q`-quantile of sorted `v`.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// The result line of a paired measurement `id` (workload `pair`, unit
+/// `ratio`): the median round ratio as `p50` (min, p99 = max), in `extra`
+/// its quartiles and max and each side's median and fast-mode (p10)
+/// round p50 (`num_*`, `den_*`).
+pub fn pair_sample(id: &str, mut ratio: Vec<f64>, mut num: Vec<f64>, mut den: Vec<f64>) -> Sample {
+    let mut st = Stats::of(&mut ratio);
+    st.fast = st.p50;
+    num.sort_by(|a, b| a.total_cmp(b));
+    den.sort_by(|a, b| a.total_cmp(b));
+    Sample::new("pair", id, st)
+        .unit("ratio")
+        .with("q1", quantile(&ratio, 0.25))
+        .with("q3", quantile(&ratio, 0.75))
+        .with("max", quantile(&ratio, 1.0))
+        .with("rounds", ratio.len() as u64)
+        .with("num_p50", quantile(&num, 0.5))
+        .with("num_fast", quantile(&num, 0.1))
+        .with("den_p50", quantile(&den, 0.5))
+        .with("den_fast", quantile(&den, 0.1))
+}
+
 /// One result line.
 #[derive(Debug, Clone)]
 pub struct Sample {

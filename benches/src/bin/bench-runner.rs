@@ -620,8 +620,94 @@ fn bench_distlog_threads(args: &[String]) {
             .with("dropped", d - d0)
             .emit();
     }
+    for paused in [true, false] {
+        threads_paired(&sc, paused);
+    }
     drop(_g);
     sc.stop();
+}
+
+/// The two-thread target paired: two threads, each pinned to its own CPU
+/// (the speed mode is a vCPU's); a round is thread 0 alone, thread 1
+/// alone, then both at once, each a few ms; a thread's ratio compares it
+/// with itself on the same CPU moments before, the round's ratio is the
+/// mean of the two threads'. The sidecar is paused (SIGSTOP) over a round
+/// or draining; it reads everything between rounds (untimed).
+fn threads_paired(sc: &Sidecar, paused: bool) {
+    use std::sync::mpsc::channel;
+    let cpus = distlog_benches::cpus();
+    if cpus.len() < 2 {
+        eprintln!("bench-runner: threads paired: needs two CPUs, skipped");
+        return;
+    }
+    let (rounds, nb, bs) = if quick() { (4, 5, 32) } else { (30, 200, 100) };
+    let (done_tx, done_rx) = channel::<(usize, f64)>();
+    let workers: Vec<_> = (0..2)
+        .map(|k| {
+            let (tx, rx) = channel::<()>();
+            let done = done_tx.clone();
+            let cpu = cpus[k];
+            let h = std::thread::spawn(move || {
+                distlog_benches::pin(0, cpu);
+                tracing_event!(0u64); // claim the ring outside the timing
+                let mut r = Rounds::default();
+                while rx.recv().is_ok() {
+                    let v = r.run(nb, bs, |i| tracing_event!(i), || {});
+                    if done.send((k, v)).is_err() {
+                        break;
+                    }
+                }
+            });
+            (tx, h)
+        })
+        .collect();
+    // Run a round on the workers `ks` at once: their p50s by worker.
+    let go = |ks: &[usize]| -> [f64; 2] {
+        for &k in ks {
+            let _ = workers[k].0.send(());
+        }
+        let mut v = [f64::NAN; 2];
+        for _ in ks {
+            if let Ok((k, x)) = done_rx.recv() {
+                v[k] = x;
+            }
+        }
+        v
+    };
+    let pause = |on: bool| {
+        if paused {
+            sc.signal(if on { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    };
+    let (_, d0, _) = ring_counters();
+    let (mut ratio, mut one, mut two) = (vec![], vec![], vec![]);
+    // One more round than counted: the first warms up.
+    for _ in 0..=rounds {
+        pause(true);
+        let (a0, a1) = (go(&[0])[0], go(&[1])[1]);
+        let b = go(&[0, 1]);
+        pause(false);
+        distlog::flush(Duration::from_secs(30));
+        one.push((a0 + a1) / 2.0);
+        two.push((b[0] + b[1]) / 2.0);
+        ratio.push((b[0] / a0 + b[1] / a1) / 2.0);
+    }
+    for (tx, h) in workers {
+        drop(tx);
+        let _ = h.join();
+    }
+    let (_, d, _) = ring_counters();
+    let tag = if paused { "paused" } else { "draining" };
+    distlog_benches::pair_sample(
+        &format!("threads-{tag}"),
+        ratio.split_off(1),
+        two.split_off(1),
+        one.split_off(1),
+    )
+    .with("num_ops_per_round", (nb * bs) as u64)
+    .with("den_ops_per_round", (nb * bs) as u64)
+    .with("dropped", d - d0)
+    .emit();
 }
 
 // ---------------------------------------------------------------- paired
@@ -629,8 +715,9 @@ fn bench_distlog_threads(args: &[String]) {
 /// `bench-runner serve KIND`: one workload's process, set up as for its
 /// row, serving rounds to `bench-runner pair` (`benches/src/bin/pair`).
 /// After a round, untimed, its background consumer catches up (the
-/// sidecar reads everything; tracing-appender's writer gets as long as the
-/// round took), so it does not compete with the other side's round.
+/// sidecar reads everything; fastrace's collector runs; tracing-appender's
+/// writer gets as long as the round took), so it does not compete with the
+/// other side's round.
 fn serve_workload(args: &[String]) {
     let kind = args.get(1).map(String::as_str).unwrap_or("");
     let mut r = Rounds::default();
@@ -683,16 +770,23 @@ fn serve_workload(args: &[String]) {
         }
         "fastrace" => {
             let mut root = FastraceRoot::start();
-            serve(|op, nb, bs| match op {
-                "LocalSpan" => Some(r.run(nb, bs, fastrace_local, || root.fresh())),
-                "Span" => Some(r.run(nb, bs, fastrace_span, || root.fresh())),
-                _ => None,
+            serve(|op, nb, bs| {
+                let v = match op {
+                    "LocalSpan" => Some(r.run(nb, bs, fastrace_local, || root.fresh())),
+                    "Span" => Some(r.run(nb, bs, fastrace_span, || root.fresh())),
+                    _ => None,
+                };
+                root.fresh();
+                fastrace::flush();
+                v
             });
             root.finish();
         }
         "overload" => {
             let (sc, g) = overload_start(args);
-            serve(|op, nb, bs| (op == "event").then(|| r.run(nb, bs, overload_op, nothing)));
+            serve(|op, nb, bs| {
+                (op == "event").then(|| flushed(r.run(nb, bs, overload_op, nothing)))
+            });
             drop(g);
             sc.stop();
         }

@@ -12,10 +12,20 @@
 //! sides of several pairs: the C harness has distlog, LTTng and the floor
 //! in one binary). For each pair, after one warm-up round a side (which
 //! sizes that side's rounds to about T µs, 50 to 5 000 batches of B
-//! calls), K rounds alternate numerator and denominator (the order
-//! flips every round, so neither side always runs first); each round's
+//! calls), K rounds alternate numerator and denominator; each round's
 //! ratio is numerator p50 / denominator p50, the two halves a few
-//! milliseconds apart. One JSON line a pair: workload `pair`, the median
+//! milliseconds apart.
+//!
+//! Both halves of a round run on the same CPU: the speed mode is a
+//! vCPU's, not the machine's (the same code in two processes, pinned to
+//! the two CPUs, measured 8.8 and 12.5 ns at once), so the driver pins the
+//! thread that runs the rounds (each process's main thread) to one CPU a
+//! round, taking the CPUs it may use in turn, and flips the order of the
+//! sides every pass over them, so neither side always runs first. Threads
+//! the processes started before (the sidecar's, a writer thread) are not
+//! pinned: they run where the scheduler puts them, as in the rows.
+//!
+//! One JSON line a pair: workload `pair`, the median
 //! round ratio as `p50`, and in `extra` its quartiles, min and max and each
 //! side's median and fast-mode (p10) round p50.
 
@@ -23,7 +33,7 @@ use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 
-use distlog_benches::{Sample, Stats};
+use distlog_benches::{cpus, pair_sample, pin};
 
 struct Proc {
     child: Child,
@@ -75,16 +85,6 @@ fn all(args: &[String], name: &str) -> Vec<String> {
         .collect()
 }
 
-/// `q`-quantile of sorted `v`.
-fn q(v: &[f64], q: f64) -> f64 {
-    v[((v.len() - 1) as f64 * q).round() as usize]
-}
-
-fn sorted(mut v: Vec<f64>) -> Vec<f64> {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v
-}
-
 struct Side<'a> {
     key: &'a str,
     op: &'a str,
@@ -103,7 +103,7 @@ fn side(s: &str) -> Option<Side<'_>> {
 
 pub fn main(args: &[String]) {
     let quick = super::quick();
-    let rounds: usize = super::arg_or(args, "--rounds", if quick { 3 } else { 60 });
+    let rounds: usize = super::arg_or(args, "--rounds", if quick { 4 } else { 40 });
     let round_ns = 1e3 * super::arg_or(args, "--round-us", if quick { 50.0 } else { 3000.0 });
     let batch: usize = super::arg_or(args, "--batch", if quick { 32 } else { 100 });
     let cmds: HashMap<String, String> = all(args, "--proc")
@@ -112,6 +112,7 @@ pub fn main(args: &[String]) {
         .map(|(k, c)| (k.to_string(), c.to_string()))
         .collect();
     let mut procs: HashMap<String, Proc> = HashMap::new();
+    let cpus = cpus();
     for p in all(args, "--pair") {
         let parsed = p.split_once('=').and_then(|(id, s)| {
             let (a, b) = s.split_once('/')?;
@@ -127,45 +128,35 @@ pub fn main(args: &[String]) {
                     procs.insert(s.key.to_string(), Proc::spawn(cmd)?);
                 }
             }
-            let mut ask = |s: &Side| -> Result<f64, String> {
+            let mut ask = |s: &Side, cpu: usize| -> Result<f64, String> {
                 let p = procs.get_mut(s.key).ok_or("gone")?;
+                pin(p.child.id(), cpu);
                 p.round(s.op, s.batches, batch)
             };
             // Short rounds keep both halves in one speed mode; a few
             // milliseconds keep a round's p50 above one preemption.
             let lo = if quick { 5 } else { 50 };
             for s in [&mut a, &mut b] {
-                let warm = ask(s)?;
+                let warm = ask(s, cpus[0])?;
                 s.batches = ((round_ns / (warm * batch as f64)) as usize).clamp(lo, 5000);
             }
             let (mut ra, mut rb, mut ratio) = (vec![], vec![], vec![]);
             for r in 0..rounds {
-                let (va, vb) = if r % 2 == 0 {
-                    let va = ask(&a)?;
-                    (va, ask(&b)?)
+                let cpu = cpus[r % cpus.len()];
+                let (va, vb) = if (r / cpus.len()).is_multiple_of(2) {
+                    let va = ask(&a, cpu)?;
+                    (va, ask(&b, cpu)?)
                 } else {
-                    let vb = ask(&b)?;
-                    (ask(&a)?, vb)
+                    let vb = ask(&b, cpu)?;
+                    (ask(&a, cpu)?, vb)
                 };
                 ra.push(va);
                 rb.push(vb);
                 ratio.push(va / vb);
             }
-            let (ra, rb) = (sorted(ra), sorted(rb));
-            let mut st = Stats::of(&mut ratio);
-            st.fast = st.p50;
-            Sample::new("pair", id, st)
-                .unit("ratio")
-                .with("q1", q(&ratio, 0.25))
-                .with("q3", q(&ratio, 0.75))
-                .with("max", q(&ratio, 1.0))
-                .with("rounds", rounds as u64)
+            pair_sample(id, ratio, ra, rb)
                 .with("num_ops_per_round", (a.batches * batch) as u64)
                 .with("den_ops_per_round", (b.batches * batch) as u64)
-                .with("num_p50", q(&ra, 0.5))
-                .with("num_fast", q(&ra, 0.1))
-                .with("den_p50", q(&rb, 0.5))
-                .with("den_fast", q(&rb, 0.1))
                 .emit();
             Ok(())
         };

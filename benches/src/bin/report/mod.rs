@@ -235,7 +235,7 @@ pub fn main(args: &[String]) {
             num: r.p50("rust.threads.2.sidecar-paused", "distlog"),
             den: r.p50("rust.threads.1.sidecar-paused", "distlog"),
             bound: Bound::AtMost(1.3),
-            pair: None,
+            pair: Some("threads-paused"),
             pending: None,
         },
         Target {
@@ -243,7 +243,7 @@ pub fn main(args: &[String]) {
             num: r.p50("rust.threads.2.sidecar-draining", "distlog"),
             den: r.p50("rust.threads.1.sidecar-draining", "distlog"),
             bound: Bound::AtMost(1.3),
-            pair: None,
+            pair: Some("threads-draining"),
             pending: None,
         },
         Target {
@@ -474,11 +474,14 @@ const NOTES: &str = "\
 - Paired ratios (`bench-runner pair`, `benches/src/bin/pair`): rows run
   one after another can straddle a mode switch, so each target ratio is
   measured again with numerator and denominator alternating in rounds of
-  ~3 ms (60 rounds, the order flipping every round) in processes set up as
-  for their rows (`bench-runner serve KIND`; the C harness `serve` has
-  distlog's C API, LTTng-UST and the floor in one process, so the C pairs
-  alternate inside it). A round's ratio compares two halves a few ms
-  apart; the verdict is the median of the 60. After each round its side's
+  ~3 ms (40 rounds) in processes set up as for their rows (`bench-runner
+  serve KIND`; the C harness `serve` has distlog's C API, LTTng-UST and the
+  floor in one process, so the C pairs alternate inside it). The speed
+  mode is a vCPU's (the same code pinned to the two CPUs at once measured
+  8.8 and 12.5 ns), so both halves of a round run pinned to the same CPU,
+  the CPUs taken in turn and the order of the sides flipped every pass.
+  A round's ratio compares two halves a few ms apart on one CPU; the
+  verdict is the median of the 40. After each round its side's
   consumer catches up, untimed (the sidecar reads everything;
   tracing-appender's writer and the C API's sidecar get a pause), so it
   does not run into the other side's round. The self-check pairs
