@@ -278,12 +278,39 @@ fn quantile(v: &[f64], q: f64) -> f64 {
 }
 
 /// The result line of a paired measurement `id` (workload `pair`, unit
-/// `ratio`): the median round ratio as `p50` (min, p99 = max), in `extra`
+/// `ratio`): the median round ratio as `p50` (min, p99 = max; `fast`: see
+/// below), in `extra`
 /// its quartiles and max and each side's median and fast-mode (p10)
-/// round p50 (`num_*`, `den_*`).
+/// round p50 (`num_*`, `den_*`), and every round's p50s in time order
+/// (`num_rounds`, `den_rounds`: what co-varies, the VM, cancels in the
+/// ratio; what does not is the code's own).
 pub fn pair_sample(id: &str, mut ratio: Vec<f64>, mut num: Vec<f64>, mut den: Vec<f64>) -> Sample {
+    let rounds =
+        |v: &[f64]| -> Vec<f64> { v.iter().map(|x| (x * 100.0).round() / 100.0).collect() };
+    let (num_rounds, den_rounds) = (rounds(&num), rounds(&den));
+    // The speed modes do not scale all code alike (the floor, mostly
+    // rdtsc, keeps its cost; distlog's event slows more than tracing's),
+    // so a paired ratio still moves with the mix of modes over its
+    // rounds: `fast` is the median over the rounds where both halves ran
+    // within 1.2 x their side's p10 round (the fast mode, a factor ~0.6
+    // from the slow one), `fast_rounds` how many.
+    let lim = |v: &[f64]| {
+        let mut s = v.to_vec();
+        s.sort_by(|a, b| a.total_cmp(b));
+        1.2 * quantile(&s, 0.1)
+    };
+    let (ln, ld) = (lim(&num), lim(&den));
+    let mut fast: Vec<f64> = (0..ratio.len())
+        .filter(|&i| num[i] <= ln && den[i] <= ld)
+        .map(|i| ratio[i])
+        .collect();
+    let fast_rounds = fast.len() as u64;
     let mut st = Stats::of(&mut ratio);
-    st.fast = st.p50;
+    st.fast = if fast.is_empty() {
+        f64::NAN
+    } else {
+        median(&mut fast)
+    };
     num.sort_by(|a, b| a.total_cmp(b));
     den.sort_by(|a, b| a.total_cmp(b));
     Sample::new("pair", id, st)
@@ -292,10 +319,13 @@ pub fn pair_sample(id: &str, mut ratio: Vec<f64>, mut num: Vec<f64>, mut den: Ve
         .with("q3", quantile(&ratio, 0.75))
         .with("max", quantile(&ratio, 1.0))
         .with("rounds", ratio.len() as u64)
+        .with("fast_rounds", fast_rounds)
         .with("num_p50", quantile(&num, 0.5))
         .with("num_fast", quantile(&num, 0.1))
         .with("den_p50", quantile(&den, 0.5))
         .with("den_fast", quantile(&den, 0.1))
+        .with("num_rounds", num_rounds)
+        .with("den_rounds", den_rounds)
 }
 
 /// One result line.
