@@ -327,9 +327,11 @@ pub fn main(args: &[String]) {
                 x(v, "max")
             )
         });
-        let fast = pv.map_or(String::new(), |v| match v["fast"].as_f64() {
-            Some(q) => format!("{q:.2} ({})", v["extra"]["fast_rounds"]),
-            None => "– (0)".into(),
+        let fast = pv.map_or(String::new(), |v| {
+            match (v["fast"].as_f64(), v["extra"]["fast_rounds"].as_u64()) {
+                (Some(q), Some(n)) if n > 0 => format!("{q:.2} ({n})"),
+                _ => "–".into(),
+            }
         });
         let holds = match pq.or(row) {
             Some(q) if t.bound.holds(q) => "yes",
@@ -488,12 +490,22 @@ const NOTES: &str = "\
   the CPUs taken in turn and the order of the sides flipped every pass.
   A round's ratio compares two halves a few ms apart on one CPU; the
   verdict is the median of the 40. After each round its side's
-  consumer catches up, untimed (the sidecar reads everything;
-  tracing-appender's writer and the C API's sidecar get a pause), so it
-  does not run into the other side's round. The self-check pairs
-  `tracing-noop` with itself in a second process: its paired ratio should
-  be 1.00 with a tight IQR; its row ratio compares the first row with the
-  same code run minutes later (`tracing-noop-again`).
+  consumer catches up, untimed (the sidecar reads everything; fastrace's
+  collector is flushed; tracing-appender's writer and the C API's sidecar
+  get a pause), so it does not run into the other side's round. The
+  self-check pairs `tracing-noop` with itself in a second process: its
+  paired ratio should be 1.00 with a tight IQR; its row ratio compares the
+  first row with the same code run minutes later (`tracing-noop-again`).
+  The two-thread pairs run in `bench-runner distlog-threads`: each thread
+  pinned to its CPU, a round is thread 0 alone, thread 1 alone, both at
+  once; a round's ratio is the mean of the threads' two-to-one ratios.
+- The modes do not slow all code alike: on the slow vCPU tracing-noop
+  measured x1.4, distlog's event x1.6-1.7, the floor (mostly rdtsc) x1.0.
+  So a paired ratio still moves with the share of slow rounds; \"paired,
+  fast mode\" is the median over the rounds where both halves ran within
+  1.2 x their side's p10 round. Every round's p50s are in
+  `target/bench/results.jsonl` (`num_rounds`, `den_rounds`, in time order,
+  even rounds on the first CPU).
 - distlog \"enabled\" rows run with a real `distlogd run --stdout`
   (stdout to /dev/null) draining 64 MiB rings; every 500 batches the loop
   waits (untimed) until the sidecar has read everything, so these rows
