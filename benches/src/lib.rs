@@ -437,3 +437,44 @@ macro_rules! tracing_event {
         tracing::info!(target: "bench", a = $i as i64, b = 42u64, s = "short", "message text")
     };
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A row that spends its first half in the slow mode: the p50 lands
+    /// between the modes' clusters or in the slow one, `fast` in the fast.
+    #[test]
+    fn fast_is_the_fast_stretches_median() {
+        let mut v: Vec<f64> = (0..4000)
+            .map(|i| if i < 2400 { 11.6 } else { 6.7 } + (i % 7) as f64 * 0.01)
+            .collect();
+        let s = Stats::of(&mut v);
+        assert!(s.p50 > 11.0, "{s:?}");
+        assert!((s.fast - 6.73).abs() < 0.05, "{s:?}");
+    }
+
+    /// Both sides slowed alike in some rounds: every round ratio is 1.
+    /// The floor keeps its cost in slow rounds: the ratio moves, and only
+    /// the rounds where both sides were fast make the fast-mode ratio.
+    #[test]
+    fn pair_sample_cancels_a_common_mode_and_separates_an_unequal_one() {
+        let slow = |i: usize| i.is_multiple_of(3);
+        let num: Vec<f64> = (0..30)
+            .map(|i| if slow(i) { 116.0 } else { 70.0 })
+            .collect();
+        let den: Vec<f64> = (0..30).map(|i| if slow(i) { 12.4 } else { 7.48 }).collect();
+        let ratio = |n: &[f64], d: &[f64]| n.iter().zip(d).map(|(a, b)| a / b).collect();
+        let s = pair_sample("same", ratio(&num, &num), num.clone(), num.clone());
+        assert_eq!((s.stats.p50, s.stats.min, s.stats.fast), (1.0, 1.0, 1.0));
+        assert_eq!(s.extra["fast_rounds"], 20);
+        let s = pair_sample("mode", ratio(&num, &den), num.clone(), den);
+        assert!((s.stats.fast - 70.0 / 7.48).abs() < 1e-9, "{:?}", s.stats);
+        let floor = vec![10.0; 30];
+        let s = pair_sample("floor", ratio(&num, &floor), num, floor);
+        assert_eq!(s.stats.p50, 7.0);
+        assert_eq!(s.stats.fast, 7.0);
+        assert_eq!(s.extra["fast_rounds"], 20);
+        assert_eq!(s.extra["max"], 11.6);
+    }
+}
