@@ -17,14 +17,14 @@
 //!
 //! # Paired ratios
 //!
-//! This VM runs in two speed modes about a factor 0.58 apart that switch
-//! within seconds, so the ratio of two rows measured one after the other
-//! can compare a fast-mode row with a slow-mode one. A target ratio is
-//! therefore also measured *paired*: numerator and denominator alternate in
-//! short rounds ([`Rounds`], served over a pipe by [`serve`] to
-//! `bench-runner pair`), the two halves of a round a few milliseconds
-//! apart and so almost always in the same mode; the verdict is the median
-//! of the per-round ratios.
+//! This VM's vCPUs each run in two speed modes about a factor 0.58 apart
+//! that switch within seconds, so the ratio of two rows measured one after
+//! the other can compare a fast-mode row with a slow-mode one. A target
+//! ratio is therefore also measured *paired*: numerator and denominator
+//! alternate in short rounds ([`Rounds`], served over a pipe by [`serve`]
+//! to `bench-runner pair`), the two halves of a round a few milliseconds
+//! apart on the same CPU ([`pin`]) and so almost always in the same mode;
+//! the verdict is the median of the per-round ratios ([`pair_sample`]).
 #![deny(unsafe_op_in_unsafe_fn)]
 #![warn(clippy::undocumented_unsafe_blocks, missing_docs)]
 

@@ -154,7 +154,21 @@ pub fn main(args: &[String]) {
                 rb.push(vb);
                 ratio.push(va / vb);
             }
+            // A peer's cost can depend on the CPU (fastrace's Span: ~143 ns
+            // on one, ~390 on the other, its collector thread elsewhere):
+            // the median round ratio on each CPU, in the order of `cpus`.
+            let by_cpu: Vec<f64> = (0..cpus.len())
+                .map(|k| {
+                    let mut v: Vec<f64> =
+                        ratio.iter().skip(k).step_by(cpus.len()).copied().collect();
+                    v.sort_by(|x, y| x.total_cmp(y));
+                    v.get(v.len().saturating_sub(1) / 2)
+                        .map_or(f64::NAN, |x| (x * 1e3).round() / 1e3)
+                })
+                .collect();
             pair_sample(id, ratio, ra, rb)
+                .with("ratio_by_cpu", by_cpu)
+                .with("cpus", cpus.iter().map(|&c| c as u64).collect::<Vec<_>>())
                 .with("num_ops_per_round", (a.batches * batch) as u64)
                 .with("den_ops_per_round", (b.batches * batch) as u64)
                 .emit();

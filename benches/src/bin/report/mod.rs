@@ -51,6 +51,26 @@ impl Bound {
             Bound::Near(e) => (q - 1.0).abs() <= e,
         }
     }
+
+    /// The verdict on a paired measurement: by its median, and
+    /// "unsettled" when its round ratios' IQR lies on both sides of the
+    /// bound (a bimodal pair: its median is a coin toss between modes).
+    fn verdict(self, median: f64, q1: f64, q3: f64) -> &'static str {
+        let h = self.holds(median);
+        // Near: both quartiles inside, else settled only if both outside on one side.
+        let settled = match self {
+            Bound::Near(_) => {
+                self.holds(q1) == h && self.holds(q3) == h && (h || q1 > 1.0 || q3 < 1.0)
+            }
+            _ => self.holds(q1) == h && self.holds(q3) == h,
+        };
+        match (h, settled) {
+            (true, true) => "yes",
+            (false, true) => "**no**",
+            (true, false) => "yes, unsettled (IQR across the bound)",
+            (false, false) => "**no**, unsettled (IQR across the bound)",
+        }
+    }
 }
 
 impl std::fmt::Display for Bound {
@@ -77,6 +97,21 @@ struct Target {
 /// A paired measurement's line.
 fn paired<'a>(r: &'a Results, id: &str) -> Option<&'a Value> {
     r.get("pair", id)
+}
+
+/// "cpu0 1.19, cpu1 0.44": a pair's median round ratio on each CPU.
+fn by_cpu(v: &Value) -> String {
+    let (Some(r), Some(c)) = (
+        v["extra"]["ratio_by_cpu"].as_array(),
+        v["extra"]["cpus"].as_array(),
+    ) else {
+        return String::new();
+    };
+    r.iter()
+        .zip(c)
+        .map(|(r, c)| format!("cpu{c} {:.2}", r.as_f64().unwrap_or(f64::NAN)))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn x(v: &Value, k: &str) -> f64 {
@@ -333,10 +368,11 @@ pub fn main(args: &[String]) {
                 _ => "–".into(),
             }
         });
-        let holds = match pq.or(row) {
-            Some(q) if t.bound.holds(q) => "yes",
-            Some(_) => "**no**",
-            None => t.pending.unwrap_or("not measured"),
+        let holds = match (pv, pq, row) {
+            (Some(v), Some(q), _) => t.bound.verdict(q, x(v, "q1"), x(v, "q3")),
+            (_, _, Some(q)) if t.bound.holds(q) => "yes",
+            (_, _, Some(_)) => "**no**",
+            _ => t.pending.unwrap_or("not measured"),
         };
         let q2 = |q: Option<f64>| q.map_or("–".into(), |q| format!("{q:.2}"));
         let _ = writeln!(
@@ -373,13 +409,13 @@ pub fn main(args: &[String]) {
         );
         let _ = writeln!(
             md,
-            "\n| pair | numerator | denominator | median ratio | IQR | min–max | rounds × ops (num / den) |"
+            "\n| pair | numerator | denominator | median ratio | IQR | min–max | median by CPU | rounds × ops (num / den) |"
         );
-        let _ = writeln!(md, "|---|---:|---:|---:|---|---|---|");
+        let _ = writeln!(md, "|---|---:|---:|---:|---|---|---|---|");
         for v in pairs {
             let _ = writeln!(
                 md,
-                "| {} | {} ({}) | {} ({}) | {:.3} | {:.3}–{:.3} | {:.3}–{:.3} | {} × {} / {} |",
+                "| {} | {} ({}) | {} ({}) | {:.3} | {:.3}–{:.3} | {:.3}–{:.3} | {} | {} × {} / {} |",
                 v["impl"].as_str().unwrap_or(""),
                 f(Some(x(v, "num_p50"))),
                 f(Some(x(v, "num_fast"))),
@@ -390,6 +426,7 @@ pub fn main(args: &[String]) {
                 x(v, "q3"),
                 v["min"].as_f64().unwrap_or(f64::NAN),
                 x(v, "max"),
+                by_cpu(v),
                 v["extra"]["rounds"],
                 v["extra"]["num_ops_per_round"],
                 v["extra"]["den_ops_per_round"]
