@@ -53,8 +53,9 @@ static int serve(void) {
     sleep_ns(300000000); /* the connection thread hands the rings over */
 #endif
     while (scanf("%31s %zu %zu", op, &nb, &bs) == 3) {
-        double r = -1;
+        double r = -1; /* an empty round or an operation not built in */
         if (nb == 0 || bs == 0) {
+            r = -1;
         } else if (strcmp(op, "floor") == 0) {
             BENCH_ROUND(r, &seq, nb, bs, OP_FLOOR);
 #ifdef WITH_DISTLOG
