@@ -48,17 +48,55 @@ static void bench_shape(size_t *batches, size_t *batch) {
     }
 }
 
+/* Median of v[0..n) (sorted in place). */
+static double bench_median(double *v, size_t n) {
+    qsort(v, n, sizeof *v, bench_cmp);
+    return v[(n - 1) / 2];
+}
+
+/* Batches in one stretch of the fast-mode estimate (lib.rs: CHUNK). */
+#define BENCH_CHUNK 200
+
+/* Fast-mode estimate of v in time order: p10 of the medians of its
+ * consecutive BENCH_CHUNK-batch stretches (see Stats::fast in lib.rs). */
+static double bench_fast(const double *v, size_t n) {
+    size_t nc = (n + BENCH_CHUNK - 1) / BENCH_CHUNK;
+    double *c = (double *)malloc(nc * sizeof(double));
+    double *tmp = (double *)malloc(BENCH_CHUNK * sizeof(double));
+    for (size_t k = 0; k < nc; k++) {
+        size_t len = n - k * BENCH_CHUNK < BENCH_CHUNK ? n - k * BENCH_CHUNK : BENCH_CHUNK;
+        memcpy(tmp, v + k * BENCH_CHUNK, len * sizeof(double));
+        c[k] = bench_median(tmp, len);
+    }
+    qsort(c, nc, sizeof *c, bench_cmp);
+    double f = c[(size_t)((double)(nc - 1) * 0.1 + 0.5)];
+    free(tmp);
+    free(c);
+    return f;
+}
+
 static void bench_emit(const char *workload, const char *impl, double *v, size_t n, const char *extra) {
+    double fast = bench_fast(v, n);
     qsort(v, n, sizeof *v, bench_cmp);
     double sum = 0;
     for (size_t i = 0; i < n; i++) sum += v[i];
 #define AT(q) v[(size_t)((double)(n - 1) * (q) + 0.5)]
     printf("{\"workload\":\"%s\",\"impl\":\"%s\",\"unit\":\"ns/op\",\"p50\":%.4f,\"p99\":%.4f,"
-           "\"p999\":%.4f,\"mean\":%.4f,\"min\":%.4f,\"n\":%zu,\"extra\":{%s}}\n",
-           workload, impl, AT(0.5), AT(0.99), AT(0.999), sum / n, v[0], n, extra ? extra : "");
+           "\"p999\":%.4f,\"mean\":%.4f,\"min\":%.4f,\"fast\":%.4f,\"n\":%zu,\"extra\":{%s}}\n",
+           workload, impl, AT(0.5), AT(0.99), AT(0.999), sum / n, v[0], fast, n, extra ? extra : "");
 #undef AT
     fflush(stdout);
 }
+
+/* BENCH_TIMED(v, nb, bs, statement using uint64_t i): nb timed batches of
+ * bs statements, per-operation ns of each into v[0..nb). */
+#define BENCH_TIMED(v, nb, bs, ...)                                             \
+    for (size_t b_ = 0; b_ < (nb); b_++) {                                      \
+        uint64_t t0_ = __rdtsc();                                               \
+        for (size_t k_ = 0; k_ < (bs); k_++, i++) { __VA_ARGS__; }              \
+        uint64_t t1_ = __rdtsc();                                               \
+        (v)[b_] = (double)(t1_ - t0_) / bench_tpn / (double)(bs);               \
+    }
 
 /* BENCH_RUN(workload, impl, extra, statement using uint64_t i): variadic so
  * the statement may contain commas. */
@@ -68,15 +106,21 @@ static void bench_emit(const char *workload, const char *impl, double *v, size_t
         bench_shape(&nb_, &bs_);                                                \
         double *v_ = (double *)malloc(nb_ * sizeof(double));                    \
         uint64_t i = 0;                                                         \
-        for (size_t b_ = 0; b_ < nb_ / 10 + 1; b_++)                            \
-            for (size_t k_ = 0; k_ < bs_; k_++, i++) { __VA_ARGS__; }                  \
-        for (size_t b_ = 0; b_ < nb_; b_++) {                                   \
-            uint64_t t0_ = __rdtsc();                                           \
-            for (size_t k_ = 0; k_ < bs_; k_++, i++) { __VA_ARGS__; }                  \
-            uint64_t t1_ = __rdtsc();                                           \
-            v_[b_] = (double)(t1_ - t0_) / bench_tpn / (double)bs_;             \
-        }                                                                       \
+        BENCH_TIMED(v_, nb_ / 10 + 1, bs_, __VA_ARGS__)                         \
+        BENCH_TIMED(v_, nb_, bs_, __VA_ARGS__)                                  \
         bench_emit(workload, impl, v_, nb_, extra);                             \
+        free(v_);                                                               \
+    } while (0)
+
+/* One round of a paired measurement (bench-runner pair): nb batches of bs
+ * statements; out = their p50 in ns/op. The counter i runs on in *seq. */
+#define BENCH_ROUND(out, seq, nb, bs, ...)                                      \
+    do {                                                                        \
+        double *v_ = (double *)malloc((nb) * sizeof(double));                   \
+        uint64_t i = *(seq);                                                    \
+        BENCH_TIMED(v_, nb, bs, __VA_ARGS__)                                    \
+        *(seq) = i;                                                             \
+        (out) = bench_median(v_, nb);                                           \
         free(v_);                                                               \
     } while (0)
 

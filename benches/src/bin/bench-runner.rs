@@ -12,8 +12,11 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 
-use distlog_benches::{floor, measure, measure_with, realtime_ns, tracing_event, Sample, Stats};
+use distlog_benches::{
+    floor, measure, measure_with, realtime_ns, serve, tracing_event, Rounds, Sample, Stats,
+};
 
+mod pair;
 mod report;
 
 fn quick() -> bool {
@@ -51,7 +54,7 @@ fn main() {
     };
     match cmd.as_str() {
         "floor" => bench_floor(),
-        "tracing-noop" => bench_tracing_noop(),
+        "tracing-noop" => bench_tracing_noop(&args),
         "tracing-visit" => bench_tracing_visit(),
         "tracing-registry" => bench_tracing_registry(),
         "tracing-disabled" => bench_tracing_disabled(),
@@ -74,6 +77,8 @@ fn main() {
         "count" => count_ops(&args),
         "encode" => bench_encode(),
         "report" => report::main(&args),
+        "serve" => serve_workload(&args),
+        "pair" => pair::main(&args),
         other => die(&format!("unknown subcommand {other:?}")),
     }
 }
@@ -191,51 +196,61 @@ fn bench_tracing_registry() {
     Sample::new("rust.scope", "tracing-registry+null-layer", s).emit();
 }
 
-fn bench_tracing_noop() {
+/// The scope workload: open, enter, exit, close a span with one field.
+#[inline(always)]
+fn scope_op(i: u64) {
+    let span = tracing::info_span!(target: "bench", "work", a = i as i64);
+    let g = span.enter();
+    drop(g);
+    drop(span);
+}
+
+/// `--as NAME`: the implementation name of the rows (a second run of the
+/// same code under another name: the report's unpaired self-check).
+fn bench_tracing_noop(args: &[String]) {
     tracing::subscriber::set_global_default(NoopEnabled).unwrap_or_else(|e| die(&e.to_string()));
+    let imp = arg(args, "--as").unwrap_or_else(|| "tracing-noop".into());
     let (b, n) = shape();
     let s = measure(b, n, |i| tracing_event!(i));
-    Sample::new("rust.enabled", "tracing-noop", s).emit();
-    let s = measure_with(
-        b / 4,
-        n,
-        |i| {
-            let span = tracing::info_span!(target: "bench", "work", a = i as i64);
-            let g = span.enter();
-            drop(g);
-            drop(span);
-        },
-        drain_every(500),
-    );
-    Sample::new("rust.scope", "tracing-noop", s).emit();
+    Sample::new("rust.enabled", &imp, s).emit();
+    let s = measure_with(b / 4, n, scope_op, drain_every(500));
+    Sample::new("rust.scope", &imp, s).emit();
 }
 
 /// Directives of every "disabled" workload: level `info`, and target
 /// `bench::off` at `warn` (an `info!` there is disabled by target).
 const DISABLED_DIRECTIVES: &str = "info,bench::off=warn";
 
+/// An event disabled by its level.
+#[inline(always)]
+fn disabled_level(i: u64) {
+    tracing::debug!(target: "bench", a = i as i64, b = 42u64, s = "short", "message text")
+}
+
+/// An event disabled by its target's directive.
+#[inline(always)]
+fn disabled_target(i: u64) {
+    tracing::info!(target: "bench::off", a = i as i64, b = 42u64, s = "short", "message text")
+}
+
 fn disabled_workloads(imp: &str) {
     let (b, n) = shape();
-    let s = measure(
-        b,
-        n,
-        |i| tracing::debug!(target: "bench", a = i as i64, b = 42u64, s = "short", "message text"),
-    );
+    let s = measure(b, n, disabled_level);
     Sample::new("rust.disabled.level", imp, s).emit();
-    let s = measure(
-        b,
-        n,
-        |i| tracing::info!(target: "bench::off", a = i as i64, b = 42u64, s = "short", "message text"),
-    );
+    let s = measure(b, n, disabled_target);
     Sample::new("rust.disabled.target", imp, s).emit();
 }
 
-fn bench_tracing_disabled() {
+fn tracing_disabled_init() {
     let filter = tracing_subscriber::EnvFilter::new(DISABLED_DIRECTIVES);
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::sink)
         .init();
+}
+
+fn bench_tracing_disabled() {
+    tracing_disabled_init();
     disabled_workloads("tracing-fmt+EnvFilter");
 }
 
@@ -247,7 +262,13 @@ fn tmpdir(args: &[String]) -> PathBuf {
     d
 }
 
-fn bench_tracing_fmt(args: &[String]) {
+/// tracing fmt (JSON) into `tracing-appender`'s non_blocking file writer.
+fn tracing_fmt_init(
+    args: &[String],
+) -> (
+    tracing_appender::non_blocking::WorkerGuard,
+    tracing_appender::non_blocking::ErrorCounter,
+) {
     let dir = tmpdir(args);
     let appender = tracing_appender::rolling::never(&dir, "tracing-fmt.log");
     let (nb, guard) = tracing_appender::non_blocking(appender);
@@ -257,6 +278,11 @@ fn bench_tracing_fmt(args: &[String]) {
         .with_writer(nb)
         .with_max_level(tracing::Level::INFO)
         .init();
+    (guard, errors)
+}
+
+fn bench_tracing_fmt(args: &[String]) {
+    let (guard, errors) = tracing_fmt_init(args);
     let (b, n) = shape();
     let s = measure(b, n, |i| tracing_event!(i));
     drop(guard);
@@ -329,45 +355,55 @@ impl fastrace::collector::Reporter for NullReporter {
     }
 }
 
-fn bench_fastrace() {
-    use fastrace::prelude::*;
-    fastrace::set_reporter(NullReporter, fastrace::collector::Config::default());
-    let (b, n) = shape();
-    // A root per batch (made and dropped outside the timed region), so
-    // the collected spans do not pile up.
-    let mut root: Option<(Span, fastrace::local::LocalParentGuard)> = None;
-    let mut fresh = || {
-        root = None;
-        let r = Span::root("root", SpanContext::random());
+/// A fastrace root per batch (made and dropped outside the timed region),
+/// so the collected spans do not pile up.
+#[derive(Default)]
+struct FastraceRoot(Option<(fastrace::Span, fastrace::local::LocalParentGuard)>);
+
+impl FastraceRoot {
+    fn start() -> FastraceRoot {
+        fastrace::set_reporter(NullReporter, fastrace::collector::Config::default());
+        let mut r = FastraceRoot::default();
+        r.fresh();
+        r
+    }
+
+    fn fresh(&mut self) {
+        self.0 = None;
+        let r = fastrace::Span::root("root", fastrace::prelude::SpanContext::random());
         let g = r.set_local_parent();
-        root = Some((r, g));
-    };
-    fresh();
-    let s = measure_with(
-        b / 4,
-        n,
-        |_| {
-            drop(std::hint::black_box(LocalSpan::enter_with_local_parent(
-                "work",
-            )))
-        },
-        &mut fresh,
-    );
+        self.0 = Some((r, g));
+    }
+
+    fn finish(mut self) {
+        self.0 = None;
+        fastrace::flush();
+    }
+}
+
+#[inline(always)]
+fn fastrace_local(_: u64) {
+    drop(std::hint::black_box(
+        fastrace::local::LocalSpan::enter_with_local_parent("work"),
+    ))
+}
+
+#[inline(always)]
+fn fastrace_span(_: u64) {
+    let sp = fastrace::Span::enter_with_local_parent("work");
+    let g = sp.set_local_parent();
+    drop(g);
+    drop(std::hint::black_box(sp));
+}
+
+fn bench_fastrace() {
+    let mut root = FastraceRoot::start();
+    let (b, n) = shape();
+    let s = measure_with(b / 4, n, fastrace_local, || root.fresh());
     Sample::new("rust.scope", "fastrace-LocalSpan", s).emit();
-    let s = measure_with(
-        b / 4,
-        n,
-        |_| {
-            let sp = Span::enter_with_local_parent("work");
-            let g = sp.set_local_parent();
-            drop(g);
-            drop(std::hint::black_box(sp));
-        },
-        &mut fresh,
-    );
+    let s = measure_with(b / 4, n, fastrace_span, || root.fresh());
     Sample::new("rust.scope", "fastrace-Span", s).emit();
-    drop(root);
-    fastrace::flush();
+    root.finish();
 }
 
 // ---------------------------------------------------------------- distlog
@@ -493,17 +529,7 @@ fn bench_distlog_disabled() {
 fn bench_distlog_scope() {
     let _g = distlog_start(true);
     let (b, n) = shape();
-    let s = measure_with(
-        b / 4,
-        n,
-        |i| {
-            let span = tracing::info_span!(target: "bench", "work", a = i as i64);
-            let g = span.enter();
-            drop(g);
-            drop(span);
-        },
-        drain_every(500),
-    );
+    let s = measure_with(b / 4, n, scope_op, drain_every(500));
     let (w, d, _) = ring_counters();
     Sample::new("rust.scope", "distlog", s)
         .with("written", w)
@@ -584,6 +610,7 @@ fn bench_distlog_threads(args: &[String]) {
             p999: two[0].p999.max(two[1].p999),
             mean: (two[0].mean + two[1].mean) / 2.0,
             min: two[0].min.min(two[1].min),
+            fast: (two[0].fast + two[1].fast) / 2.0,
             n: two[0].n + two[1].n,
         };
         Sample::new(&format!("rust.threads.2.{tag}"), "distlog", st)
@@ -593,8 +620,178 @@ fn bench_distlog_threads(args: &[String]) {
             .with("dropped", d - d0)
             .emit();
     }
+    for paused in [true, false] {
+        threads_paired(&sc, paused);
+    }
     drop(_g);
     sc.stop();
+}
+
+/// The two-thread target paired: two threads, each pinned to its own CPU
+/// (the speed mode is a vCPU's); a round is thread 0 alone, thread 1
+/// alone, then both at once, each a few ms; a thread's ratio compares it
+/// with itself on the same CPU moments before, the round's ratio is the
+/// mean of the two threads'. The sidecar is paused (SIGSTOP) over a round
+/// or draining; it reads everything between rounds (untimed).
+fn threads_paired(sc: &Sidecar, paused: bool) {
+    use std::sync::mpsc::channel;
+    let cpus = distlog_benches::cpus();
+    if cpus.len() < 2 {
+        eprintln!("bench-runner: threads paired: needs two CPUs, skipped");
+        return;
+    }
+    let (rounds, nb, bs) = if quick() { (4, 5, 32) } else { (30, 200, 100) };
+    let (done_tx, done_rx) = channel::<(usize, f64)>();
+    let workers: Vec<_> = (0..2)
+        .map(|k| {
+            let (tx, rx) = channel::<()>();
+            let done = done_tx.clone();
+            let cpu = cpus[k];
+            let h = std::thread::spawn(move || {
+                distlog_benches::pin(0, cpu);
+                tracing_event!(0u64); // claim the ring outside the timing
+                let mut r = Rounds::default();
+                while rx.recv().is_ok() {
+                    let v = r.run(nb, bs, |i| tracing_event!(i), || {});
+                    if done.send((k, v)).is_err() {
+                        break;
+                    }
+                }
+            });
+            (tx, h)
+        })
+        .collect();
+    // Run a round on the workers `ks` at once: their p50s by worker.
+    let go = |ks: &[usize]| -> [f64; 2] {
+        for &k in ks {
+            let _ = workers[k].0.send(());
+        }
+        let mut v = [f64::NAN; 2];
+        for _ in ks {
+            if let Ok((k, x)) = done_rx.recv() {
+                v[k] = x;
+            }
+        }
+        v
+    };
+    let pause = |on: bool| {
+        if paused {
+            sc.signal(if on { libc::SIGSTOP } else { libc::SIGCONT });
+        }
+    };
+    let (_, d0, _) = ring_counters();
+    let (mut ratio, mut one, mut two) = (vec![], vec![], vec![]);
+    // One more round than counted: the first warms up.
+    for _ in 0..=rounds {
+        pause(true);
+        let (a0, a1) = (go(&[0])[0], go(&[1])[1]);
+        let b = go(&[0, 1]);
+        pause(false);
+        distlog::flush(Duration::from_secs(30));
+        one.push((a0 + a1) / 2.0);
+        two.push((b[0] + b[1]) / 2.0);
+        ratio.push((b[0] / a0 + b[1] / a1) / 2.0);
+    }
+    for (tx, h) in workers {
+        drop(tx);
+        let _ = h.join();
+    }
+    let (_, d, _) = ring_counters();
+    let tag = if paused { "paused" } else { "draining" };
+    distlog_benches::pair_sample(
+        &format!("threads-{tag}"),
+        ratio.split_off(1),
+        two.split_off(1),
+        one.split_off(1),
+    )
+    .with("num_ops_per_round", (nb * bs) as u64)
+    .with("den_ops_per_round", (nb * bs) as u64)
+    .with("dropped", d - d0)
+    .emit();
+}
+
+// ---------------------------------------------------------------- paired
+
+/// `bench-runner serve KIND`: one workload's process, set up as for its
+/// row, serving rounds to `bench-runner pair` (`benches/src/bin/pair`).
+/// After a round, untimed, its background consumer catches up (the
+/// sidecar reads everything; fastrace's collector runs; tracing-appender's
+/// writer gets as long as the round took), so it does not compete with the
+/// other side's round.
+fn serve_workload(args: &[String]) {
+    let kind = args.get(1).map(String::as_str).unwrap_or("");
+    let mut r = Rounds::default();
+    let nothing = || {};
+    let flushed = |v: f64| {
+        distlog::flush(Duration::from_secs(10));
+        v
+    };
+    match kind {
+        "tracing-noop" => {
+            tracing::subscriber::set_global_default(NoopEnabled)
+                .unwrap_or_else(|e| die(&e.to_string()));
+            serve(|op, nb, bs| match op {
+                "event" => Some(r.run(nb, bs, |i| tracing_event!(i), nothing)),
+                "scope" => Some(r.run(nb, bs, scope_op, nothing)),
+                _ => None,
+            });
+        }
+        "tracing-fmt" => {
+            let (guard, _) = tracing_fmt_init(args);
+            serve(|op, nb, bs| {
+                let t0 = Instant::now();
+                let v = (op == "event").then(|| r.run(nb, bs, |i| tracing_event!(i), nothing));
+                std::thread::sleep(t0.elapsed());
+                v
+            });
+            drop(guard);
+        }
+        "tracing-disabled" | "distlog-disabled" => {
+            let _g = if kind == "tracing-disabled" {
+                tracing_disabled_init();
+                None
+            } else {
+                std::env::set_var("DISTLOG_LOG", DISABLED_DIRECTIVES);
+                Some(distlog_start(false))
+            };
+            serve(|op, nb, bs| match op {
+                "level" => Some(r.run(nb, bs, disabled_level, nothing)),
+                "target" => Some(r.run(nb, bs, disabled_target, nothing)),
+                _ => None,
+            });
+        }
+        "distlog-enabled" => {
+            let _g = distlog_start(true);
+            serve(|op, nb, bs| match op {
+                "event" => Some(flushed(r.run(nb, bs, |i| tracing_event!(i), nothing))),
+                "scope" => Some(flushed(r.run(nb, bs, scope_op, nothing))),
+                _ => None,
+            });
+        }
+        "fastrace" => {
+            let mut root = FastraceRoot::start();
+            serve(|op, nb, bs| {
+                let v = match op {
+                    "LocalSpan" => Some(r.run(nb, bs, fastrace_local, || root.fresh())),
+                    "Span" => Some(r.run(nb, bs, fastrace_span, || root.fresh())),
+                    _ => None,
+                };
+                root.fresh();
+                fastrace::flush();
+                v
+            });
+            root.finish();
+        }
+        "overload" => {
+            let (sc, g) = overload_start(args);
+            serve(|op, nb, bs| {
+                (op == "event").then(|| flushed(r.run(nb, bs, overload_op, nothing)))
+            });
+            drop(g);
+            sc.stop();
+        }
+        other => die(&format!("serve: unknown workload {other:?}")),
+    }
 }
 
 // ---------------------------------------------------------------- sidecar
@@ -813,30 +1010,19 @@ fn bench_drain(args: &[String]) {
         (false, false) => "sidecar.drain.stdout-json",
     };
     let rate = n as f64 / wall;
-    Sample::new(
-        name,
-        "distlogd",
-        Stats {
-            p50: rate,
-            p99: rate,
-            p999: rate,
-            mean: rate,
-            min: rate,
-            n: 1,
-        },
-    )
-    .unit("records/s")
-    .with("records", n)
-    .with("wall_s", wall)
-    .with("sidecar_cpu_s", cpu)
-    .with(
-        "records_per_cpu_s",
-        if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
-    )
-    .with("rings", rings as u64)
-    .with("dropped", dropped)
-    .with("complete", ok)
-    .emit();
+    Sample::new(name, "distlogd", Stats::one(rate))
+        .unit("records/s")
+        .with("records", n)
+        .with("wall_s", wall)
+        .with("sidecar_cpu_s", cpu)
+        .with(
+            "records_per_cpu_s",
+            if cpu > 0.0 { n as f64 / cpu } else { 0.0 },
+        )
+        .with("rings", rings as u64)
+        .with("dropped", dropped)
+        .with("complete", ok)
+        .emit();
     drop(_g);
     sc.stop();
 }
@@ -992,14 +1178,7 @@ fn bench_store(args: &[String]) {
             ))
         });
     let num = |k: &str| v[k].as_f64().unwrap_or(0.0);
-    let one = |x: f64| Stats {
-        p50: x,
-        p99: x,
-        p999: x,
-        mean: x,
-        min: x,
-        n: 1,
-    };
+    let one = Stats::one;
     Sample::new("store.ingest", "distlogd", one(num("records_per_s")))
         .unit("records/s")
         .with("records", v["records"].clone())
@@ -1104,16 +1283,23 @@ fn bench_tail_follow(args: &[String]) {
 /// Overload: a default (256 KiB) ring, a sidecar that formats JSON into a
 /// file, and a client writing as fast as it can. The client's cost must
 /// stay the enabled cost; every record is either delivered or counted lost.
-fn bench_overload(args: &[String]) {
+fn overload_start(args: &[String]) -> (Sidecar, distlog::Guard) {
     std::env::remove_var("DISTLOG_RING_BYTES");
-    let mut sc = Sidecar::start(&distlogd_path(args), Out::File("out.jsonl"), "overload");
-    let g = distlog_start(true);
+    let sc = Sidecar::start(&distlogd_path(args), Out::File("out.jsonl"), "overload");
+    (sc, distlog_start(true))
+}
+
+/// The overload event: the enabled event under another message (the
+/// sidecar's output is counted by it).
+#[inline(always)]
+fn overload_op(i: u64) {
+    tracing::info!(target: "bench", a = i as i64, b = 42u64, s = "short", "overload")
+}
+
+fn bench_overload(args: &[String]) {
+    let (mut sc, g) = overload_start(args);
     let (b, n) = shape();
-    let s = measure(
-        b,
-        n,
-        |i| tracing::info!(target: "bench", a = i as i64, b = 42u64, s = "short", "overload"),
-    );
+    let s = measure(b, n, overload_op);
     // measure() ran b/10+1 warm-up batches too.
     let written = ((b + b / 10 + 1) * n) as u64;
     distlog::flush(Duration::from_secs(30));

@@ -1,6 +1,7 @@
 //! `bench-runner report --in results.jsonl --meta meta.txt --out RESULTS.md`:
 //! the results of one run as tables of medians, p99s and ratios, and the
-//! targets of issues 7 and 8 with whether each holds.
+//! targets of issues 7 and 8 with whether each holds: by the paired ratio
+//! (`bench-runner pair`) where the target has one, else by the rows.
 
 use std::fmt::Write as _;
 
@@ -33,15 +34,88 @@ fn f(v: Option<f64>) -> String {
     }
 }
 
+/// What a target's ratio must be.
+#[derive(Clone, Copy)]
+enum Bound {
+    AtMost(f64),
+    AtLeast(f64),
+    /// Within this fraction of 1 (the self-check).
+    Near(f64),
+}
+
+impl Bound {
+    fn holds(self, q: f64) -> bool {
+        match self {
+            Bound::AtMost(b) => q <= b,
+            Bound::AtLeast(b) => q >= b,
+            Bound::Near(e) => (q - 1.0).abs() <= e,
+        }
+    }
+
+    /// The verdict on a paired measurement: by its median, and
+    /// "unsettled" when its round ratios' IQR lies on both sides of the
+    /// bound (a bimodal pair: its median is a coin toss between modes).
+    fn verdict(self, median: f64, q1: f64, q3: f64) -> &'static str {
+        let h = self.holds(median);
+        // Near: both quartiles inside, else settled only if both outside on one side.
+        let settled = match self {
+            Bound::Near(_) => {
+                self.holds(q1) == h && self.holds(q3) == h && (h || q1 > 1.0 || q3 < 1.0)
+            }
+            _ => self.holds(q1) == h && self.holds(q3) == h,
+        };
+        match (h, settled) {
+            (true, true) => "yes",
+            (false, true) => "**no**",
+            (true, false) => "yes, unsettled (IQR across the bound)",
+            (false, false) => "**no**, unsettled (IQR across the bound)",
+        }
+    }
+}
+
+impl std::fmt::Display for Bound {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Bound::AtMost(b) => write!(f, "≤ {b}"),
+            Bound::AtLeast(b) => write!(f, "≥ {b}"),
+            Bound::Near(e) => write!(f, "1 ± {e}"),
+        }
+    }
+}
+
 /// One target: `num / den` compared with `bound`.
 struct Target {
     what: &'static str,
     num: Option<f64>,
     den: Option<f64>,
-    /// `true`: ratio must be ≤ bound; `false`: ≥ bound.
-    at_most: bool,
-    bound: f64,
+    bound: Bound,
+    /// Id of its paired measurement (`bench-runner pair --pair ID=...`).
+    pair: Option<&'static str>,
     pending: Option<&'static str>,
+}
+
+/// A paired measurement's line.
+fn paired<'a>(r: &'a Results, id: &str) -> Option<&'a Value> {
+    r.get("pair", id)
+}
+
+/// "cpu0 1.19, cpu1 0.44": a pair's median round ratio on each CPU.
+fn by_cpu(v: &Value) -> String {
+    let (Some(r), Some(c)) = (
+        v["extra"]["ratio_by_cpu"].as_array(),
+        v["extra"]["cpus"].as_array(),
+    ) else {
+        return String::new();
+    };
+    r.iter()
+        .zip(c)
+        .map(|(r, c)| format!("cpu{c} {:.2}", r.as_f64().unwrap_or(f64::NAN)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn x(v: &Value, k: &str) -> f64 {
+    v["extra"][k].as_f64().unwrap_or(f64::NAN)
 }
 
 fn extras(v: &Value) -> String {
@@ -104,139 +178,147 @@ pub fn main(args: &[String]) {
     };
     let targets = [
         Target {
+            what: "self-check: tracing no-op / tracing no-op (the same code in two processes)",
+            num: r.p50("rust.enabled", "tracing-noop"),
+            den: r.p50("rust.enabled", "tracing-noop-again"),
+            bound: Bound::Near(0.05),
+            pair: Some("self-check"),
+            pending: None,
+        },
+        Target {
             what: "Rust enabled: distlog ≤ 1.5 × tracing no-op subscriber",
             num: rust_d,
             den: r.p50("rust.enabled", "tracing-noop"),
-            at_most: true,
-            bound: 1.5,
+            bound: Bound::AtMost(1.5),
+            pair: Some("rust-vs-noop"),
             pending: None,
         },
         Target {
             what: "Rust enabled: LTTng-UST ≥ 2 × distlog (LTTng / distlog)",
             num: lttng,
             den: rust_d,
-            at_most: false,
-            bound: 2.0,
+            bound: Bound::AtLeast(2.0),
+            pair: Some("lttng-vs-rust"),
             pending: l_pending,
         },
         Target {
             what: "Rust enabled: tracing fmt JSON + non_blocking ≥ 20 × distlog",
             num: r.p50("rust.enabled", "tracing-fmt-json+non_blocking"),
             den: rust_d,
-            at_most: false,
-            bound: 20.0,
+            bound: Bound::AtLeast(20.0),
+            pair: Some("fmt-vs-rust"),
             pending: None,
         },
         Target {
             what: "C DISTLOG_EVENT ≤ 2 × floor (C floor)",
             num: c_ev,
             den: r.p50("floor", "c-floor"),
-            at_most: true,
-            bound: 2.0,
+            bound: Bound::AtMost(2.0),
+            pair: Some("c-event-vs-floor"),
             pending: c_pending,
         },
         Target {
             what: "C DISTLOG_EVENT: LTTng ≥ 3 × distlog",
             num: lttng,
             den: c_ev,
-            at_most: false,
-            bound: 3.0,
+            bound: Bound::AtLeast(3.0),
+            pair: Some("lttng-vs-c-event"),
             pending: c_pending.or(l_pending),
         },
         Target {
             what: "C distlog_log (runtime strings): LTTng ≥ 2 × distlog",
             num: lttng,
             den: c_log,
-            at_most: false,
-            bound: 2.0,
+            bound: Bound::AtLeast(2.0),
+            pair: Some("lttng-vs-c-log"),
             pending: c_pending.or(l_pending),
         },
         Target {
             what: "disabled (level) ≤ 2 × tracing's disabled call site",
             num: r.p50("rust.disabled.level", "distlog"),
             den: r.p50("rust.disabled.level", "tracing-fmt+EnvFilter"),
-            at_most: true,
-            bound: 2.0,
+            bound: Bound::AtMost(2.0),
+            pair: Some("disabled-level"),
             pending: None,
         },
         Target {
             what: "disabled (target directive) ≤ 2 × tracing's disabled call site",
             num: r.p50("rust.disabled.target", "distlog"),
             den: r.p50("rust.disabled.target", "tracing-fmt+EnvFilter"),
-            at_most: true,
-            bound: 2.0,
+            bound: Bound::AtMost(2.0),
+            pair: Some("disabled-target"),
             pending: None,
         },
         Target {
             what: "scope open+enter+exit+close ≤ fastrace Span",
             num: r.p50("rust.scope", "distlog"),
             den: r.p50("rust.scope", "fastrace-Span"),
-            at_most: true,
-            bound: 1.0,
+            bound: Bound::AtMost(1.0),
+            pair: Some("scope-vs-span"),
             pending: None,
         },
         Target {
             what: "scope open+enter+exit+close ≤ fastrace LocalSpan",
             num: r.p50("rust.scope", "distlog"),
             den: r.p50("rust.scope", "fastrace-LocalSpan"),
-            at_most: true,
-            bound: 1.0,
+            bound: Bound::AtMost(1.0),
+            pair: Some("scope-vs-localspan"),
             pending: None,
         },
         Target {
             what: "two threads at once: per-thread ≤ 1.3 × one thread (sidecar paused)",
             num: r.p50("rust.threads.2.sidecar-paused", "distlog"),
             den: r.p50("rust.threads.1.sidecar-paused", "distlog"),
-            at_most: true,
-            bound: 1.3,
+            bound: Bound::AtMost(1.3),
+            pair: Some("threads-paused"),
             pending: None,
         },
         Target {
             what: "two threads at once: per-thread ≤ 1.3 × one thread (sidecar draining)",
             num: r.p50("rust.threads.2.sidecar-draining", "distlog"),
             den: r.p50("rust.threads.1.sidecar-draining", "distlog"),
-            at_most: true,
-            bound: 1.3,
+            bound: Bound::AtMost(1.3),
+            pair: Some("threads-draining"),
             pending: None,
         },
         Target {
             what: "sidecar drain, one core, no sink: ≥ 10 M records/s",
             num: r.p50("sidecar.drain.nosink", "distlogd"),
             den: Some(1e7),
-            at_most: false,
-            bound: 1.0,
+            bound: Bound::AtLeast(1.0),
+            pair: None,
             pending: None,
         },
         Target {
             what: "overload: client cost ≤ 1.2 × enabled cost (p50)",
             num: r.p50("rust.overload", "distlog"),
             den: rust_d,
-            at_most: true,
-            bound: 1.2,
+            bound: Bound::AtMost(1.2),
+            pair: Some("overload-vs-enabled"),
             pending: None,
         },
         Target {
             what: "store ingest on disk with its indexes ≥ 250 000 records/s (issue 7)",
             num: r.p50("store.ingest", "distlogd"),
             den: Some(250_000.0),
-            at_most: false,
-            bound: 1.0,
+            bound: Bound::AtLeast(1.0),
+            pair: None,
             pending: None,
         },
         Target {
             what: "sidecar drain from real rings into the disk store ≥ 250 000 records/s (issue 7)",
             num: r.p50("sidecar.drain.store", "distlogd"),
             den: Some(250_000.0),
-            at_most: false,
-            bound: 1.0,
+            bound: Bound::AtLeast(1.0),
+            pair: None,
             pending: None,
         },
         Target {
             what: "store: a trace among the stored records < 50 ms (median, ms; issue 7)",
             num: r.p50("store.trace-lookup", "distlogd"),
             den: Some(50.0),
-            at_most: true,
-            bound: 1.0,
+            bound: Bound::AtMost(1.0),
+            pair: None,
             pending: None,
         },
         Target {
@@ -244,58 +326,122 @@ pub fn main(args: &[String]) {
                 "tail -f: client write → line printed, p99 ≤ 100 ms (numerator: p99 in µs; issue 7)",
             num: r.p99("tail-f.1k", "distlogd"),
             den: Some(100_000.0),
-            at_most: true,
-            bound: 1.0,
+            bound: Bound::AtMost(1.0),
+            pair: None,
             pending: None,
         },
     ];
     let _ = writeln!(md, "## Targets (issues 7 and 8)\n");
     let _ = writeln!(
         md,
-        "| target | numerator p50 | denominator p50 | ratio | bound | holds |"
+        "The verdict is the paired ratio where there is one (both sides alternating in \
+         rounds of ~3 ms on one CPU; median of the round ratios, IQR and min–max of them \
+         beside it), else the ratio of the rows' p50s (measured one after the other, so \
+         possibly in different speed modes of the VM: shown for comparison). \
+         \"Paired, fast mode\": the median over the rounds where both halves ran in the \
+         fast mode (the modes do not slow all code alike: see the notes).\n"
     );
-    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|");
+    let _ = writeln!(
+        md,
+        "| target | numerator p50 | denominator p50 | row ratio | paired ratio | round ratios: IQR; min–max | paired, fast mode (rounds) | bound | holds |"
+    );
+    let _ = writeln!(md, "|---|---:|---:|---:|---:|---|---:|---:|---|");
     for t in &targets {
-        let (ratio, holds) = match (t.num, t.den) {
-            (Some(n), Some(d)) if d > 0.0 => {
-                let q = n / d;
-                (
-                    format!("{q:.2}"),
-                    if (t.at_most && q <= t.bound) || (!t.at_most && q >= t.bound) {
-                        "yes"
-                    } else {
-                        "**no**"
-                    },
-                )
-            }
-            _ => ("–".into(), t.pending.unwrap_or("not measured")),
+        let row = match (t.num, t.den) {
+            (Some(n), Some(d)) if d > 0.0 => Some(n / d),
+            _ => None,
         };
-        let bound = format!("{} {}", if t.at_most { "≤" } else { "≥" }, t.bound);
+        let pv = t.pair.and_then(|id| paired(&r, id));
+        let pq = pv.and_then(|v| v["p50"].as_f64());
+        let spread = pv.map_or(String::new(), |v| {
+            format!(
+                "{:.2}–{:.2}; {:.2}–{:.2}",
+                x(v, "q1"),
+                x(v, "q3"),
+                v["min"].as_f64().unwrap_or(f64::NAN),
+                x(v, "max")
+            )
+        });
+        let fast = pv.map_or(String::new(), |v| {
+            match (v["fast"].as_f64(), v["extra"]["fast_rounds"].as_u64()) {
+                (Some(q), Some(n)) if n > 0 => format!("{q:.2} ({n})"),
+                _ => "–".into(),
+            }
+        });
+        let holds = match (pv, pq, row) {
+            (Some(v), Some(q), _) => t.bound.verdict(q, x(v, "q1"), x(v, "q3")),
+            (_, _, Some(q)) if t.bound.holds(q) => "yes",
+            (_, _, Some(_)) => "**no**",
+            _ => t.pending.unwrap_or("not measured"),
+        };
+        let q2 = |q: Option<f64>| q.map_or("–".into(), |q| format!("{q:.2}"));
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {ratio} | {bound} | {holds} |",
+            "| {} | {} | {} | {} | {} | {spread} | {fast} | {} | {holds} |",
             t.what,
             f(t.num),
-            f(t.den)
+            f(t.den),
+            q2(row),
+            if pq.is_some() {
+                format!("**{}**", q2(pq))
+            } else {
+                q2(pq)
+            },
+            t.bound
         );
     }
     if let Some(v) = r.get("rust.overload", "distlog") {
         let acc = v["extra"]["accounted"].as_bool().unwrap_or(false);
         let _ = writeln!(
             md,
-            "| overload: every record delivered or counted lost | {} delivered + {} lost | {} attempted | | = | {} |",
+            "| overload: every record delivered or counted lost | {} delivered + {} lost | {} attempted | | | | | = | {} |",
             v["extra"]["delivered"], v["extra"]["reported_lost"], v["extra"]["attempted"], if acc { "yes" } else { "**no**" }
         );
     }
     let _ = writeln!(md);
 
+    let pairs: Vec<&Value> = r.0.iter().filter(|v| v["workload"] == "pair").collect();
+    if !pairs.is_empty() {
+        let _ = writeln!(md, "## Paired rounds (ns/op)\n");
+        let _ = writeln!(
+            md,
+            "Each side's median round p50 and its fast-mode estimate (p10 of its round p50s) in brackets."
+        );
+        let _ = writeln!(
+            md,
+            "\n| pair | numerator | denominator | median ratio | IQR | min–max | median by CPU | rounds × ops (num / den) |"
+        );
+        let _ = writeln!(md, "|---|---:|---:|---:|---|---|---|---|");
+        for v in pairs {
+            let _ = writeln!(
+                md,
+                "| {} | {} ({}) | {} ({}) | {:.3} | {:.3}–{:.3} | {:.3}–{:.3} | {} | {} × {} / {} |",
+                v["impl"].as_str().unwrap_or(""),
+                f(Some(x(v, "num_p50"))),
+                f(Some(x(v, "num_fast"))),
+                f(Some(x(v, "den_p50"))),
+                f(Some(x(v, "den_fast"))),
+                v["p50"].as_f64().unwrap_or(f64::NAN),
+                x(v, "q1"),
+                x(v, "q3"),
+                v["min"].as_f64().unwrap_or(f64::NAN),
+                x(v, "max"),
+                by_cpu(v),
+                v["extra"]["rounds"],
+                v["extra"]["num_ops_per_round"],
+                v["extra"]["den_ops_per_round"]
+            );
+        }
+        let _ = writeln!(md);
+    }
+
     // All latency rows.
     let _ = writeln!(md, "## Per-operation cost (ns/op)\n");
     let _ = writeln!(
         md,
-        "| workload | implementation | p50 | p99 | ratio p50 to distlog | notes |"
+        "| workload | implementation | p50 | fast-mode p50 | p99 | ratio p50 to distlog | notes |"
     );
-    let _ = writeln!(md, "|---|---|---:|---:|---:|---|");
+    let _ = writeln!(md, "|---|---|---:|---:|---:|---:|---|");
     let mut rows: Vec<&Value> = r.0.iter().filter(|v| v["unit"] == "ns/op").collect();
     rows.sort_by(|a, b| a["workload"].as_str().cmp(&b["workload"].as_str()));
     for v in rows {
@@ -311,9 +457,10 @@ pub fn main(args: &[String]) {
         };
         let _ = writeln!(
             md,
-            "| {w} | {} | {} | {} | {ratio} | {} |",
+            "| {w} | {} | {} | {} | {} | {ratio} | {} |",
             v["impl"].as_str().unwrap_or(""),
             f(v["p50"].as_f64()),
+            f(v["fast"].as_f64()),
             f(v["p99"].as_f64()),
             extras(v)
         );
@@ -323,7 +470,10 @@ pub fn main(args: &[String]) {
     let _ = writeln!(md, "## Sidecar\n");
     let _ = writeln!(md, "| workload | value | unit | p99 | p99.9 | notes |");
     let _ = writeln!(md, "|---|---:|---|---:|---:|---|");
-    for v in r.0.iter().filter(|v| v["unit"] != "ns/op") {
+    for v in
+        r.0.iter()
+            .filter(|v| v["unit"] != "ns/op" && v["unit"] != "ratio")
+    {
         let unit = v["unit"].as_str().unwrap_or("");
         let (p99, p999) = if unit == "us" {
             (f(v["p99"].as_f64()), f(v["p999"].as_f64()))
@@ -361,6 +511,38 @@ const NOTES: &str = "\
 - p50/p99 are over batches of 100 calls between two TSC reads (20 000
   batches a row, 5 000 for the distlog C rows and a quarter for scopes and
   threads), so p99 shows a slow path of the call, not one preemption.
+  \"fast-mode p50\" is the 10th percentile of the medians of consecutive
+  200-batch stretches of the row: this VM runs in two speed modes about a
+  factor 0.58 apart that switch within seconds, and a stretch lies in one;
+  it is the row as it would be in the fast mode (a second view, not a
+  verdict).
+- Paired ratios (`bench-runner pair`, `benches/src/bin/pair`): rows run
+  one after another can straddle a mode switch, so each target ratio is
+  measured again with numerator and denominator alternating in rounds of
+  ~3 ms (40 rounds) in processes set up as for their rows (`bench-runner
+  serve KIND`; the C harness `serve` has distlog's C API, LTTng-UST and the
+  floor in one process, so the C pairs alternate inside it). The speed
+  mode is a vCPU's (the same code pinned to the two CPUs at once measured
+  8.8 and 12.5 ns), so both halves of a round run pinned to the same CPU,
+  the CPUs taken in turn and the order of the sides flipped every pass.
+  A round's ratio compares two halves a few ms apart on one CPU; the
+  verdict is the median of the 40. After each round its side's
+  consumer catches up, untimed (the sidecar reads everything; fastrace's
+  collector is flushed; tracing-appender's writer and the C API's sidecar
+  get a pause), so it does not run into the other side's round. The
+  self-check pairs `tracing-noop` with itself in a second process: its
+  paired ratio should be 1.00 with a tight IQR; its row ratio compares the
+  first row with the same code run minutes later (`tracing-noop-again`).
+  The two-thread pairs run in `bench-runner distlog-threads`: each thread
+  pinned to its CPU, a round is thread 0 alone, thread 1 alone, both at
+  once; a round's ratio is the mean of the threads' two-to-one ratios.
+- The modes do not slow all code alike: on the slow vCPU tracing-noop
+  measured x1.4, distlog's event x1.6-1.7, the floor (mostly rdtsc) x1.0.
+  So a paired ratio still moves with the share of slow rounds; \"paired,
+  fast mode\" is the median over the rounds where both halves ran within
+  1.2 x their side's p10 round. Every round's p50s are in
+  `target/bench/results.jsonl` (`num_rounds`, `den_rounds`, in time order,
+  even rounds on the first CPU).
 - distlog \"enabled\" rows run with a real `distlogd run --stdout`
   (stdout to /dev/null) draining 64 MiB rings; every 500 batches the loop
   waits (untimed) until the sidecar has read everything, so these rows
