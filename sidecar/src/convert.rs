@@ -127,9 +127,12 @@ fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
 /// fields come in the same order overwrites those values in place: its
 /// keys are already there, in order (~70 instructions a field for the
 /// key compares and copies of [`Fields::slot`](crate::record::Fields)).
-/// Only valid with the [`Site`] it was recorded with.
+/// Only valid for a record of the [`Site`] it was recorded for, `site`
+/// (the record's keys are those it left: a record without fields, a
+/// `scope_close`, of another call site may have come in between).
 #[derive(Debug, Default)]
 pub(crate) struct Layout {
+    site: Option<Site>,
     entries: Vec<(u16, u16)>,
     live: usize,
     /// Usable: every field was named by a known index.
@@ -158,20 +161,20 @@ struct Put {
     full: bool,
 }
 
-/// Put the decoded `fields` into `rec`, naming indexed ones from `names`,
-/// and record where they went in `layout`. `same`: `rec` holds the fields
-/// of a record of the same call site, as `layout` says: fields in its
-/// order overwrite the values at its positions.
+/// Put the decoded `fields` of a record of call site `site` into `rec`,
+/// naming indexed ones from `names`, and record where they went in
+/// `layout`. When `layout` is of the same call site, fields in its order
+/// overwrite the values at its positions.
 fn put_fields(
     rec: &mut Record,
     names: &[String],
     mut fields: wire::FieldIter<'_>,
     layout: &mut Layout,
-    same: bool,
+    site: Site,
 ) -> Result<Put, CutOff> {
     // One loop for both ways, with one call of the (inlined) decoder.
     let start = fields.clone();
-    let mut in_place = same && layout.ok;
+    let mut in_place = layout.site == Some(site) && layout.ok;
     let mut message;
     let mut seen;
     'again: loop {
@@ -181,6 +184,7 @@ fn put_fields(
             rec.fields.reuse(layout.live);
         } else {
             rec.fields.clear();
+            layout.site = None;
             layout.entries.clear();
             layout.ok = true;
         }
@@ -273,6 +277,7 @@ fn put_fields(
     // More than 64 names: not worth tracking which came.
     let all = 1u64.checked_shl(names.len() as u32).map(|b| b - 1);
     layout.full = layout.ok && all == Some(seen);
+    layout.site = Some(site);
     Ok(Put {
         message,
         full: layout.full,
@@ -419,10 +424,9 @@ impl Context {
                 );
                 let now = key(Some(callsite), false);
                 let def = self.table.def(callsite, max_defs)?;
-                let same = held == Some(now);
-                set_site(r, Some(def), false, same);
+                set_site(r, Some(def), false, held == Some(now));
                 r.tid = Some(tid);
-                let put = put_fields(r, &def.fields, fields, &mut slot.layout, same)?;
+                let put = put_fields(r, &def.fields, fields, &mut slot.layout, now)?;
                 if !put.message {
                     set_opt_str(&mut r.message, def.message.as_deref());
                 }
@@ -454,10 +458,9 @@ impl Context {
                 );
                 let now = key(Some(callsite), true);
                 let def = self.table.def(callsite, max_defs)?;
-                let same = held == Some(now);
-                set_site(r, Some(def), true, same);
+                set_site(r, Some(def), true, held == Some(now));
                 r.tid = Some(tid);
-                let put = put_fields(r, &def.fields, fields, &mut slot.layout, same)?;
+                let put = put_fields(r, &def.fields, fields, &mut slot.layout, now)?;
                 if !put.message {
                     r.message = None;
                 }
@@ -495,10 +498,9 @@ impl Context {
                 let open = scopes.open.get(&scope).copied();
                 let def = open.and_then(|o| self.table.known(o.callsite));
                 let now = key(open.filter(|_| def.is_some()).map(|o| o.callsite), true);
-                let same = held == Some(now);
-                describe_scope(r, open, def, same);
+                describe_scope(r, open, def, held == Some(now));
                 let names = def.map_or(&[][..], |d| &d.fields[..]);
-                if !put_fields(r, names, fields, &mut slot.layout, same)?.message {
+                if !put_fields(r, names, fields, &mut slot.layout, now)?.message {
                     r.message = None;
                 }
                 slot.site = Some(now);
@@ -616,13 +618,7 @@ mod tests {
     }
 
     /// Encode `fields` after a scope record's head and put them into `r`.
-    fn put(
-        r: &mut Record,
-        names: &[String],
-        layout: &mut Layout,
-        same: bool,
-        fields: &[Field<'_>],
-    ) -> Put {
+    fn put(r: &mut Record, names: &[String], layout: &mut Layout, fields: &[Field<'_>]) -> Put {
         let mut buf = [0u8; 256];
         let mut e = wire::Encoder::new(&mut buf, &Head::ScopeRecord { scope: 1, ts: 2 });
         for f in fields {
@@ -630,16 +626,20 @@ mod tests {
         }
         let (_, iter) = wire::decode_head(e.finish().unwrap()).unwrap();
         r.fields.clear();
-        put_fields(r, names, iter, layout, same).unwrap()
+        let site = Site {
+            conn: 1,
+            callsite: Some(0),
+            named: false,
+        };
+        put_fields(r, names, iter, layout, site).unwrap()
     }
 
     #[test]
     fn field_names() {
         let names = vec!["message".to_owned(), "a".to_owned()];
         let mut layout = Layout::default();
-        let mut put = |r: &mut Record, fields: &[Field<'_>]| {
-            put(r, &names, &mut layout, false, fields).message
-        };
+        let mut put =
+            |r: &mut Record, fields: &[Field<'_>]| put(r, &names, &mut layout, fields).message;
         let mut r = Record::new(Kind::Event, Timestamp(0), Level::Info);
         let fields = [
             Field::Named("z", Value::U128(u128::MAX)),
@@ -725,11 +725,11 @@ mod tests {
             for (j, then) in cases.iter().enumerate() {
                 let mut r = Record::new(Kind::Event, Timestamp(0), Level::Info);
                 let mut layout = Layout::default();
-                put(&mut r, &names, &mut layout, false, first);
+                put(&mut r, &names, &mut layout, first);
                 r.message = None;
-                let got = put(&mut r, &names, &mut layout, true, then);
+                let got = put(&mut r, &names, &mut layout, then);
                 let mut fresh = Record::new(Kind::Event, Timestamp(0), Level::Info);
-                let want = put(&mut fresh, &names, &mut Layout::default(), false, then);
+                let want = put(&mut fresh, &names, &mut Layout::default(), then);
                 assert_eq!(
                     (got.message, got.full),
                     (want.message, want.full),
@@ -740,7 +740,7 @@ mod tests {
                     assert_eq!(r.message, fresh.message, "{i} then {j}");
                 }
                 // And once more, now surely in place.
-                let again = put(&mut r, &names, &mut layout, true, then);
+                let again = put(&mut r, &names, &mut layout, then);
                 assert_eq!(
                     (again.message, again.full),
                     (want.message, want.full),
@@ -757,7 +757,6 @@ mod tests {
                     &mut Record::new(Kind::Event, Timestamp(0), Level::Info),
                     &names,
                     &mut Layout::default(),
-                    false,
                     c,
                 )
                 .full

@@ -534,3 +534,74 @@ fn recycled_records_carry_only_their_own_values() {
     }
     assert_eq!((na, nb), (waves, waves));
 }
+
+/// A recycled record's fields are written in place only over the fields of
+/// the same call site: a `scope_close` (no fields) of call site B after an
+/// event of call site A leaves the record holding A's field names, and the
+/// scope record of B that follows must still carry B's. One client, one
+/// ring, one record per round: every record reuses the one before.
+#[test]
+fn recycled_fields_are_their_own_call_sites() {
+    use distlogd::record::Record;
+    use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
+
+    let dir = temp_dir("recycled-fields");
+    let mut config = Config::new(dir.join("distlogd.sock"));
+    config.data_dir = dir.join("data");
+    config.limits.ring_budget = 1;
+    let socket = config.socket.clone();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let server = rt.block_on(async { Server::bind(config) }).expect("bind");
+    let (sink, rx) = ChannelSink::new();
+    let shutdown = Shutdown::new();
+    let task = rt.spawn(server.run(vec![Box::new(sink)], shutdown.clone()));
+
+    let mut c = TestClient::connect(&socket, "svc-recycled-fields").expect("welcome");
+    let a = c.event_site(Level::Info, "c::a", 1, &["a"]);
+    let b = c.site(CallsiteKind::Scope, Level::Info, "b", "c::b", 2, &["b"]);
+    let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+    let (tid, ts) = (gettid(), now_ns());
+    let open = |scope| Head::ScopeOpen {
+        callsite: b,
+        ts,
+        tid,
+        scope,
+        parent: 0,
+        trace: [4; 16],
+        remote_parent: false,
+    };
+    let one = [Field::Idx(0, Value::U64(1))];
+    c.frame(&ring, &open(1), &one);
+    c.frame(&ring, &open(2), &one);
+    c.event(&ring, a, ts, tid, &one);
+    c.event(&ring, a, ts, tid, &one);
+    let close = Head::ScopeClose {
+        scope: 1,
+        ts,
+        tid,
+        outcome: distlog::wire::Outcome::Ok,
+    };
+    c.frame(&ring, &close, &[]);
+    c.frame(&ring, &Head::ScopeRecord { scope: 2, ts }, &one);
+    let mut got: Vec<Record> = Vec::new();
+    while got.len() < 6 {
+        let r = rx
+            .recv_timeout(std::time::Duration::from_secs(10))
+            .expect("records");
+        if r.service == "svc-recycled-fields" {
+            got.push(r);
+        }
+    }
+    shutdown.trigger();
+    rt.block_on(task).expect("server task").expect("server");
+    let fields: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| serde_json::to_value(&r.fields).unwrap())
+        .collect();
+    let (fa, fb) = (json!({ "a": 1 }), json!({ "b": 1 }));
+    assert_eq!(
+        fields,
+        [fb.clone(), fb.clone(), fa.clone(), fa, json!({}), fb],
+        "{got:?}"
+    );
+}
