@@ -387,18 +387,20 @@ fn a_shared_ring_slot_reserved_by_a_writer_that_died_at_once_is_counted_lost() {
     assert_eq!(lost, 3, "the three records behind it are counted: {all:?}");
 }
 
-/// The drain thread overwrites the records of one round with the next
-/// round's, skipping strings a record already holds from the same call
-/// site: records of other clients and call sites, scope records with and
-/// without a known call site, must each come out with only their own.
-/// In-process with a budget of one record per ring and round, so that
-/// every round reuses the records of the one before.
-#[test]
-fn recycled_records_carry_only_their_own_values() {
-    use distlogd::record::{Kind, Record};
+/// Run a sidecar in this process that reads one record per ring and
+/// round (every round overwrites the records of the one before), let
+/// `write` write to it through its socket, and return the first `n`
+/// records of services starting with `service` (what `write` returns,
+/// its clients, lives until then).
+fn one_per_round<T>(
+    tag: &str,
+    service: &str,
+    n: usize,
+    write: impl FnOnce(&std::path::Path) -> T,
+) -> Vec<distlogd::record::Record> {
     use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
 
-    let dir = temp_dir("recycled");
+    let dir = temp_dir(tag);
     let mut config = Config::new(dir.join("distlogd.sock"));
     config.data_dir = dir.join("data");
     config.limits.ring_budget = 1;
@@ -408,72 +410,88 @@ fn recycled_records_carry_only_their_own_values() {
     let (sink, rx) = ChannelSink::new();
     let shutdown = Shutdown::new();
     let task = rt.spawn(server.run(vec![Box::new(sink)], shutdown.clone()));
-
-    let mut a = TestClient::connect(&socket, "svc-recycled-a").expect("welcome");
-    let mut b = TestClient::connect(&socket, "svc-recycled-b").expect("welcome");
-    let a1 = a.event_site(Level::Warn, "a::one", 1, &["message", "x"]);
-    let a2 = a.event_site(Level::Info, "a::two", 2, &["y"]);
-    let b1 = b.event_site(Level::Error, "b::one", 3, &["message", "x", "z"]);
-    let span = b.site(
-        CallsiteKind::Scope,
-        Level::Debug,
-        "work",
-        "b::span",
-        4,
-        &["k"],
-    );
-    let (ra, rb) = (a.ring(MIN_DATA_BYTES * 4, 1), b.ring(MIN_DATA_BYTES * 4, 1));
-    let tid = gettid();
-    let ts = now_ns();
-    let waves = 20u64;
-    for wave in 0..waves {
-        // Client a's call sites alternate, so a record slot gets the other
-        // call site, or the other client's record, from round to round.
-        let (site, fields) = if wave % 2 == 0 {
-            (
-                a1,
-                vec![
-                    Field::Idx(0, Value::Debug("hello")),
-                    Field::Idx(1, Value::U64(wave)),
-                ],
-            )
-        } else {
-            (a2, vec![Field::Idx(0, Value::Str("text"))])
-        };
-        a.event(&ra, site, ts, tid, &fields);
-        match wave % 3 {
-            0 => b.event(&rb, b1, ts, tid, &[Field::Idx(2, Value::Bool(true))]),
-            1 => b.frame(
-                &rb,
-                &Head::ScopeOpen {
-                    callsite: span,
-                    ts,
-                    tid,
-                    scope: 100 + wave,
-                    parent: 0,
-                    trace: [3; 16],
-                    remote_parent: false,
-                },
-                &[Field::Idx(0, Value::U64(wave))],
-            ),
-            _ => b.frame(
-                &rb,
-                &Head::ScopeRecord { scope: 999, ts },
-                &[Field::Named("late", Value::U64(wave))],
-            ),
-        }
-    }
-    let mut got: Vec<Record> = Vec::new();
-    while got.len() < 2 * waves as usize {
+    let _clients = write(&socket);
+    let mut got = Vec::new();
+    while got.len() < n {
         let r = rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("records");
-        if r.service.starts_with("svc-recycled") {
+        if r.service.starts_with(service) {
             got.push(r);
         }
     }
     shutdown.trigger();
     rt.block_on(task).expect("server task").expect("server");
+    got
+}
+
+/// The drain thread overwrites the records of one round with the next
+/// round's, skipping strings a record already holds from the same call
+/// site: records of other clients and call sites, scope records with and
+/// without a known call site, must each come out with only their own.
+/// In-process with a budget of one record per ring and round, so that
+/// every round reuses the records of the one before.
+#[test]
+fn recycled_records_carry_only_their_own_values() {
+    use distlogd::record::{Kind, Record};
+
+    let waves = 20u64;
+    let got = one_per_round("recycled", "svc-recycled", 2 * waves as usize, |socket| {
+        let mut a = TestClient::connect(socket, "svc-recycled-a").expect("welcome");
+        let mut b = TestClient::connect(socket, "svc-recycled-b").expect("welcome");
+        let a1 = a.event_site(Level::Warn, "a::one", 1, &["message", "x"]);
+        let a2 = a.event_site(Level::Info, "a::two", 2, &["y"]);
+        let b1 = b.event_site(Level::Error, "b::one", 3, &["message", "x", "z"]);
+        let span = b.site(
+            CallsiteKind::Scope,
+            Level::Debug,
+            "work",
+            "b::span",
+            4,
+            &["k"],
+        );
+        let (ra, rb) = (a.ring(MIN_DATA_BYTES * 4, 1), b.ring(MIN_DATA_BYTES * 4, 1));
+        let tid = gettid();
+        let ts = now_ns();
+        for wave in 0..waves {
+            // Client a's call sites alternate, so a record slot gets the other
+            // call site, or the other client's record, from round to round.
+            let (site, fields) = if wave % 2 == 0 {
+                (
+                    a1,
+                    vec![
+                        Field::Idx(0, Value::Debug("hello")),
+                        Field::Idx(1, Value::U64(wave)),
+                    ],
+                )
+            } else {
+                (a2, vec![Field::Idx(0, Value::Str("text"))])
+            };
+            a.event(&ra, site, ts, tid, &fields);
+            match wave % 3 {
+                0 => b.event(&rb, b1, ts, tid, &[Field::Idx(2, Value::Bool(true))]),
+                1 => b.frame(
+                    &rb,
+                    &Head::ScopeOpen {
+                        callsite: span,
+                        ts,
+                        tid,
+                        scope: 100 + wave,
+                        parent: 0,
+                        trace: [3; 16],
+                        remote_parent: false,
+                    },
+                    &[Field::Idx(0, Value::U64(wave))],
+                ),
+                _ => b.frame(
+                    &rb,
+                    &Head::ScopeRecord { scope: 999, ts },
+                    &[Field::Named("late", Value::U64(wave))],
+                ),
+            }
+        }
+        (a, b, ra, rb)
+    });
     let text = |r: &Record| serde_json::to_value(&r.fields).unwrap();
     let (mut na, mut nb) = (0u64, 0u64);
     for r in &got {
@@ -542,58 +560,36 @@ fn recycled_records_carry_only_their_own_values() {
 /// ring, one record per round: every record reuses the one before.
 #[test]
 fn recycled_fields_are_their_own_call_sites() {
-    use distlogd::record::Record;
-    use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
-
-    let dir = temp_dir("recycled-fields");
-    let mut config = Config::new(dir.join("distlogd.sock"));
-    config.data_dir = dir.join("data");
-    config.limits.ring_budget = 1;
-    let socket = config.socket.clone();
-    let rt = tokio::runtime::Runtime::new().expect("runtime");
-    let server = rt.block_on(async { Server::bind(config) }).expect("bind");
-    let (sink, rx) = ChannelSink::new();
-    let shutdown = Shutdown::new();
-    let task = rt.spawn(server.run(vec![Box::new(sink)], shutdown.clone()));
-
-    let mut c = TestClient::connect(&socket, "svc-recycled-fields").expect("welcome");
-    let a = c.event_site(Level::Info, "c::a", 1, &["a"]);
-    let b = c.site(CallsiteKind::Scope, Level::Info, "b", "c::b", 2, &["b"]);
-    let ring = c.ring(MIN_DATA_BYTES * 4, 1);
-    let (tid, ts) = (gettid(), now_ns());
-    let open = |scope| Head::ScopeOpen {
-        callsite: b,
-        ts,
-        tid,
-        scope,
-        parent: 0,
-        trace: [4; 16],
-        remote_parent: false,
-    };
-    let one = [Field::Idx(0, Value::U64(1))];
-    c.frame(&ring, &open(1), &one);
-    c.frame(&ring, &open(2), &one);
-    c.event(&ring, a, ts, tid, &one);
-    c.event(&ring, a, ts, tid, &one);
-    let close = Head::ScopeClose {
-        scope: 1,
-        ts,
-        tid,
-        outcome: distlog::wire::Outcome::Ok,
-    };
-    c.frame(&ring, &close, &[]);
-    c.frame(&ring, &Head::ScopeRecord { scope: 2, ts }, &one);
-    let mut got: Vec<Record> = Vec::new();
-    while got.len() < 6 {
-        let r = rx
-            .recv_timeout(std::time::Duration::from_secs(10))
-            .expect("records");
-        if r.service == "svc-recycled-fields" {
-            got.push(r);
-        }
-    }
-    shutdown.trigger();
-    rt.block_on(task).expect("server task").expect("server");
+    let got = one_per_round("recycled-fields", "svc-recycled-fields", 6, |socket| {
+        let mut c = TestClient::connect(socket, "svc-recycled-fields").expect("welcome");
+        let a = c.event_site(Level::Info, "c::a", 1, &["a"]);
+        let b = c.site(CallsiteKind::Scope, Level::Info, "b", "c::b", 2, &["b"]);
+        let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+        let (tid, ts) = (gettid(), now_ns());
+        let open = |scope| Head::ScopeOpen {
+            callsite: b,
+            ts,
+            tid,
+            scope,
+            parent: 0,
+            trace: [4; 16],
+            remote_parent: false,
+        };
+        let one = [Field::Idx(0, Value::U64(1))];
+        c.frame(&ring, &open(1), &one);
+        c.frame(&ring, &open(2), &one);
+        c.event(&ring, a, ts, tid, &one);
+        c.event(&ring, a, ts, tid, &one);
+        let close = Head::ScopeClose {
+            scope: 1,
+            ts,
+            tid,
+            outcome: Outcome::Ok,
+        };
+        c.frame(&ring, &close, &[]);
+        c.frame(&ring, &Head::ScopeRecord { scope: 2, ts }, &one);
+        (c, ring)
+    });
     let fields: Vec<serde_json::Value> = got
         .iter()
         .map(|r| serde_json::to_value(&r.fields).unwrap())
