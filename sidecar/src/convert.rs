@@ -315,6 +315,7 @@ fn describe_scope(r: &mut Record, open: Option<OpenScope>, def: Option<&OwnedDef
 /// Level, name (scope records only), target, file and line from a call
 /// site; what is not known is left out. `same`: the record already holds
 /// this call site's strings.
+#[inline]
 fn set_site(r: &mut Record, def: Option<&OwnedDef>, named: bool, same: bool) {
     if let Some(d) = def {
         r.level = d.level;

@@ -336,6 +336,7 @@ impl Batch {
     /// A record to overwrite completely (a recycled one, holding stale
     /// values) and what it holds of its last conversion; it joins the
     /// batch on [`Batch::keep`].
+    #[inline]
     pub(crate) fn next_slot(&mut self) -> (&mut Record, &mut Held) {
         if self.len == self.recs.len() {
             self.recs
