@@ -497,7 +497,9 @@ impl Context {
                 );
                 r.scope_id = Some(ScopeId(scope));
                 let open = scopes.open.get(&scope).copied();
-                let def = open.and_then(|o| self.table.known(o.callsite));
+                // Opened maybe on another connection of the process (a
+                // reconnect): this one may not have read that call site yet.
+                let def = open.and_then(|o| self.table.def(o.callsite, max_defs).ok());
                 let now = key(open.filter(|_| def.is_some()).map(|o| o.callsite), true);
                 describe_scope(r, open, def, held == Some(now));
                 let names = def.map_or(&[][..], |d| &d.fields[..]);
@@ -532,7 +534,9 @@ impl Context {
                     wire::Outcome::Error => Outcome::Error,
                 });
                 let open = scopes.open.remove(&scope);
-                let def = open.and_then(|o| self.table.known(o.callsite));
+                // Opened maybe on another connection of the process (a
+                // reconnect): this one may not have read that call site yet.
+                let def = open.and_then(|o| self.table.def(o.callsite, max_defs).ok());
                 let now = key(open.filter(|_| def.is_some()).map(|o| o.callsite), true);
                 describe_scope(r, open, def, held == Some(now));
                 if let Some(o) = open {

@@ -601,3 +601,61 @@ fn recycled_fields_are_their_own_call_sites() {
         "{got:?}"
     );
 }
+
+/// A scope opened on one connection and closed or recorded on another of
+/// the same process (a reconnect) is described from its call site even
+/// when the second connection has not read that call site yet.
+#[test]
+fn scope_of_a_reconnected_process_keeps_its_call_site() {
+    let got = one_per_round("scope-reconnect", "svc-scope-reconnect", 3, |socket| {
+        let table = new_table(64 << 10);
+        let version = distlog::wire::PROTOCOL_VERSION;
+        let svc = "svc-scope-reconnect";
+        let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let span = c1.site(
+            CallsiteKind::Scope,
+            Level::Warn,
+            "long",
+            "t::span",
+            7,
+            &["k"],
+        );
+        let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
+        let (tid, ts) = (gettid(), now_ns());
+        let open = Head::ScopeOpen {
+            callsite: span,
+            ts,
+            tid,
+            scope: 5,
+            parent: 0,
+            trace: [5; 16],
+            remote_parent: false,
+        };
+        c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
+        // The second connection reads no call site of its own.
+        let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+        let k = [Field::Idx(0, Value::U64(2))];
+        c2.frame(&r2, &Head::ScopeRecord { scope: 5, ts }, &k);
+        let close = Head::ScopeClose {
+            scope: 5,
+            ts: ts + 9,
+            tid,
+            outcome: Outcome::Ok,
+        };
+        c2.frame(&r2, &close, &[]);
+        (c1, c2, r1, r2)
+    });
+    for r in &got {
+        assert_eq!(
+            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
+            (Some("long"), Some("t::span"), Some(7), Level::Warn),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_value(&got[1].fields).unwrap(),
+        json!({ "k": 2 })
+    );
+    assert_eq!(got[2].duration_ns, Some(9));
+}
