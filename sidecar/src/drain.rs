@@ -64,7 +64,7 @@ use crate::client::{
     AttachedRing, Client, ClientTable, Context, CutOff, Identity, ProcessKey, RingSegment, Scopes,
 };
 use crate::clock::Clock;
-use crate::convert::{Env, Site};
+use crate::convert::{Env, Held};
 use crate::record::{Kind, Record};
 use crate::sink::Sink;
 use crate::timestamp::Timestamp;
@@ -252,8 +252,8 @@ fn poll_ring(
     let mut bad = None;
     let ring_id = ring.geometry().ring_id;
     let stop = ring.poll(budget, |seq, payload| {
-        let (r, site) = batch.next_slot();
-        match ctx.convert(scopes, env, payload, r, site) {
+        let (r, held) = batch.next_slot();
+        match ctx.convert(scopes, env, payload, r, held) {
             Ok(()) => {
                 r.origin = Some(crate::record::Origin { ring_id, seq });
                 batch.keep();
@@ -315,8 +315,8 @@ fn cut_off(c: &mut Client, env: &Env<'_>, why: &CutOff, batch: &mut Batch) {
 pub(crate) struct Batch {
     /// `recs[..len]`: this round's records; `recs[len..]`: for reuse.
     recs: Vec<Record>,
-    /// Whose strings each record holds (`None`: unknown).
-    sites: Vec<Option<Site>>,
+    /// What each record holds of its last conversion.
+    held: Vec<Held>,
     len: usize,
 }
 
@@ -325,24 +325,25 @@ impl Batch {
     pub(crate) fn push(&mut self, r: Record) {
         if self.len < self.recs.len() {
             self.recs[self.len] = r;
-            self.sites[self.len] = None;
+            self.held[self.len] = Held::default();
         } else {
             self.recs.push(r);
-            self.sites.push(None);
+            self.held.push(Held::default());
         }
         self.len += 1;
     }
 
     /// A record to overwrite completely (a recycled one, holding stale
-    /// values) and whose strings it holds; it joins the batch on
-    /// [`Batch::keep`].
-    pub(crate) fn next_slot(&mut self) -> (&mut Record, &mut Option<Site>) {
+    /// values) and what it holds of its last conversion; it joins the
+    /// batch on [`Batch::keep`].
+    #[inline]
+    pub(crate) fn next_slot(&mut self) -> (&mut Record, &mut Held) {
         if self.len == self.recs.len() {
             self.recs
                 .push(Record::new(Kind::Event, Timestamp(0), Level::Info));
-            self.sites.push(None);
+            self.held.push(Held::default());
         }
-        (&mut self.recs[self.len], &mut self.sites[self.len])
+        (&mut self.recs[self.len], &mut self.held[self.len])
     }
 
     /// Make the record [`Batch::next_slot`] handed out part of the batch.
@@ -368,8 +369,8 @@ impl Batch {
     fn shrink(&mut self) {
         self.recs.truncate(self.len);
         self.recs.shrink_to_fit();
-        self.sites.truncate(self.len);
-        self.sites.shrink_to_fit();
+        self.held.truncate(self.len);
+        self.held.shrink_to_fit();
     }
 }
 

@@ -81,7 +81,7 @@ impl Fields {
     /// Where `key` is. A few fields are the rule: comparing lengths first
     /// rejects most keys without comparing bytes (the router asks every
     /// record for keys it rarely has).
-    fn position(&self, key: &str) -> Option<usize> {
+    pub(crate) fn position(&self, key: &str) -> Option<usize> {
         if self.len > 16 {
             return self.find(key).ok();
         }
@@ -144,6 +144,20 @@ impl Fields {
     /// Remove every field (keeping their allocations as spares).
     pub fn clear(&mut self) {
         self.len = 0;
+    }
+
+    /// Make the first `n` entries live again after [`Fields::clear`], with
+    /// their keys as they were: for the drain's converter, which knows the
+    /// record held exactly these keys (sorted, unique) before and
+    /// overwrites their values through [`Fields::value_mut`] without
+    /// comparing a key (see `convert.rs`, `Layout`).
+    pub(crate) fn reuse(&mut self, n: usize) {
+        self.len = n.min(self.entries.len());
+    }
+
+    /// The value of live entry `i` (in key order), to overwrite.
+    pub(crate) fn value_mut(&mut self, i: usize) -> Option<&mut serde_json::Value> {
+        self.entries[..self.len].get_mut(i).map(|e| &mut e.1)
     }
 
     /// The fields in key order.
@@ -487,6 +501,26 @@ pub struct Record {
     /// across a sidecar crash. `None` for records the sidecar made itself.
     #[serde(skip)]
     pub origin: Option<Origin>,
+    /// Whose routing decision this record shares (not part of the schema):
+    /// set by the drain when every record with this key has the same
+    /// service, target, level, kind and set of field names, so that the
+    /// router can decide once per key (see `routing.rs`). `None`: decide
+    /// from the record.
+    #[serde(skip)]
+    pub route_key: Option<RouteKey>,
+}
+
+/// A client connection's call site and record kind, as [`Record::route_key`].
+/// Connection numbers are not reused within a sidecar's run and a call
+/// site's definition never changes once read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RouteKey {
+    /// Connection number.
+    pub(crate) conn: u64,
+    /// Call site index in that connection's table.
+    pub(crate) callsite: u32,
+    /// The record's kind.
+    pub(crate) kind: Kind,
 }
 
 /// A record's place in its ring: the ring's id and the record's sequence
@@ -526,6 +560,7 @@ impl Record {
             outcome: None,
             duration_ns: None,
             origin: None,
+            route_key: None,
         }
     }
 

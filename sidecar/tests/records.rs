@@ -387,18 +387,20 @@ fn a_shared_ring_slot_reserved_by_a_writer_that_died_at_once_is_counted_lost() {
     assert_eq!(lost, 3, "the three records behind it are counted: {all:?}");
 }
 
-/// The drain thread overwrites the records of one round with the next
-/// round's, skipping strings a record already holds from the same call
-/// site: records of other clients and call sites, scope records with and
-/// without a known call site, must each come out with only their own.
-/// In-process with a budget of one record per ring and round, so that
-/// every round reuses the records of the one before.
-#[test]
-fn recycled_records_carry_only_their_own_values() {
-    use distlogd::record::{Kind, Record};
+/// Run a sidecar in this process that reads one record per ring and
+/// round (every round overwrites the records of the one before), let
+/// `write` write to it through its socket, and return the first `n`
+/// records of services starting with `service` (what `write` returns,
+/// its clients, lives until then).
+fn one_per_round<T>(
+    tag: &str,
+    service: &str,
+    n: usize,
+    write: impl FnOnce(&std::path::Path) -> T,
+) -> Vec<distlogd::record::Record> {
     use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
 
-    let dir = temp_dir("recycled");
+    let dir = temp_dir(tag);
     let mut config = Config::new(dir.join("distlogd.sock"));
     config.data_dir = dir.join("data");
     config.limits.ring_budget = 1;
@@ -408,72 +410,88 @@ fn recycled_records_carry_only_their_own_values() {
     let (sink, rx) = ChannelSink::new();
     let shutdown = Shutdown::new();
     let task = rt.spawn(server.run(vec![Box::new(sink)], shutdown.clone()));
-
-    let mut a = TestClient::connect(&socket, "svc-recycled-a").expect("welcome");
-    let mut b = TestClient::connect(&socket, "svc-recycled-b").expect("welcome");
-    let a1 = a.event_site(Level::Warn, "a::one", 1, &["message", "x"]);
-    let a2 = a.event_site(Level::Info, "a::two", 2, &["y"]);
-    let b1 = b.event_site(Level::Error, "b::one", 3, &["message", "x", "z"]);
-    let span = b.site(
-        CallsiteKind::Scope,
-        Level::Debug,
-        "work",
-        "b::span",
-        4,
-        &["k"],
-    );
-    let (ra, rb) = (a.ring(MIN_DATA_BYTES * 4, 1), b.ring(MIN_DATA_BYTES * 4, 1));
-    let tid = gettid();
-    let ts = now_ns();
-    let waves = 20u64;
-    for wave in 0..waves {
-        // Client a's call sites alternate, so a record slot gets the other
-        // call site, or the other client's record, from round to round.
-        let (site, fields) = if wave % 2 == 0 {
-            (
-                a1,
-                vec![
-                    Field::Idx(0, Value::Debug("hello")),
-                    Field::Idx(1, Value::U64(wave)),
-                ],
-            )
-        } else {
-            (a2, vec![Field::Idx(0, Value::Str("text"))])
-        };
-        a.event(&ra, site, ts, tid, &fields);
-        match wave % 3 {
-            0 => b.event(&rb, b1, ts, tid, &[Field::Idx(2, Value::Bool(true))]),
-            1 => b.frame(
-                &rb,
-                &Head::ScopeOpen {
-                    callsite: span,
-                    ts,
-                    tid,
-                    scope: 100 + wave,
-                    parent: 0,
-                    trace: [3; 16],
-                    remote_parent: false,
-                },
-                &[Field::Idx(0, Value::U64(wave))],
-            ),
-            _ => b.frame(
-                &rb,
-                &Head::ScopeRecord { scope: 999, ts },
-                &[Field::Named("late", Value::U64(wave))],
-            ),
-        }
-    }
-    let mut got: Vec<Record> = Vec::new();
-    while got.len() < 2 * waves as usize {
+    let _clients = write(&socket);
+    let mut got = Vec::new();
+    while got.len() < n {
         let r = rx
             .recv_timeout(std::time::Duration::from_secs(10))
             .expect("records");
-        if r.service.starts_with("svc-recycled") {
+        if r.service.starts_with(service) {
             got.push(r);
         }
     }
     shutdown.trigger();
     rt.block_on(task).expect("server task").expect("server");
+    got
+}
+
+/// The drain thread overwrites the records of one round with the next
+/// round's, skipping strings a record already holds from the same call
+/// site: records of other clients and call sites, scope records with and
+/// without a known call site, must each come out with only their own.
+/// In-process with a budget of one record per ring and round, so that
+/// every round reuses the records of the one before.
+#[test]
+fn recycled_records_carry_only_their_own_values() {
+    use distlogd::record::{Kind, Record};
+
+    let waves = 20u64;
+    let got = one_per_round("recycled", "svc-recycled", 2 * waves as usize, |socket| {
+        let mut a = TestClient::connect(socket, "svc-recycled-a").expect("welcome");
+        let mut b = TestClient::connect(socket, "svc-recycled-b").expect("welcome");
+        let a1 = a.event_site(Level::Warn, "a::one", 1, &["message", "x"]);
+        let a2 = a.event_site(Level::Info, "a::two", 2, &["y"]);
+        let b1 = b.event_site(Level::Error, "b::one", 3, &["message", "x", "z"]);
+        let span = b.site(
+            CallsiteKind::Scope,
+            Level::Debug,
+            "work",
+            "b::span",
+            4,
+            &["k"],
+        );
+        let (ra, rb) = (a.ring(MIN_DATA_BYTES * 4, 1), b.ring(MIN_DATA_BYTES * 4, 1));
+        let tid = gettid();
+        let ts = now_ns();
+        for wave in 0..waves {
+            // Client a's call sites alternate, so a record slot gets the other
+            // call site, or the other client's record, from round to round.
+            let (site, fields) = if wave % 2 == 0 {
+                (
+                    a1,
+                    vec![
+                        Field::Idx(0, Value::Debug("hello")),
+                        Field::Idx(1, Value::U64(wave)),
+                    ],
+                )
+            } else {
+                (a2, vec![Field::Idx(0, Value::Str("text"))])
+            };
+            a.event(&ra, site, ts, tid, &fields);
+            match wave % 3 {
+                0 => b.event(&rb, b1, ts, tid, &[Field::Idx(2, Value::Bool(true))]),
+                1 => b.frame(
+                    &rb,
+                    &Head::ScopeOpen {
+                        callsite: span,
+                        ts,
+                        tid,
+                        scope: 100 + wave,
+                        parent: 0,
+                        trace: [3; 16],
+                        remote_parent: false,
+                    },
+                    &[Field::Idx(0, Value::U64(wave))],
+                ),
+                _ => b.frame(
+                    &rb,
+                    &Head::ScopeRecord { scope: 999, ts },
+                    &[Field::Named("late", Value::U64(wave))],
+                ),
+            }
+        }
+        (a, b, ra, rb)
+    });
     let text = |r: &Record| serde_json::to_value(&r.fields).unwrap();
     let (mut na, mut nb) = (0u64, 0u64);
     for r in &got {
@@ -533,4 +551,111 @@ fn recycled_records_carry_only_their_own_values() {
         }
     }
     assert_eq!((na, nb), (waves, waves));
+}
+
+/// A recycled record's fields are written in place only over the fields of
+/// the same call site: a `scope_close` (no fields) of call site B after an
+/// event of call site A leaves the record holding A's field names, and the
+/// scope record of B that follows must still carry B's. One client, one
+/// ring, one record per round: every record reuses the one before.
+#[test]
+fn recycled_fields_are_their_own_call_sites() {
+    let got = one_per_round("recycled-fields", "svc-recycled-fields", 6, |socket| {
+        let mut c = TestClient::connect(socket, "svc-recycled-fields").expect("welcome");
+        let a = c.event_site(Level::Info, "c::a", 1, &["a"]);
+        let b = c.site(CallsiteKind::Scope, Level::Info, "b", "c::b", 2, &["b"]);
+        let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+        let (tid, ts) = (gettid(), now_ns());
+        let open = |scope| Head::ScopeOpen {
+            callsite: b,
+            ts,
+            tid,
+            scope,
+            parent: 0,
+            trace: [4; 16],
+            remote_parent: false,
+        };
+        let one = [Field::Idx(0, Value::U64(1))];
+        c.frame(&ring, &open(1), &one);
+        c.frame(&ring, &open(2), &one);
+        c.event(&ring, a, ts, tid, &one);
+        c.event(&ring, a, ts, tid, &one);
+        let close = Head::ScopeClose {
+            scope: 1,
+            ts,
+            tid,
+            outcome: Outcome::Ok,
+        };
+        c.frame(&ring, &close, &[]);
+        c.frame(&ring, &Head::ScopeRecord { scope: 2, ts }, &one);
+        (c, ring)
+    });
+    let fields: Vec<serde_json::Value> = got
+        .iter()
+        .map(|r| serde_json::to_value(&r.fields).unwrap())
+        .collect();
+    let (fa, fb) = (json!({ "a": 1 }), json!({ "b": 1 }));
+    assert_eq!(
+        fields,
+        [fb.clone(), fb.clone(), fa.clone(), fa, json!({}), fb],
+        "{got:?}"
+    );
+}
+
+/// A scope opened on one connection and closed or recorded on another of
+/// the same process (a reconnect) is described from its call site even
+/// when the second connection has not read that call site yet.
+#[test]
+fn scope_of_a_reconnected_process_keeps_its_call_site() {
+    let got = one_per_round("scope-reconnect", "svc-scope-reconnect", 3, |socket| {
+        let table = new_table(64 << 10);
+        let version = distlog::wire::PROTOCOL_VERSION;
+        let svc = "svc-scope-reconnect";
+        let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let span = c1.site(
+            CallsiteKind::Scope,
+            Level::Warn,
+            "long",
+            "t::span",
+            7,
+            &["k"],
+        );
+        let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
+        let (tid, ts) = (gettid(), now_ns());
+        let open = Head::ScopeOpen {
+            callsite: span,
+            ts,
+            tid,
+            scope: 5,
+            parent: 0,
+            trace: [5; 16],
+            remote_parent: false,
+        };
+        c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
+        // The second connection reads no call site of its own.
+        let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+        let k = [Field::Idx(0, Value::U64(2))];
+        c2.frame(&r2, &Head::ScopeRecord { scope: 5, ts }, &k);
+        let close = Head::ScopeClose {
+            scope: 5,
+            ts: ts + 9,
+            tid,
+            outcome: Outcome::Ok,
+        };
+        c2.frame(&r2, &close, &[]);
+        (c1, c2, r1, r2)
+    });
+    for r in &got {
+        assert_eq!(
+            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
+            (Some("long"), Some("t::span"), Some(7), Level::Warn),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        serde_json::to_value(&got[1].fields).unwrap(),
+        json!({ "k": 2 })
+    );
+    assert_eq!(got[2].duration_ns, Some(9));
 }
