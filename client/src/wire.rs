@@ -507,7 +507,7 @@ fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
     std::str::from_utf8(bytes).map_err(|_| DecodeError(postcard::Error::DeserializeBadUtf8))
 }
 
-#[inline]
+#[inline(always)]
 fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
     let zigzag = |v: u64| (v >> 1) as i64 ^ -((v & 1) as i64);
     Ok(match take_variant(b)? {
@@ -725,7 +725,7 @@ pub mod compact {
     }
 
     /// One value.
-    #[inline]
+    #[inline(always)]
     pub(super) fn take_value<'a>(b: &mut &'a [u8]) -> Result<Value<'a>, DecodeError> {
         Ok(match take_u8(b)? {
             I64 => Value::I64(i64::from_le_bytes(take8(b)?)),
