@@ -157,9 +157,23 @@ pub fn event_compact(
 ) {
     // The common case straight-line (one thread-local access, no write
     // context, no postcard closure); the rest out of line.
-    if !runtime::write_compact(callsite, &values) {
+    if !try_event_compact(callsite, &values) {
         event_general(callsite, &values, &fields);
     }
+}
+
+/// The common case of [`event_compact`] alone: `true` when the event was
+/// written (or dropped and counted: the ring was full), `false` when
+/// nothing was done and the caller must write it the general way
+/// ([`event_compact`]): the thread's first record, a nested call, the
+/// postcard layout, a shared ring, a window too short, or `values`
+/// returned `false`.
+#[inline(always)]
+pub fn try_event_compact(
+    callsite: u32,
+    values: impl FnOnce(&mut compact::Writer<'_>) -> bool,
+) -> bool {
+    runtime::write_compact(callsite, values)
 }
 
 /// [`event_compact`] by the general write path: the thread's first
