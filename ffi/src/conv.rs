@@ -431,7 +431,16 @@ pub(crate) unsafe fn with_fields<R>(
 /// by position; `None` where that call skipped the field (a NULL key or an
 /// unknown type): that position always goes by name.
 #[derive(Debug)]
-pub(crate) struct Keys(Box<[Option<Key>]>);
+pub(crate) struct Keys {
+    keys: Box<[Option<Key>]>,
+    /// Each position's `Key::fixed`, `NOT_FIXED` where there is none: the
+    /// hot path's compare, one load from a flat array.
+    fixed: Box<[usize]>,
+}
+
+/// No address: a C string cannot start at the last byte of the address
+/// space (it needs its NUL after it), and NULL is not a key.
+const NOT_FIXED: usize = usize::MAX;
 
 /// One registered key.
 #[derive(Debug)]
@@ -447,7 +456,10 @@ struct Key {
 impl Keys {
     /// No registered keys: every field goes by name (no allocation).
     pub(crate) fn none() -> Keys {
-        Keys(Box::default())
+        Keys {
+            keys: Box::default(),
+            fixed: Box::default(),
+        }
     }
 
     /// The keys of `fields`, copied; `anchor` is an address in the object
@@ -457,31 +469,37 @@ impl Keys {
     ///
     /// As [`with_fields`].
     pub(crate) unsafe fn of(fields: &[distlog_field], anchor: Option<usize>) -> Keys {
-        Keys(
-            fields
-                .iter()
-                .map(|f| {
-                    // SAFETY: forwarded from our caller.
-                    let (k, _) = unsafe { raw_field(f) }?;
-                    // SAFETY: non-null (raw_field), a string valid for the
-                    // call (caller).
-                    let text = CString::from(unsafe { CStr::from_ptr(k) });
-                    let (start, len) = (k as usize, text.as_bytes_with_nul().len());
-                    let fixed = match anchor {
-                        Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
-                        _ => 0,
-                    };
-                    Some(Key { text, fixed })
-                })
-                .collect(),
-        )
+        let keys: Box<[Option<Key>]> = fields
+            .iter()
+            .map(|f| {
+                // SAFETY: forwarded from our caller.
+                let (k, _) = unsafe { raw_field(f) }?;
+                // SAFETY: non-null (raw_field), a string valid for the
+                // call (caller).
+                let text = CString::from(unsafe { CStr::from_ptr(k) });
+                let (start, len) = (k as usize, text.as_bytes_with_nul().len());
+                let fixed = match anchor {
+                    Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
+                    _ => 0,
+                };
+                Some(Key { text, fixed })
+            })
+            .collect();
+        let fixed = keys
+            .iter()
+            .map(|k| match k {
+                Some(Key { fixed, .. }) if *fixed != 0 => *fixed,
+                _ => NOT_FIXED,
+            })
+            .collect();
+        Keys { keys, fixed }
     }
 
     /// The names for the call site's definition (lossy UTF-8, as the
     /// same key sent by name would be; "" where there is no key, a position
     /// never sent by index).
     pub(crate) fn names(&self) -> Vec<Cow<'_, str>> {
-        self.0
+        self.keys
             .iter()
             .map(|k| {
                 k.as_ref()
@@ -498,11 +516,26 @@ impl Keys {
     /// `key` is a NUL-terminated string valid for the call.
     #[inline]
     unsafe fn is(&self, i: usize, key: *const c_char) -> bool {
-        let Some(Some(want)) = self.0.get(i) else {
+        let Some(Some(want)) = self.keys.get(i) else {
             return false;
         };
         // SAFETY: forwarded from our caller.
         key as usize == want.fixed || unsafe { same_text(key, &want.text) }
+    }
+
+    /// [`Self::is`] for a key that may be NULL (which is no registered
+    /// key), the literal's address compared first.
+    ///
+    /// # Safety
+    ///
+    /// `key` is NULL or a NUL-terminated string valid for the call.
+    #[inline(always)]
+    unsafe fn matches(&self, i: usize, key: *const c_char) -> bool {
+        if self.fixed.get(i) == Some(&(key as usize)) {
+            return true;
+        }
+        // SAFETY: non-null, forwarded from our caller.
+        !key.is_null() && unsafe { self.is(i, key) }
     }
 }
 
@@ -604,9 +637,8 @@ pub(crate) unsafe fn compact_fields(
 ) -> bool {
     for (i, fl) in fields.iter().enumerate() {
         let key = fl.key();
-        // SAFETY: the key is non-null (checked first), a string promised by
-        // our caller.
-        if key.is_null() || !unsafe { keys.is(i, key) } {
+        // SAFETY: NULL or a string, promised by our caller.
+        if !unsafe { keys.matches(i, key) } {
             return false;
         }
         let v = fl.value();

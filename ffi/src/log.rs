@@ -33,7 +33,7 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 use distlog::wire::{compact, CallsiteKind, Level, Value};
 
 use crate::conv::{self, distlog_field, distlog_kv, Keys};
-use crate::init::level_on;
+use crate::init::{level_on, level_on_raw};
 use crate::panic::ffi_panic_boundary;
 
 /// `flags` bit: `message` is a printf template; the text is formatted by
@@ -77,9 +77,7 @@ fn cached_verdict(
     level: Level,
     directives_allow: impl FnOnce() -> bool,
 ) -> bool {
-    // The epoch's low 31 bits (it starts at 1, so 0 = "not computed"
-    // until it wraps after 2^31 directive changes).
-    let epoch = (distlog::raw::filter_epoch() as u32) << 1;
+    let epoch = epoch_tag();
     // Relaxed: the cache only ever holds a verdict computed under the
     // epoch stored with it; a stale read just recomputes.
     let cached = interest.load(Ordering::Relaxed);
@@ -94,7 +92,26 @@ fn cached_verdict(
     by_directives || distlog::raw::boosted(level)
 }
 
+/// The filter epoch as `interest` stores it: its low 31 bits shifted left
+/// (it starts at 1, so 0 = "not computed" until it wraps after 2^31
+/// directive changes).
+#[inline(always)]
+fn epoch_tag() -> u32 {
+    (distlog::raw::filter_epoch() as u32) << 1
+}
+
 impl distlog_callsite {
+    /// Whether the call site is on by the verdict it cached under the
+    /// current filter epoch, and by the global level gate (which also
+    /// closes at shutdown). Only a call site whose level was valid ever
+    /// cached a verdict, so the level needs no conversion here; `false`
+    /// (ask [`Self::enabled`]) for anything else.
+    #[inline(always)]
+    fn cached_on(&self) -> bool {
+        // Relaxed: as in `cached_verdict`.
+        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1 && level_on_raw(self.level)
+    }
+
     /// The level and whether the filter lets this call site through.
     ///
     /// # Safety
@@ -376,18 +393,20 @@ pub unsafe extern "C" fn distlog_event_kv(
     ffi_panic_boundary! {
         // SAFETY: NULL or a valid static call site, per the contract.
         let Some(site) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY: the string fields are literals (contract).
-        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
         // SAFETY: NULL or `nkv` fields, per the contract.
         let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else { return };
-        // Once registered, the common case: every key the registered one,
-        // the compact layout, room in the ring.
-        if let Some((id, keys)) = site.registered() {
-            // SAFETY: the strings are valid for the call, `len` bytes.
-            if distlog::raw::try_event_compact(id, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
-                return;
+        // The common case: on by its cached verdict, registered, every key
+        // the registered one, the compact layout, room in the ring.
+        if site.cs.cached_on() {
+            if let Some((id, keys)) = site.registered() {
+                // SAFETY: the strings are valid for the call, `len` bytes.
+                if distlog::raw::try_event_compact(id, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
+                    return;
+                }
             }
         }
+        // SAFETY: the string fields are literals (contract).
+        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
         // SAFETY: as above.
         unsafe { kv_general(site, level, kv) };
     }
