@@ -369,46 +369,39 @@ typedef struct distlog_kv {
     distlog_value value;
 } distlog_kv;
 
-static inline distlog_kv distlog_kv_i64(const char *key, int64_t v) {
+static inline distlog_kv distlog_internal_kv(const char *key, uint32_t type, uint32_t len) {
     distlog_kv f;
     f.key = key;
-    f.type = DISTLOG_FIELD_TYPE_I64;
-    f.len = 0;
+    f.type = type;
+    f.len = len;
+    f.value.u64 = 0;
+    return f;
+}
+static inline distlog_kv distlog_kv_i64(const char *key, int64_t v) {
+    distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_I64, 0);
     f.value.i64 = v;
     return f;
 }
 static inline distlog_kv distlog_kv_u64(const char *key, uint64_t v) {
-    distlog_kv f;
-    f.key = key;
-    f.type = DISTLOG_FIELD_TYPE_U64;
-    f.len = 0;
+    distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_U64, 0);
     f.value.u64 = v;
     return f;
 }
 static inline distlog_kv distlog_kv_f64(const char *key, double v) {
-    distlog_kv f;
-    f.key = key;
-    f.type = DISTLOG_FIELD_TYPE_F64;
-    f.len = 0;
+    distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_F64, 0);
     f.value.f64 = v;
     return f;
 }
 static inline distlog_kv distlog_kv_bool(const char *key, int v) {
-    distlog_kv f;
-    f.key = key;
-    f.type = DISTLOG_FIELD_TYPE_BOOL;
-    f.len = 0;
+    distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_BOOL, 0);
     f.value.boolean = v ? 1 : 0;
     return f;
 }
 /* v NULL is written as "(null)". A string longer than UINT32_MAX bytes is
  * cut (the library keeps 16 KiB of any string anyway). */
 static inline distlog_kv distlog_kv_str(const char *key, const char *v) {
-    distlog_kv f;
     size_t n = v ? strlen(v) : 0;
-    f.key = key;
-    f.type = DISTLOG_FIELD_TYPE_STR;
-    f.len = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_STR, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
     f.value.str = v;
     return f;
 }

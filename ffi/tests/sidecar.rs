@@ -100,42 +100,12 @@ fn parts(tp: &str) -> (String, String) {
 
 #[test]
 fn c_records_reach_the_sidecar_like_rust_records() {
-    let dir = out_dir("sidecar");
-    let exe = distlogd();
-    let demo = dir.join("demo");
-    compile(
-        "cc",
-        &["-Wall", "-Werror", "-std=c11", "-pthread"],
-        &c_dir().join("demo.c"),
-        &demo,
-        Link::Shared,
-    );
-
-    let socket = dir.join("s.sock");
-    let sidecar = Sidecar::start(&exe, &socket, &dir);
-
-    let mut cmd = c_command(&demo);
-    cmd.env("DISTLOG_SOCKET", &socket)
-        .env_remove("DISTLOG_LOG")
-        .env_remove("RUST_LOG")
-        .env_remove("DISTLOG_SERVICE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let pid = u64::from(child.id());
-    let o = child.wait_with_output().unwrap();
-    let out = success(&o);
-
-    // What the C program printed.
-    let mut printed: HashMap<String, String> = HashMap::new();
-    for line in out.lines() {
-        if let Some((k, v)) = line.split_once(' ') {
-            printed.insert(k.to_owned(), v.to_owned());
-        } else {
-            printed.insert(line.to_owned(), String::new());
-        }
-    }
-    assert!(printed.contains_key("DONE"), "{out}");
+    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
+    // that exits (one from its exit), a scope
+    // with PER_THREAD events per worker, the root's close.
+    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
+    let (out, pid, recs) = run_with_sidecar("demo.c", want);
+    let printed = printed(&out);
     let (trace, root_id) = parts(&printed["TP_ROOT"]);
     let (child_trace, child_id) = parts(&printed["TP_CHILD"]);
     assert_eq!(child_trace, trace);
@@ -150,24 +120,6 @@ fn c_records_reach_the_sidecar_like_rust_records() {
         worker_ids.insert(n, id);
     }
     assert_eq!(worker_ids.len(), NTHREADS);
-
-    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
-    // that exits (one from its exit), a scope
-    // with PER_THREAD events per worker, the root's close.
-    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
-    let mut recs: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + LIMIT;
-    while recs.len() < want && Instant::now() < deadline {
-        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["pid"] == json!(pid) {
-                recs.push(v);
-            }
-        }
-    }
-    drop(sidecar);
-    assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
 
     for r in &recs {
         assert_eq!(r["service"], "c-demo", "{r}");
@@ -332,17 +284,24 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     );
 }
 
-/// Run the C program `src` (in `ffi/tests/c`) against a real sidecar until
-/// it printed `DONE`; returns what it printed (`KEY value` lines) and the
-/// sidecar's `want` records of its pid (JSON).
-fn records_of(src: &str, want: usize) -> (HashMap<String, String>, Vec<Value>) {
+/// Run the C program `src` (in `ffi/tests/c`) against a real sidecar;
+/// returns what it printed (after checking it printed `DONE`), its pid, and
+/// the sidecar's `want` records of that pid (JSON).
+fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
     let name = src.trim_end_matches(".c");
     let dir = out_dir(&format!("sidecar-{name}"));
     let exe = distlogd();
     let prog = dir.join(name);
     compile(
         "cc",
-        &["-Wall", "-Wextra", "-Werror", "-pedantic", "-std=c11"],
+        &[
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-std=c11",
+            "-pthread",
+        ],
         &c_dir().join(src),
         &prog,
         Link::Shared,
@@ -359,14 +318,7 @@ fn records_of(src: &str, want: usize) -> (HashMap<String, String>, Vec<Value>) {
     let child = cmd.spawn().unwrap();
     let pid = u64::from(child.id());
     let out = success(&child.wait_with_output().unwrap());
-    let printed: HashMap<String, String> = out
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-            (k.to_owned(), v.to_owned())
-        })
-        .collect();
-    assert!(printed.contains_key("DONE"), "{out}");
+    assert!(out.lines().any(|l| l == "DONE"), "{out}");
     let mut recs = Vec::new();
     let deadline = Instant::now() + LIMIT;
     while recs.len() < want && Instant::now() < deadline {
@@ -380,13 +332,25 @@ fn records_of(src: &str, want: usize) -> (HashMap<String, String>, Vec<Value>) {
     }
     drop(sidecar);
     assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
-    (printed, recs)
+    (out, pid, recs)
+}
+
+/// The program's `KEY value` lines (a line without a space: the key, no
+/// value); a later line of the same key wins.
+fn printed(out: &str) -> HashMap<String, String> {
+    out.lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
 }
 
 #[test]
 fn kv_events_reach_the_sidecar_typed() {
     // 3 events, the scope's open and close, 3 events in it (DEBUG filtered).
-    let (printed, recs) = records_of("kv.c", 8);
+    let (out, _, recs) = run_with_sidecar("kv.c", 8);
+    let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
         assert!(r["kind"] != "loss", "{r}");
