@@ -1396,6 +1396,25 @@ mod tests {
     }
 
     #[test]
+    fn compact_strings_of_every_short_length() {
+        // The word copies of `copy_bytes` at and around each length class.
+        let text: String = (0..40u8).map(|i| char::from(b'a' + i % 26)).collect();
+        for n in 0..=text.len() {
+            let s = &text[..n];
+            let bytes = compact_record((1, 2, 3, 4, None), &[Value::Str(s), Value::U64(9)]);
+            let frame = decode(&bytes).unwrap();
+            assert_eq!(
+                format!("{:?}", frame.fields),
+                format!(
+                    "{:?}",
+                    [Field::Idx(0, Value::Str(s)), Field::Idx(1, Value::U64(9))]
+                ),
+                "{n}"
+            );
+        }
+    }
+
+    #[test]
     fn compact_same_bytes_as_drawn() {
         let bytes = compact_record(
             (
