@@ -1,5 +1,5 @@
 /* The C side of the comparison: the floor, distlog's C API (DISTLOG_EVENT,
- * distlog_log and the printf macro DISTLOG_INFO) and LTTng-UST, the same
+ * DISTLOG_EVENT_KV, distlog_log and the printf macro DISTLOG_INFO) and LTTng-UST, the same
  * event (a message, two integers, one short string) in the same timing
  * loop. Built by scripts/bench in up
  * to three variants: -DWITH_DISTLOG (linked with libdistlog_ffi),
@@ -8,7 +8,7 @@
  *   harness floor | distlog | lttng | serve
  *
  * `serve` answers rounds for bench-runner pair (benches/src/bin/pair): each
- * stdin line "OP BATCHES BATCH" (OP: floor, event, log, lttng) runs one
+ * stdin line "OP BATCHES BATCH" (OP: floor, event, event_kv, log, lttng) runs one
  * round and prints its p50 in ns/op (-1: not built in), so the C rows of a
  * target ratio alternate inside one process. */
 #include "bench_common.h"
@@ -28,6 +28,12 @@
                               DISTLOG_FIELD_STR("s", "short")};                                \
         DISTLOG_EVENT(level, "bench::c", "message text", f, 3);                                \
     } while (0)
+/* The same static call site with the typed API (DISTLOG_EVENT_KV: types
+ * and string lengths from the compiler, no field array). */
+#define OP_EVENT_KV                                                                            \
+    DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "bench::c", "message text",                           \
+                     DISTLOG_KV("a", (int64_t)i), DISTLOG_KV("b", (uint64_t)42),               \
+                     DISTLOG_KV("s", "short"))
 #define OP_LOG                                                                                 \
     do {                                                                                       \
         distlog_field f[3] = {DISTLOG_FIELD_I64("a", (int64_t)i), DISTLOG_FIELD_U64("b", 42),  \
@@ -59,9 +65,12 @@ static int serve(void) {
         } else if (strcmp(op, "floor") == 0) {
             BENCH_ROUND(r, &seq, nb, bs, OP_FLOOR);
 #ifdef WITH_DISTLOG
-        } else if (strcmp(op, "event") == 0 || strcmp(op, "log") == 0) {
-            if (op[0] == 'e')
+        } else if (strcmp(op, "event") == 0 || strcmp(op, "event_kv") == 0 ||
+                   strcmp(op, "log") == 0) {
+            if (strcmp(op, "event") == 0)
                 BENCH_ROUND(r, &seq, nb, bs, OP_EVENT(DISTLOG_LEVEL_INFO));
+            else if (strcmp(op, "event_kv") == 0)
+                BENCH_ROUND(r, &seq, nb, bs, OP_EVENT_KV);
             else
                 BENCH_ROUND(r, &seq, nb, bs, OP_LOG);
             /* Untimed: the sidecar reads the round before the other side's
@@ -104,6 +113,8 @@ int main(int argc, char **argv) {
         sleep_ns(300000000);
         BENCH_RUN("c.enabled", "distlog-DISTLOG_EVENT", "", OP_EVENT(DISTLOG_LEVEL_INFO));
         sleep_ns(600000000); /* the sidecar catches up between rows */
+        BENCH_RUN("c.enabled", "distlog-DISTLOG_EVENT_KV", "", OP_EVENT_KV);
+        sleep_ns(600000000);
         BENCH_RUN("c.enabled", "distlog_log", "", OP_LOG);
         sleep_ns(600000000);
         /* The same event through the printf macro: its text formatted into

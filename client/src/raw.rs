@@ -155,41 +155,56 @@ pub fn event_compact(
     values: impl Fn(&mut compact::Writer<'_>) -> bool,
     fields: impl Fn(&mut Encoder<'_>),
 ) {
-    runtime::write_event(
-        // Inlined into the ring's write, and `values` (the caller's, also
-        // `#[inline(always)]`) into it: the optimizer's own choice was to
-        // call both, with their arguments in memory (callgrind: 498 -> 478
-        // instructions a C `DISTLOG_EVENT`, 278 -> 257 with no fields).
-        #[inline(always)]
-        |ctx| {
-            if ctx.compact {
-                let (scope, trace) = ctx.cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
-                let mut w = compact::Writer::new(
-                    ctx.buf,
-                    callsite,
-                    crate::clock::now(),
-                    ctx.tid,
-                    scope,
-                    trace.as_ref(),
-                );
-                if values(&mut w) {
-                    // `None`: the window was too short; the write path runs us
-                    // again with a bigger buffer.
-                    return w.finish();
-                }
-            }
-            postcard_event_cold(ctx, callsite, &fields)
-        },
-    );
+    // The common case straight-line (one thread-local access, no write
+    // context, no postcard closure); the rest out of line.
+    if !try_event_compact(callsite, &values) {
+        event_general(callsite, &values, &fields);
+    }
 }
 
-#[inline(never)]
-fn postcard_event_cold(
-    ctx: &mut runtime::Ctx<'_>,
+/// The common case of [`event_compact`] alone: `true` when the event was
+/// written (or dropped and counted: the ring was full), `false` when
+/// nothing was done and the caller must write it the general way
+/// ([`event_compact`]): the thread's first record, a nested call, the
+/// postcard layout, a shared ring, a window too short, or `values`
+/// returned `false`.
+#[inline(always)]
+pub fn try_event_compact(
     callsite: u32,
+    values: impl FnOnce(&mut compact::Writer<'_>) -> bool,
+) -> bool {
+    runtime::write_compact(callsite, values)
+}
+
+/// [`event_compact`] by the general write path: the thread's first
+/// record, a nested call, the postcard layout, a shared ring, a window too
+/// short before the ring's end.
+#[cold]
+#[inline(never)]
+fn event_general(
+    callsite: u32,
+    values: &impl Fn(&mut compact::Writer<'_>) -> bool,
     fields: &impl Fn(&mut Encoder<'_>),
-) -> Option<usize> {
-    postcard_event(ctx, callsite, fields)
+) {
+    runtime::write_event(|ctx| {
+        if ctx.compact {
+            let (scope, trace) = ctx.cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
+            let mut w = compact::Writer::new(
+                ctx.buf,
+                callsite,
+                crate::clock::now(),
+                ctx.tid,
+                scope,
+                trace.as_ref(),
+            );
+            if values(&mut w) {
+                // `None`: the window was too short; the write path runs us
+                // again with a bigger buffer.
+                return w.finish();
+            }
+        }
+        postcard_event(ctx, callsite, fields)
+    });
 }
 
 #[inline(always)]

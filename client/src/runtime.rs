@@ -805,6 +805,70 @@ pub(crate) fn write_event(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     write_in::<true>(f)
 }
 
+/// A compact event straight into this thread's exclusive ring, in one
+/// thread-local access and no [`Ctx`]: the common case of an enabled C
+/// event. `values` appends the call site's values after the head and says
+/// whether it could (`false`: the event has something only the general
+/// path writes). Returns `false`, having written and counted nothing, when
+/// [`write_event`] must take the event instead: the thread's first record,
+/// a nested call, the postcard layout, a shared ring, a window too short
+/// before the ring's end.
+#[inline(always)]
+pub(crate) fn write_compact(
+    callsite: u32,
+    values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
+) -> bool {
+    let done = LOCAL.try_with(|l| {
+        let Some(slot) = l.slot.get() else {
+            return false;
+        };
+        if l.busy.get() || slot.writer.is_shared() {
+            return false;
+        }
+        // As in `write_in`: `slot` is cleared after a fork, before the
+        // process pointer changes.
+        let Some(proc) = process() else { return false };
+        if !proc.compact() {
+            return false;
+        }
+        let _busy = Busy::enter(&l.busy);
+        // SAFETY: as in `write_in` (only this thread touches its scope
+        // stack, no borrow of it is live; the top is copied out).
+        let cur = unsafe { (*l.scopes.get()).last().copied() };
+        let tid = l.tid.get();
+        // SAFETY: an exclusive ring is written only by the thread that
+        // claimed it (its Local holds it until the thread exits).
+        let res = unsafe {
+            slot.writer.push_in_place(DROP_EARLY_BYTES, |buf| {
+                let (scope, trace) = cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
+                let mut w = crate::wire::compact::Writer::new(
+                    buf,
+                    callsite,
+                    crate::clock::now(),
+                    tid,
+                    scope,
+                    trace.as_ref(),
+                );
+                if !values(&mut w) {
+                    return None;
+                }
+                w.finish()
+            })
+        };
+        match res {
+            Some(Push::Done { wake }) => {
+                if wake {
+                    proc.wake(slot);
+                }
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    });
+    done == Ok(true)
+}
+
 #[inline(always)]
 fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     let done = LOCAL.try_with(|l| {

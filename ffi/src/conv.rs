@@ -75,6 +75,108 @@ impl std::fmt::Debug for distlog_field {
     }
 }
 
+/// One field of `DISTLOG_EVENT_KV` (the header's `distlog_kv`): a
+/// [`distlog_field`] that also carries its string's length, computed by
+/// the C compiler (a constant for a literal), so the hot path neither
+/// scans for the NUL nor copies with a call to `memcpy`.
+#[allow(non_camel_case_types)]
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct distlog_kv {
+    /// NUL-terminated key; a field with a NULL key is skipped.
+    pub key: *const c_char,
+    /// A `distlog_field_type` number; unknown numbers skip the field.
+    pub r#type: u32,
+    /// `DISTLOG_FIELD_TYPE_STR`: the bytes of `value.str` before its NUL.
+    pub len: u32,
+    /// The value.
+    pub value: distlog_value,
+}
+
+impl std::fmt::Debug for distlog_kv {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As for `distlog_field`: the raw parts only.
+        f.debug_struct("distlog_kv")
+            .field("key", &self.key)
+            .field("type", &self.r#type)
+            .field("len", &self.len)
+            .finish_non_exhaustive()
+    }
+}
+
+impl distlog_kv {
+    /// The same field without its length (the general path, which reads
+    /// the string to its NUL).
+    pub(crate) fn field(&self) -> distlog_field {
+        distlog_field {
+            key: self.key,
+            // An out-of-range number is as unknown as any other.
+            r#type: c_int::try_from(self.r#type).unwrap_or(0),
+            value: self.value,
+        }
+    }
+}
+
+/// A C field as [`compact_fields`] reads it: a [`distlog_field`], or a
+/// [`distlog_kv`] whose strings come with their length.
+pub(crate) trait CField {
+    /// The key pointer.
+    fn key(&self) -> *const c_char;
+    /// The `distlog_field_type` number.
+    fn kind(&self) -> u32;
+    /// The value.
+    fn value(&self) -> &distlog_value;
+    /// The string value (a `DISTLOG_FIELD_TYPE_STR` field with a non-null
+    /// `value.str`), as [`cstr`].
+    ///
+    /// # Safety
+    ///
+    /// The field is a string field whose string is valid for `'a` (as the
+    /// header describes the type).
+    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>>;
+}
+
+impl CField for distlog_field {
+    #[inline(always)]
+    fn key(&self) -> *const c_char {
+        self.key
+    }
+    #[inline(always)]
+    fn kind(&self) -> u32 {
+        // Negative numbers are unknown types too.
+        self.r#type as u32
+    }
+    #[inline(always)]
+    fn value(&self) -> &distlog_value {
+        &self.value
+    }
+    #[inline(always)]
+    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>> {
+        // SAFETY: a NUL-terminated string valid for 'a (our caller).
+        unsafe { cstr(self.value.str) }
+    }
+}
+
+impl CField for distlog_kv {
+    #[inline(always)]
+    fn key(&self) -> *const c_char {
+        self.key
+    }
+    #[inline(always)]
+    fn kind(&self) -> u32 {
+        self.r#type
+    }
+    #[inline(always)]
+    fn value(&self) -> &distlog_value {
+        &self.value
+    }
+    #[inline(always)]
+    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>> {
+        // SAFETY: `len` bytes before the NUL, valid for 'a (our caller).
+        unsafe { cstr_len(self.value.str, self.len as usize) }
+    }
+}
+
 /// A C string as `&str`: borrowed when it is UTF-8, else converted lossily
 /// (U+FFFD for bad bytes). `None` for NULL.
 ///
@@ -99,6 +201,7 @@ pub(crate) unsafe fn cstr<'a>(p: *const c_char) -> Option<Cow<'a, str>> {
 ///
 /// `p` is NULL or points to `len` bytes that stay valid and unchanged for
 /// `'a`.
+#[inline]
 pub(crate) unsafe fn cstr_len<'a>(p: *const c_char, len: usize) -> Option<Cow<'a, str>> {
     if p.is_null() || len > isize::MAX as usize {
         return None;
@@ -164,10 +267,7 @@ unsafe fn cstr_utf8<'a>(p: *const c_char) -> Result<&'a str, ()> {
 ///
 /// When `p` is non-null it points to `n` initialised, properly aligned `T`s
 /// that stay valid and unchanged for `'a`.
-pub(crate) unsafe fn fields_slice<'a>(
-    p: *const distlog_field,
-    n: usize,
-) -> Result<&'a [distlog_field], distlog_result> {
+pub(crate) unsafe fn fields_slice<'a, T>(p: *const T, n: usize) -> Result<&'a [T], distlog_result> {
     if n > MAX_FIELDS {
         return Err(distlog_result::DISTLOG_INVALID_ARGUMENT);
     }
@@ -331,7 +431,16 @@ pub(crate) unsafe fn with_fields<R>(
 /// by position; `None` where that call skipped the field (a NULL key or an
 /// unknown type): that position always goes by name.
 #[derive(Debug)]
-pub(crate) struct Keys(Box<[Option<Key>]>);
+pub(crate) struct Keys {
+    keys: Box<[Option<Key>]>,
+    /// Each position's `Key::fixed`, `NOT_FIXED` where there is none: the
+    /// hot path's compare, one load from a flat array.
+    fixed: Box<[usize]>,
+}
+
+/// No address: a C string cannot start at the last byte of the address
+/// space (it needs its NUL after it), and NULL is not a key.
+const NOT_FIXED: usize = usize::MAX;
 
 /// One registered key.
 #[derive(Debug)]
@@ -347,7 +456,10 @@ struct Key {
 impl Keys {
     /// No registered keys: every field goes by name (no allocation).
     pub(crate) fn none() -> Keys {
-        Keys(Box::default())
+        Keys {
+            keys: Box::default(),
+            fixed: Box::default(),
+        }
     }
 
     /// The keys of `fields`, copied; `anchor` is an address in the object
@@ -357,31 +469,37 @@ impl Keys {
     ///
     /// As [`with_fields`].
     pub(crate) unsafe fn of(fields: &[distlog_field], anchor: Option<usize>) -> Keys {
-        Keys(
-            fields
-                .iter()
-                .map(|f| {
-                    // SAFETY: forwarded from our caller.
-                    let (k, _) = unsafe { raw_field(f) }?;
-                    // SAFETY: non-null (raw_field), a string valid for the
-                    // call (caller).
-                    let text = CString::from(unsafe { CStr::from_ptr(k) });
-                    let (start, len) = (k as usize, text.as_bytes_with_nul().len());
-                    let fixed = match anchor {
-                        Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
-                        _ => 0,
-                    };
-                    Some(Key { text, fixed })
-                })
-                .collect(),
-        )
+        let keys: Box<[Option<Key>]> = fields
+            .iter()
+            .map(|f| {
+                // SAFETY: forwarded from our caller.
+                let (k, _) = unsafe { raw_field(f) }?;
+                // SAFETY: non-null (raw_field), a string valid for the
+                // call (caller).
+                let text = CString::from(unsafe { CStr::from_ptr(k) });
+                let (start, len) = (k as usize, text.as_bytes_with_nul().len());
+                let fixed = match anchor {
+                    Some(a) if crate::rodata::read_only_beside(a, start, start + len) => start,
+                    _ => 0,
+                };
+                Some(Key { text, fixed })
+            })
+            .collect();
+        let fixed = keys
+            .iter()
+            .map(|k| match k {
+                Some(Key { fixed, .. }) if *fixed != 0 => *fixed,
+                _ => NOT_FIXED,
+            })
+            .collect();
+        Keys { keys, fixed }
     }
 
     /// The names for the call site's definition (lossy UTF-8, as the
     /// same key sent by name would be; "" where there is no key, a position
     /// never sent by index).
     pub(crate) fn names(&self) -> Vec<Cow<'_, str>> {
-        self.0
+        self.keys
             .iter()
             .map(|k| {
                 k.as_ref()
@@ -398,11 +516,26 @@ impl Keys {
     /// `key` is a NUL-terminated string valid for the call.
     #[inline]
     unsafe fn is(&self, i: usize, key: *const c_char) -> bool {
-        let Some(Some(want)) = self.0.get(i) else {
+        let Some(Some(want)) = self.keys.get(i) else {
             return false;
         };
         // SAFETY: forwarded from our caller.
         key as usize == want.fixed || unsafe { same_text(key, &want.text) }
+    }
+
+    /// [`Self::is`] for a key that may be NULL (which is no registered
+    /// key), the literal's address compared first.
+    ///
+    /// # Safety
+    ///
+    /// `key` is NULL or a NUL-terminated string valid for the call.
+    #[inline(always)]
+    unsafe fn matches(&self, i: usize, key: *const c_char) -> bool {
+        if self.fixed.get(i) == Some(&(key as usize)) {
+            return true;
+        }
+        // SAFETY: non-null, forwarded from our caller.
+        !key.is_null() && unsafe { self.is(i, key) }
     }
 }
 
@@ -500,31 +633,31 @@ pub(crate) unsafe fn encode_fields(
 pub(crate) unsafe fn compact_fields(
     w: &mut compact::Writer<'_>,
     keys: &Keys,
-    fields: &[distlog_field],
+    fields: &[impl CField],
 ) -> bool {
     for (i, fl) in fields.iter().enumerate() {
-        // SAFETY: the key is non-null (checked first), a string promised by
-        // our caller.
-        if fl.key.is_null() || !unsafe { keys.is(i, fl.key) } {
+        let key = fl.key();
+        // SAFETY: NULL or a string, promised by our caller.
+        if !unsafe { keys.matches(i, key) } {
             return false;
         }
-        // SAFETY: in every arm, `type` names the union member the caller
+        let v = fl.value();
+        // SAFETY: in every arm, the type names the union member the caller
         // wrote.
         unsafe {
-            match fl.r#type {
-                1 => w.num(compact::I64, fl.value.i64 as u64),
-                2 => w.num(compact::U64, fl.value.u64),
-                3 => w.num(compact::F64, fl.value.f64.to_bits()),
-                4 => w.num(compact::BOOL, u64::from(fl.value.boolean != 0)),
+            match fl.kind() {
+                1 => w.num(compact::I64, v.i64 as u64),
+                2 => w.num(compact::U64, v.u64),
+                3 => w.num(compact::F64, v.f64.to_bits()),
+                4 => w.num(compact::BOOL, u64::from(v.boolean != 0)),
                 5 => {
-                    let p = fl.value.str;
-                    if p.is_null() {
+                    if v.str.is_null() {
                         w.text(compact::STR, NULL_STR);
                         continue;
                     }
                     // The string is valid for the call (caller); one that
                     // is not UTF-8 takes the lossy path.
-                    let Some(Cow::Borrowed(text)) = cstr(p) else {
+                    let Some(Cow::Borrowed(text)) = fl.text() else {
                         return false;
                     };
                     w.text(compact::STR, distlog::raw::clip(text));
@@ -577,9 +710,11 @@ mod tests {
     fn slices_are_checked() {
         // SAFETY: NULL pointers and a valid one-element array.
         unsafe {
-            assert!(fields_slice(std::ptr::null(), 0).unwrap().is_empty());
+            assert!(fields_slice(std::ptr::null::<distlog_field>(), 0)
+                .unwrap()
+                .is_empty());
             assert_eq!(
-                fields_slice(std::ptr::null(), 1).unwrap_err(),
+                fields_slice(std::ptr::null::<distlog_kv>(), 1).unwrap_err(),
                 distlog_result::DISTLOG_NULL_PARAMETER
             );
             let f = [field(c"k", 1, distlog_value { i64: 1 })];

@@ -35,12 +35,19 @@ const LIBRARY: &str = concat!("c distlog-ffi ", env!("CARGO_PKG_VERSION"));
 /// Whether records at `level` pass the global gate.
 #[inline]
 pub(crate) fn level_on(level: distlog::wire::Level) -> bool {
+    level_on_raw(level as c_int)
+}
+
+/// [`level_on`] for a C level number (one outside the levels is on only
+/// if it is at most the gate, so callers validate it elsewhere).
+#[inline(always)]
+pub(crate) fn level_on_raw(level: c_int) -> bool {
     // Relaxed (both): a stale value lets one record through or holds one
     // back around a change, nothing more; the pointee is a 'static atomic,
     // so no data is published through the pointer.
     let gate = distlog_max_level.load(Ordering::Relaxed);
     // SAFETY: the pointer is always &OFF or the client's 'static gate.
-    (level as u8) <= unsafe { &*gate }.load(Ordering::Relaxed)
+    level <= c_int::from(unsafe { &*gate }.load(Ordering::Relaxed))
 }
 
 /// Start distlog in this process as `service` and connect to the sidecar at

@@ -32,8 +32,8 @@ use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use distlog::wire::{compact, CallsiteKind, Level, Value};
 
-use crate::conv::{self, distlog_field, Keys};
-use crate::init::level_on;
+use crate::conv::{self, distlog_field, distlog_kv, Keys};
+use crate::init::{level_on, level_on_raw};
 use crate::panic::ffi_panic_boundary;
 
 /// `flags` bit: `message` is a printf template; the text is formatted by
@@ -77,9 +77,7 @@ fn cached_verdict(
     level: Level,
     directives_allow: impl FnOnce() -> bool,
 ) -> bool {
-    // The epoch's low 31 bits (it starts at 1, so 0 = "not computed"
-    // until it wraps after 2^31 directive changes).
-    let epoch = (distlog::raw::filter_epoch() as u32) << 1;
+    let epoch = epoch_tag();
     // Relaxed: the cache only ever holds a verdict computed under the
     // epoch stored with it; a stale read just recomputes.
     let cached = interest.load(Ordering::Relaxed);
@@ -94,7 +92,26 @@ fn cached_verdict(
     by_directives || distlog::raw::boosted(level)
 }
 
+/// The filter epoch as `interest` stores it: its low 31 bits shifted left
+/// (it starts at 1, so 0 = "not computed" until it wraps after 2^31
+/// directive changes).
+#[inline(always)]
+fn epoch_tag() -> u32 {
+    (distlog::raw::filter_epoch() as u32) << 1
+}
+
 impl distlog_callsite {
+    /// Whether the call site is on by the verdict it cached under the
+    /// current filter epoch, and by the global level gate (which also
+    /// closes at shutdown). Only a call site whose level was valid ever
+    /// cached a verdict, so the level needs no conversion here; `false`
+    /// (ask [`Self::enabled`]) for anything else.
+    #[inline(always)]
+    fn cached_on(&self) -> bool {
+        // Relaxed: as in `cached_verdict`.
+        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1 && level_on_raw(self.level)
+    }
+
     /// The level and whether the filter lets this call site through.
     ///
     /// # Safety
@@ -236,6 +253,17 @@ impl distlog_event_callsite {
     /// As [`distlog_callsite::id`]; `fields` as for [`conv::encode_fields`].
     #[inline]
     unsafe fn id_keys(&self, level: Level, fields: &[distlog_field]) -> Option<(u32, &Keys)> {
+        match self.registered() {
+            Some(x) => Some(x),
+            // SAFETY: forwarded from our caller.
+            None => unsafe { self.register_keys(level, fields) },
+        }
+    }
+
+    /// The call-site id and its registered keys, once the first call
+    /// registered them.
+    #[inline(always)]
+    fn registered(&self) -> Option<(u32, &Keys)> {
         // Acquire pairs with the Release store of the id in
         // `register_keys`, which comes after the keys were published.
         let id = self.cs.id_plus_one.load(Ordering::Acquire);
@@ -243,8 +271,7 @@ impl distlog_event_callsite {
         // `register_keys` (the `Keys` it points to is complete).
         let keys = self.keys.load(Ordering::Acquire);
         if id == 0 || keys.is_null() {
-            // SAFETY: forwarded from our caller.
-            return unsafe { self.register_keys(level, fields) };
+            return None;
         }
         // SAFETY: non-null, a leaked Box published once and never freed.
         Some((id - 1, unsafe { &*keys }))
@@ -316,19 +343,99 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
         let Some(level) = (unsafe { site.cs.enabled() }) else { return };
         // SAFETY: NULL or `nfields` fields, per the contract.
         let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
-        // SAFETY: a static call site (contract), fields as above.
-        let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else { return };
-        distlog::raw::event_compact(
-            id,
-            // Inlined (as the write path's closure, see `event_compact`):
-            // else called with its writer in memory.
-            #[inline(always)]
-            // SAFETY: the fields' strings are valid for the call.
-            |w| unsafe { conv::compact_fields(w, keys, fields) },
-            // SAFETY: as above.
-            |enc| unsafe { conv::encode_fields(enc, keys, 0, fields) },
-        );
+        // SAFETY: a static call site and fields valid for the call
+        // (contract).
+        unsafe { log_fields(site, level, fields) };
     }
+}
+
+/// An event of the enabled `DISTLOG_EVENT` call site `site` at `level`.
+///
+/// # Safety
+///
+/// `site` is a static call site (as for [`distlog_event_callsite_log`]);
+/// the fields' strings are valid for the call.
+#[inline(always)]
+unsafe fn log_fields(site: &distlog_event_callsite, level: Level, fields: &[distlog_field]) {
+    // SAFETY: forwarded from our caller.
+    let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else {
+        return;
+    };
+    distlog::raw::event_compact(
+        id,
+        // Inlined (as the write path's closure, see `event_compact`):
+        // else called with its writer in memory.
+        #[inline(always)]
+        // SAFETY: the fields' strings are valid for the call.
+        |w| unsafe { conv::compact_fields(w, keys, fields) },
+        // SAFETY: as above.
+        |enc| unsafe { conv::encode_fields(enc, keys, 0, fields) },
+    );
+}
+
+/// Write an event of the `DISTLOG_EVENT_KV` call site `cs` with the call
+/// site's own message (what the macro calls): as
+/// [`distlog_event_callsite_log`], each string with its length. Bad
+/// arguments (NULL `cs`, `kv` NULL with `nkv > 0`,
+/// `nkv > DISTLOG_MAX_FIELDS`) drop the record.
+///
+/// # Safety
+///
+/// `cs` as for [`distlog_event_callsite_log`]; `kv` is NULL or points to
+/// `nkv` fields whose strings are valid for the call, each
+/// `DISTLOG_FIELD_TYPE_STR` one NULL or `len` bytes followed by a NUL.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_kv(
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: NULL or a valid static call site, per the contract.
+        let Some(site) = (unsafe { cs.as_ref() }) else { return };
+        // SAFETY: NULL or `nkv` fields, per the contract.
+        let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else { return };
+        // The common case: on by its cached verdict, registered, every key
+        // the registered one, the compact layout, room in the ring.
+        if site.cs.cached_on() {
+            if let Some((id, keys)) = site.registered() {
+                // SAFETY: the strings are valid for the call, `len` bytes.
+                if distlog::raw::try_event_compact(id, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
+                    return;
+                }
+            }
+        }
+        // SAFETY: the string fields are literals (contract).
+        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
+        // SAFETY: as above.
+        unsafe { kv_general(site, level, kv) };
+    }
+}
+
+/// [`distlog_event_kv`] by [`distlog_event_callsite_log`]'s path: the
+/// first call (which registers the keys), keys by name, text that is not
+/// UTF-8 (converted lossily), the general write path.
+///
+/// # Safety
+///
+/// As [`log_fields`] for `site`; `kv`'s strings are NUL-terminated and
+/// valid for the call.
+#[cold]
+#[inline(never)]
+unsafe fn kv_general(site: &distlog_event_callsite, level: Level, kv: &[distlog_kv]) {
+    let none = distlog_field {
+        key: std::ptr::null(),
+        r#type: 0,
+        value: conv::distlog_value { u64: 0 },
+    };
+    let mut fields = [none; conv::MAX_FIELDS];
+    // `fields_slice` bounded `kv` by MAX_FIELDS.
+    let fields = &mut fields[..kv.len()];
+    for (f, k) in fields.iter_mut().zip(kv) {
+        *f = k.field();
+    }
+    // SAFETY: forwarded from our caller.
+    unsafe { log_fields(site, level, fields) };
 }
 
 /// Whether the call site `cs` is enabled now (1) or not (0). The printf

@@ -9,7 +9,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-use distlog_ffi::{distlog_callsite, distlog_event_callsite, distlog_field, distlog_value};
+use distlog_ffi::{
+    distlog_callsite, distlog_event_callsite, distlog_field, distlog_kv, distlog_value,
+};
 
 const LIMIT: Duration = Duration::from_secs(60);
 
@@ -109,7 +111,7 @@ fn struct_layouts_match() {
     );
     let out = success(&run(c_command(&exe), LIMIT));
     let want = format!(
-        "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nevent_callsite {} {} 0 {}\nenums 4 4 4 4\n",
+        "field {} {} {} {} {}\nvalue {} {}\ncallsite {} {} 0 4 {} {} {} {} {} {}\nevent_callsite {} {} 0 {}\nkv {} {} {} {} {} {}\nenums 4 4 4 4\n",
         size_of::<distlog_field>(),
         align_of::<distlog_field>(),
         offset_of!(distlog_field, key),
@@ -128,6 +130,12 @@ fn struct_layouts_match() {
         size_of::<distlog_event_callsite>(),
         align_of::<distlog_event_callsite>(),
         size_of::<distlog_callsite>(),
+        size_of::<distlog_kv>(),
+        align_of::<distlog_kv>(),
+        offset_of!(distlog_kv, key),
+        offset_of!(distlog_kv, r#type),
+        offset_of!(distlog_kv, len),
+        offset_of!(distlog_kv, value),
     );
     assert_eq!(out, want);
 }

@@ -1,7 +1,8 @@
 //! End to end: the C demo (`ffi/tests/c/demo.c`) writes through the real
 //! library into a real sidecar (`distlogd run --stdout`), and its records
 //! are checked one by one: service, pid, thread, target, file and line from
-//! the macros, typed fields, scope nesting, traceparents.
+//! the macros, typed fields, scope nesting, traceparents. The same for the
+//! typed-argument macro `DISTLOG_EVENT_KV` (`ffi/tests/c/kv.c`).
 
 mod common;
 
@@ -99,42 +100,12 @@ fn parts(tp: &str) -> (String, String) {
 
 #[test]
 fn c_records_reach_the_sidecar_like_rust_records() {
-    let dir = out_dir("sidecar");
-    let exe = distlogd();
-    let demo = dir.join("demo");
-    compile(
-        "cc",
-        &["-Wall", "-Werror", "-std=c11", "-pthread"],
-        &c_dir().join("demo.c"),
-        &demo,
-        Link::Shared,
-    );
-
-    let socket = dir.join("s.sock");
-    let sidecar = Sidecar::start(&exe, &socket, &dir);
-
-    let mut cmd = c_command(&demo);
-    cmd.env("DISTLOG_SOCKET", &socket)
-        .env_remove("DISTLOG_LOG")
-        .env_remove("RUST_LOG")
-        .env_remove("DISTLOG_SERVICE")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let child = cmd.spawn().unwrap();
-    let pid = u64::from(child.id());
-    let o = child.wait_with_output().unwrap();
-    let out = success(&o);
-
-    // What the C program printed.
-    let mut printed: HashMap<String, String> = HashMap::new();
-    for line in out.lines() {
-        if let Some((k, v)) = line.split_once(' ') {
-            printed.insert(k.to_owned(), v.to_owned());
-        } else {
-            printed.insert(line.to_owned(), String::new());
-        }
-    }
-    assert!(printed.contains_key("DONE"), "{out}");
+    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
+    // that exits (one from its exit), a scope
+    // with PER_THREAD events per worker, the root's close.
+    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
+    let (out, pid, recs) = run_with_sidecar("demo.c", want);
+    let printed = printed(&out);
     let (trace, root_id) = parts(&printed["TP_ROOT"]);
     let (child_trace, child_id) = parts(&printed["TP_CHILD"]);
     assert_eq!(child_trace, trace);
@@ -149,24 +120,6 @@ fn c_records_reach_the_sidecar_like_rust_records() {
         worker_ids.insert(n, id);
     }
     assert_eq!(worker_ids.len(), NTHREADS);
-
-    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
-    // that exits (one from its exit), a scope
-    // with PER_THREAD events per worker, the root's close.
-    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
-    let mut recs: Vec<Value> = Vec::new();
-    let deadline = Instant::now() + LIMIT;
-    while recs.len() < want && Instant::now() < deadline {
-        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["pid"] == json!(pid) {
-                recs.push(v);
-            }
-        }
-    }
-    drop(sidecar);
-    assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
 
     for r in &recs {
         assert_eq!(r["service"], "c-demo", "{r}");
@@ -328,5 +281,129 @@ fn c_records_reach_the_sidecar_like_rust_records() {
         root_close[0]["duration_ns"].as_u64().is_some(),
         "{}",
         root_close[0]
+    );
+}
+
+/// Run the C program `src` (in `ffi/tests/c`) against a real sidecar;
+/// returns what it printed (after checking it printed `DONE`), its pid, and
+/// the sidecar's `want` records of that pid (JSON).
+fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
+    let name = src.trim_end_matches(".c");
+    let dir = out_dir(&format!("sidecar-{name}"));
+    let exe = distlogd();
+    let prog = dir.join(name);
+    compile(
+        "cc",
+        &[
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            "-pedantic",
+            "-std=c11",
+            "-pthread",
+        ],
+        &c_dir().join(src),
+        &prog,
+        Link::Shared,
+    );
+    let socket = dir.join("s.sock");
+    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    let mut cmd = c_command(&prog);
+    cmd.env("DISTLOG_SOCKET", &socket)
+        .env_remove("DISTLOG_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("DISTLOG_SERVICE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    let pid = u64::from(child.id());
+    let out = success(&child.wait_with_output().unwrap());
+    assert!(out.lines().any(|l| l == "DONE"), "{out}");
+    let mut recs = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while recs.len() < want && Instant::now() < deadline {
+        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v["pid"] == json!(pid) {
+                recs.push(v);
+            }
+        }
+    }
+    drop(sidecar);
+    assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
+    (out, pid, recs)
+}
+
+/// The program's `KEY value` lines (a line without a space: the key, no
+/// value); a later line of the same key wins.
+fn printed(out: &str) -> HashMap<String, String> {
+    out.lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect()
+}
+
+#[test]
+fn kv_events_reach_the_sidecar_typed() {
+    // 3 events, the scope's open and close, 3 events in it (DEBUG filtered).
+    let (out, _, recs) = run_with_sidecar("kv.c", 8);
+    let printed = printed(&out);
+    for r in &recs {
+        assert_eq!(r["service"], "c-kv", "{r}");
+        assert!(r["kind"] != "loss", "{r}");
+        assert_ne!(r["target"], "kv::debug", "{r}");
+    }
+    let one = |target: &str| -> &Value {
+        let found: Vec<_> = recs.iter().filter(|r| r["target"] == target).collect();
+        assert_eq!(found.len(), 1, "{target}: {recs:#?}");
+        found[0]
+    };
+
+    let types = one("kv::types");
+    assert_eq!(types["message"], "types");
+    assert_eq!(types["level"], "INFO");
+    assert!(types["file"].as_str().unwrap().ends_with("kv.c"), "{types}");
+    assert_eq!(
+        types["line"],
+        json!(printed["LINE_TYPES"].parse::<u64>().unwrap())
+    );
+    assert_eq!(
+        types["fields"],
+        json!({
+            "int": -3, "lng": -4_000_000_000i64, "uint": 3, "ull": u64::MAX,
+            "char": 120, "dbl": 2.5, "flt": 0.5, "yes": true, "one": 1, "no": false,
+            "lit": "short", "buf": "buffer-7", "null": "(null)", "empty": "",
+            "long": "a string longer than thirty-two bytes, copied whole",
+        })
+    );
+    assert_eq!(
+        one("kv::explicit")["fields"],
+        json!({"i": 5, "u": 6, "f": 1.25, "b": true, "s": "seven"})
+    );
+    assert_eq!(
+        one("kv::bytes")["fields"],
+        json!({"k\u{FFFD}": "v\u{FFFD}"})
+    );
+
+    let (trace, scope) = parts(&printed["TP"]);
+    let lp: Vec<_> = recs
+        .iter()
+        .filter(|r| r["target"] == "kv::loop")
+        .map(|r| {
+            assert_eq!(r["trace_id"], trace.as_str(), "{r}");
+            assert_eq!(r["scope_id"], scope.as_str(), "{r}");
+            r["fields"].clone()
+        })
+        .collect();
+    assert_eq!(
+        lp,
+        [
+            json!({"n": 0, "k": "v0", "other": 0}),
+            json!({"n": 1, "k": "v1", "third": 1}),
+            json!({"n": 2, "k2": "v2", "other": 2}),
+        ]
     );
 }

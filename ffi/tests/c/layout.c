@@ -17,6 +17,8 @@ int main(void) {
            offsetof(distlog_callsite, file));
     printf("event_callsite %zu %zu %zu %zu\n", sizeof(distlog_event_callsite), _Alignof(distlog_event_callsite),
            offsetof(distlog_event_callsite, cs), offsetof(distlog_event_callsite, internal_keys));
+    printf("kv %zu %zu %zu %zu %zu %zu\n", sizeof(distlog_kv), _Alignof(distlog_kv), offsetof(distlog_kv, key),
+           offsetof(distlog_kv, type), offsetof(distlog_kv, len), offsetof(distlog_kv, value));
     printf("enums %zu %zu %zu %zu\n", sizeof(distlog_result), sizeof(distlog_level), sizeof(distlog_field_type),
            sizeof(distlog_outcome));
     return 0;

@@ -91,6 +91,24 @@ int main(void) {
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, NULL, "null target", good, 1);
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "x", NULL, good, 1);
     DISTLOG_INFO("x", "%s", bad_utf8);
+    DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "x", "kv", DISTLOG_KV_STR(bad_utf8, bad_utf8), DISTLOG_KV_STR("n", NULL));
+    {
+        /* The kv call by hand: NULL site, NULL array, too many, a type
+         * out of range, a NULL key, a length beyond the string's NUL is
+         * the caller's lie (not tested); a NULL string with a length. */
+        static distlog_event_callsite kcs = DISTLOG_EVENT_CALLSITE_INIT(DISTLOG_LEVEL_INFO, "x", "kv by hand");
+        distlog_kv kv[3] = {DISTLOG_KV_I64("a", 1), DISTLOG_KV_STR(NULL, "v"), DISTLOG_KV_I64("c", 3)};
+        kv[2].type = 0xffffffffu;
+        distlog_event_kv(NULL, kv, 3);
+        distlog_event_kv(&kcs, NULL, 3);
+        distlog_event_kv(&kcs, kv, DISTLOG_MAX_FIELDS + 1);
+        distlog_event_kv(&kcs, kv, 3);
+        kv[1].key = "b";
+        kv[1].value.str = NULL;
+        kv[1].len = 5;
+        distlog_event_kv(&kcs, kv, 3);
+        distlog_event_kv(&kcs, NULL, 0);
+    }
     distlog_callsite_log(NULL, "x", NULL, 0);
     distlog_callsite_log_text(NULL, "x", 1);
     {

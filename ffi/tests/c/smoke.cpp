@@ -17,6 +17,8 @@ int main() {
     distlog_scope *s = distlog_scope_open("cpp", nullptr, f, 5);
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "cpp::main", "typed", f, 5);
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "cpp::main", "no fields", nullptr, 0);
+    DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "cpp::main", "kv", DISTLOG_KV_I64("order", 42), DISTLOG_KV_U64("big", 7u),
+                     DISTLOG_KV_F64("ratio", 0.5), DISTLOG_KV_BOOL("ok", true), DISTLOG_KV_STR("who", who.c_str()));
     DISTLOG_INFO("cpp::main", "hello %s %d", who.c_str(), 3);
     DISTLOG_INFO("cpp::main", "no arguments");
     distlog_log(DISTLOG_LEVEL_WARN, "cpp::rt", "runtime", f, 5);

@@ -165,6 +165,7 @@ pub fn main(args: &[String]) {
     let rust_d = r.p50("rust.enabled", "distlog");
     let lttng = r.p50("c.enabled", "lttng-ust");
     let c_ev = r.p50("c.enabled", "distlog-DISTLOG_EVENT");
+    let c_kv = r.p50("c.enabled", "distlog-DISTLOG_EVENT_KV");
     let c_log = r.p50("c.enabled", "distlog_log");
     let c_pending = if c_ev.is_none() {
         Some("C API harness not built (ffi/ or include/ missing)")
@@ -210,7 +211,7 @@ pub fn main(args: &[String]) {
             pending: None,
         },
         Target {
-            what: "C DISTLOG_EVENT ≤ 2 × floor (C floor)",
+            what: "C DISTLOG_EVENT (static call site, field array) ≤ 2 × floor (C floor)",
             num: c_ev,
             den: r.p50("floor", "c-floor"),
             bound: Bound::AtMost(2.0),
@@ -223,6 +224,22 @@ pub fn main(args: &[String]) {
             den: c_ev,
             bound: Bound::AtLeast(3.0),
             pair: Some("lttng-vs-c-event"),
+            pending: c_pending.or(l_pending),
+        },
+        Target {
+            what: "C DISTLOG_EVENT_KV (static call site, typed arguments) ≤ 2 × floor (C floor)",
+            num: c_kv,
+            den: r.p50("floor", "c-floor"),
+            bound: Bound::AtMost(2.0),
+            pair: Some("c-kv-vs-floor"),
+            pending: c_pending,
+        },
+        Target {
+            what: "C DISTLOG_EVENT_KV: LTTng ≥ 3 × distlog",
+            num: lttng,
+            den: c_kv,
+            bound: Bound::AtLeast(3.0),
+            pair: Some("lttng-vs-c-kv"),
             pending: c_pending.or(l_pending),
         },
         Target {
