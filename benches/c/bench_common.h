@@ -140,4 +140,31 @@ static inline __attribute__((always_inline)) void floor_op(uint64_t a, uint64_t 
     __atomic_store_n(&floor_buf.pos, p + 32, __ATOMIC_RELEASE);
 }
 
+/* The same floor over a buffer as large as the enabled rows' rings
+ * (64 MiB, DISTLOG_RING_BYTES in scripts/bench): a buffer that size does
+ * not stay in the caches, so this shows what the ring's footprint alone
+ * costs a writer. Faulted in before use, as the client's rings are
+ * (MADV_POPULATE_WRITE). */
+#define FLOOR_BIG_BYTES (64u << 20)
+static unsigned char *floor_big;
+static uint64_t floor_big_pos;
+
+static inline void floor_big_init(void) {
+    if (floor_big)
+        return;
+    floor_big = aligned_alloc(64, FLOOR_BIG_BYTES);
+    if (!floor_big) {
+        fprintf(stderr, "harness: no memory for the 64 MiB floor\n");
+        exit(2);
+    }
+    memset(floor_big, 0, FLOOR_BIG_BYTES);
+}
+
+static inline __attribute__((always_inline)) void floor_big_op(uint64_t a, uint64_t b, uint64_t c) {
+    uint64_t rec[4] = {__rdtsc(), a, b, c};
+    uint64_t p = __atomic_load_n(&floor_big_pos, __ATOMIC_RELAXED);
+    memcpy(floor_big + (p & (FLOOR_BIG_BYTES - 1)), rec, 32);
+    __atomic_store_n(&floor_big_pos, p + 32, __ATOMIC_RELEASE);
+}
+
 #endif

@@ -8,7 +8,7 @@
  *   harness floor | distlog | lttng | serve
  *
  * `serve` answers rounds for bench-runner pair (benches/src/bin/pair): each
- * stdin line "OP BATCHES BATCH" (OP: floor, event, event_kv, log, lttng) runs one
+ * stdin line "OP BATCHES BATCH" (OP: floor, floor64m, event, event_kv, log, lttng) runs one
  * round and prints its p50 in ns/op (-1: not built in), so the C rows of a
  * target ratio alternate inside one process. */
 #include "bench_common.h"
@@ -22,6 +22,7 @@
 
 /* The operations, shared by the rows and the rounds of `serve`. */
 #define OP_FLOOR floor_op(i, 42, 7)
+#define OP_FLOOR_BIG floor_big_op(i, 42, 7)
 #define OP_EVENT(level)                                                                        \
     do {                                                                                       \
         distlog_field f[3] = {DISTLOG_FIELD_I64("a", (int64_t)i), DISTLOG_FIELD_U64("b", 42),  \
@@ -64,6 +65,9 @@ static int serve(void) {
             r = -1;
         } else if (strcmp(op, "floor") == 0) {
             BENCH_ROUND(r, &seq, nb, bs, OP_FLOOR);
+        } else if (strcmp(op, "floor64m") == 0) {
+            floor_big_init();
+            BENCH_ROUND(r, &seq, nb, bs, OP_FLOOR_BIG);
 #ifdef WITH_DISTLOG
         } else if (strcmp(op, "event") == 0 || strcmp(op, "event_kv") == 0 ||
                    strcmp(op, "log") == 0) {
@@ -98,6 +102,8 @@ int main(int argc, char **argv) {
     bench_calibrate();
     if (strcmp(what, "floor") == 0) {
         BENCH_RUN("floor", "c-floor", "", OP_FLOOR);
+        floor_big_init();
+        BENCH_RUN("floor", "c-floor-64m", "", OP_FLOOR_BIG);
         return 0;
     }
     if (strcmp(what, "serve") == 0)

@@ -235,6 +235,14 @@ pub fn main(args: &[String]) {
             pending: c_pending,
         },
         Target {
+            what: "context, not a target: C DISTLOG_EVENT_KV ≤ 2 × the floor over a 64 MiB buffer (the size of the enabled rows' rings)",
+            num: c_kv,
+            den: r.p50("floor", "c-floor-64m"),
+            bound: Bound::AtMost(2.0),
+            pair: Some("c-kv-vs-floor64m"),
+            pending: c_pending,
+        },
+        Target {
             what: "C DISTLOG_EVENT_KV: LTTng ≥ 3 × distlog",
             num: lttng,
             den: c_kv,
