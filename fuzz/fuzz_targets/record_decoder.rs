@@ -23,7 +23,10 @@ fn same(a: &Field<'_>, b: &Field<'_>) -> bool {
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(frame) = decode(data) {
-        let mut buf = vec![0u8; data.len() + 64];
+        // Room for the postcard form: a compact number (9 bytes) can take
+        // up to 15 there (variant, 3-byte index, tag, 10-byte varint), and
+        // a compact head is smaller than its postcard form too.
+        let mut buf = vec![0u8; data.len() * 2 + 64];
         let mut e = Encoder::new(&mut buf, &frame.head);
         for f in &frame.fields {
             e.field(f);
