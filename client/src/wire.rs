@@ -787,6 +787,72 @@ fn put_varint(out: &mut [u8], mut v: u64) -> usize {
     10
 }
 
+/// `dst.copy_from_slice(src)` without a call to `memcpy` for the short
+/// texts most fields carry (two overlapping fixed-width moves up to 16
+/// bytes).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n > 16 || dst.len() != n {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else {
+        for (d, s) in dst.iter_mut().zip(src) {
+            *d = *s;
+        }
+    }
+}
+
+/// Where [`Encoder::field_idx_fmt`] formats to: the text's room in the
+/// record. A piece that fits is one bounds check and a copy; the rest (the
+/// cut at the limit, or an overflow) is out of line.
+struct TextSink<'e> {
+    out: &'e mut [u8],
+    n: usize,
+    /// `out` ends at the cut (past it text is dropped), not at the end of
+    /// the buffer (past it the record does not fit).
+    cut: bool,
+}
+
+impl TextSink<'_> {
+    #[cold]
+    #[inline(never)]
+    fn past_end(&mut self, s: &str) -> std::fmt::Result {
+        if !self.cut {
+            return Err(std::fmt::Error);
+        }
+        let mut end = self.out.len() - self.n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out[self.n..self.n + end].copy_from_slice(&s.as_bytes()[..end]);
+        self.n += end;
+        // Nothing fits after a cut mid-character either.
+        self.out = &mut std::mem::take(&mut self.out)[..self.n];
+        Ok(())
+    }
+}
+
+impl std::fmt::Write for TextSink<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let b = s.as_bytes();
+        match self.out.get_mut(self.n..self.n + b.len()) {
+            Some(dst) => {
+                copy_short(dst, b);
+                self.n += b.len();
+                Ok(())
+            }
+            None => self.past_end(s),
+        }
+    }
+}
+
 impl<'b> Encoder<'b> {
     /// Start a record with its head.
     #[inline(always)]
@@ -999,7 +1065,8 @@ impl<'b> Encoder<'b> {
 
     /// Append `Field::Idx(idx, v)`, with one bounds check for an integer or
     /// a string value. Always inlined: the C API's per-field loop calls it
-    /// directly, where [`Self::field`]'s whole body is not inlined.
+    /// directly, where [`Self::field`]'s whole body is not inlined, and each
+    /// of the layer's `record_*` gets it specialised for its value kind.
     #[inline(always)]
     pub fn field_idx(&mut self, idx: u16, v: &Value<'_>) {
         let text = match *v {
@@ -1012,7 +1079,14 @@ impl<'b> Encoder<'b> {
             return;
         };
         out[0] = 0;
-        let mut i = 1 + put_varint(&mut out[1..], idx as u64);
+        // A call site has few fields (`tracing` allows 32): a one-byte index
+        // without the varint loop.
+        let mut i = if idx < 0x80 {
+            out[1] = idx as u8;
+            2
+        } else {
+            1 + put_varint(&mut out[1..], idx as u64)
+        };
         match *v {
             Value::I64(x) => {
                 out[i] = 0;
@@ -1025,7 +1099,7 @@ impl<'b> Encoder<'b> {
             Value::Str(_) | Value::Debug(_) => {
                 out[i] = if let Value::Str(_) = *v { 4 } else { 5 };
                 i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
-                out[i..i + text.len()].copy_from_slice(text);
+                copy_short(&mut out[i..i + text.len()], text);
                 i += text.len();
             }
             _ => {
@@ -1040,6 +1114,7 @@ impl<'b> Encoder<'b> {
     /// Append `Field::Idx(idx, Value::Str(text))` where the text is what
     /// `text` formats to, written straight into the buffer (no String in
     /// between), cut at `max` bytes (at a char boundary).
+    #[inline]
     pub fn field_idx_fmt(&mut self, idx: u16, text: &dyn std::fmt::Debug, max: usize) {
         // Variant, index, tag and one length byte (the common case: shorter
         // than 128; moved right below when the text turns out longer) under
@@ -1047,40 +1122,30 @@ impl<'b> Encoder<'b> {
         // index's `put_varint`.
         let Some(out) = self.room(16) else { return };
         out[0] = 0;
-        let i = 1 + put_varint(&mut out[1..], idx as u64);
+        let i = if idx < 0x80 {
+            out[1] = idx as u8;
+            2
+        } else {
+            1 + put_varint(&mut out[1..], idx as u64)
+        };
         out[i] = 4;
         out[i + 1] = 0;
         let at = self.len + i + 1;
-        self.len = at + 1;
-        struct W<'e, 'b> {
-            e: &'e mut Encoder<'b>,
-            left: usize,
-        }
-        impl std::fmt::Write for W<'_, '_> {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                let mut s = s;
-                if s.len() > self.left {
-                    let mut end = self.left;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    s = &s[..end];
-                }
-                self.left -= s.len();
-                self.e.bytes(s.as_bytes());
-                if self.e.overflow {
-                    Err(std::fmt::Error)
-                } else {
-                    Ok(())
-                }
-            }
-        }
-        let mut w = W { e: self, left: max };
-        let _ = std::fmt::write(&mut w, format_args!("{text:?}"));
-        if self.overflow {
+        let start = at + 1;
+        // The text's room: up to `max`, or to the end of the buffer (then
+        // more text is an overflow, not a cut).
+        let rest = self.buf.len() - start;
+        let mut w = TextSink {
+            out: &mut self.buf[start..start + rest.min(max)],
+            n: 0,
+            cut: max <= rest,
+        };
+        if std::fmt::write(&mut w, format_args!("{text:?}")).is_err() {
+            self.overflow = true;
             return;
         }
-        let n = self.len - (at + 1);
+        let n = w.n;
+        self.len = start + n;
         if n < 0x80 {
             self.buf[at] = n as u8;
             return;
@@ -1091,7 +1156,7 @@ impl<'b> Encoder<'b> {
             self.overflow = true;
             return;
         }
-        self.buf.copy_within(at + 1..self.len, at + k);
+        self.buf.copy_within(start..self.len, at + k);
         self.buf[at..at + k].copy_from_slice(&lenb[..k]);
         self.len += k - 1;
     }
@@ -1564,6 +1629,46 @@ mod tests {
             let mut e = Encoder::fields_only(&mut b);
             e.field_idx_fmt(3, &format_args!("{s}"), 1 << 14);
             assert_eq!(e.finish().unwrap(), &want[..]);
+        }
+    }
+
+    /// Texts of every short length (each width of the fixed-width copies),
+    /// multi-byte characters, formatted in two pieces: the same bytes as
+    /// postcard, cut at a char boundary at `max`, and either the exact
+    /// record or an overflow in a buffer too small.
+    #[test]
+    fn short_texts_cuts_and_overflows() {
+        fn postcard_of(idx: u16, s: &str) -> Vec<u8> {
+            let mut a = [0u8; 256];
+            postcard::to_slice(&Field::Idx(idx, Value::Str(s)), &mut a)
+                .unwrap()
+                .to_vec()
+        }
+        let base = "a\u{e9}\u{20ac}\u{1d11e}bcdefghijklmnopqrstuvwxyz0123456789";
+        for len in (0..=base.len()).filter(|&n| base.is_char_boundary(n)) {
+            let s = &base[..len];
+            let mut b = [0u8; 256];
+            let mut e = Encoder::fields_only(&mut b);
+            e.field_idx(200, &Value::Str(s));
+            assert_eq!(e.finish().unwrap(), &postcard_of(200, s)[..], "{s:?}");
+            let mid = (len / 2..=len).find(|&m| s.is_char_boundary(m)).unwrap();
+            let (x, y) = s.split_at(mid);
+            for max in 0..=len + 1 {
+                let mut end = max.min(len);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let want = postcard_of(3, &s[..end]);
+                for room in 0..want.len() + 20 {
+                    let mut b = vec![0u8; room];
+                    let mut e = Encoder::fields_only(&mut b);
+                    e.field_idx_fmt(3, &format_args!("{x}{y}"), max);
+                    match e.finish() {
+                        Some(got) => assert_eq!(got, &want[..], "{s:?} max {max} room {room}"),
+                        None => assert!(room < want.len() + 16, "{s:?} max {max} room {room}"),
+                    }
+                }
+            }
         }
     }
 
