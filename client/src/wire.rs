@@ -880,11 +880,20 @@ impl<'b> Encoder<'b> {
     /// Room for `n` more bytes, or mark the overflow.
     #[inline(always)]
     fn room(&mut self, n: usize) -> Option<&mut [u8]> {
-        if self.overflow || self.buf.len() - self.len < n {
-            self.overflow = true;
+        // No test of `overflow`: `fail` leaves no room, so once a field did
+        // not fit no later one does (and nothing is written past a gap).
+        if self.buf[self.len..].len() < n {
+            self.fail();
             return None;
         }
-        Some(&mut self.buf[self.len..self.len + n])
+        Some(&mut self.buf[self.len..][..n])
+    }
+
+    /// Mark the record as not fitting; no room is left after this.
+    #[cold]
+    fn fail(&mut self) {
+        self.overflow = true;
+        self.len = self.buf.len();
     }
 
     #[inline(always)]
@@ -1141,7 +1150,7 @@ impl<'b> Encoder<'b> {
             cut: max <= rest,
         };
         if std::fmt::write(&mut w, format_args!("{text:?}")).is_err() {
-            self.overflow = true;
+            self.fail();
             return;
         }
         let n = w.n;
@@ -1153,7 +1162,7 @@ impl<'b> Encoder<'b> {
         let mut lenb = [0u8; 10];
         let k = put_varint(&mut lenb, n as u64);
         if self.buf.len() - self.len < k - 1 {
-            self.overflow = true;
+            self.fail();
             return;
         }
         self.buf.copy_within(start..self.len, at + k);
