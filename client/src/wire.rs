@@ -801,10 +801,11 @@ fn copy_short(dst: &mut [u8], src: &[u8]) {
     } else if n >= 4 {
         dst[..4].copy_from_slice(&src[..4]);
         dst[n - 4..].copy_from_slice(&src[n - 4..]);
-    } else {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
+    } else if n > 0 {
+        // 1 to 3 bytes: first, middle and last cover them all.
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
     }
 }
 
@@ -1078,52 +1079,68 @@ impl<'b> Encoder<'b> {
     /// of the layer's `record_*` gets it specialised for its value kind.
     #[inline(always)]
     pub fn field_idx(&mut self, idx: u16, v: &Value<'_>) {
-        let text = match *v {
-            Value::Str(s) | Value::Debug(s) => s.as_bytes(),
-            _ => &[],
+        match *v {
+            Value::I64(x) => self.field_int(idx, 0, ((x << 1) ^ (x >> 63)) as u64),
+            Value::U64(x) => self.field_int(idx, 1, x),
+            Value::Str(s) => self.field_text(idx, 4, s.as_bytes()),
+            Value::Debug(s) => self.field_text(idx, 5, s.as_bytes()),
+            _ => {
+                self.byte(0);
+                self.varint(idx as u64);
+                self.value(v);
+            }
+        }
+    }
+
+    /// `Field::Idx` of an integer value: variant, index, value tag `tag`,
+    /// the varint `raw` (at most 1 + 3 + 1 + 10 bytes).
+    #[inline(always)]
+    fn field_int(&mut self, idx: u16, tag: u8, raw: u64) {
+        let Some(out) = self.room(16) else { return };
+        out[0] = 0;
+        // A call site has few fields (`tracing` allows 32): a one-byte
+        // index, and every offset after it a constant (no bounds checks).
+        let n = if idx < 0x80 {
+            out[1] = idx as u8;
+            out[2] = tag;
+            3 + put_varint(&mut out[3..], raw)
+        } else {
+            let i = 1 + put_varint(&mut out[1..], idx as u64);
+            out[i] = tag;
+            i + 1 + put_varint(&mut out[i + 1..], raw)
         };
-        // Variant, index, value tag, then a varint (an integer or the
-        // string's length: at most 1 + 3 + 1 + 10 bytes) and the text.
+        self.len += n;
+    }
+
+    /// `Field::Idx` of a string value: variant, index, value tag `tag`,
+    /// the length varint and the text.
+    #[inline(always)]
+    fn field_text(&mut self, idx: u16, tag: u8, text: &[u8]) {
         let Some(out) = self.room(16 + text.len()) else {
             return;
         };
         out[0] = 0;
-        // A call site has few fields (`tracing` allows 32): a one-byte index
-        // without the varint loop.
-        let mut i = if idx < 0x80 {
+        // The common case (a short text of one of the first 128 fields):
+        // four bytes at constant offsets, then the text.
+        let i = if idx < 0x80 && text.len() < 0x80 {
             out[1] = idx as u8;
-            2
+            out[2] = tag;
+            out[3] = text.len() as u8;
+            4
         } else {
-            1 + put_varint(&mut out[1..], idx as u64)
+            let mut i = 1 + put_varint(&mut out[1..], idx as u64);
+            out[i] = tag;
+            i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
+            i
         };
-        match *v {
-            Value::I64(x) => {
-                out[i] = 0;
-                i += 1 + put_varint(&mut out[i + 1..], ((x << 1) ^ (x >> 63)) as u64);
-            }
-            Value::U64(x) => {
-                out[i] = 1;
-                i += 1 + put_varint(&mut out[i + 1..], x);
-            }
-            Value::Str(_) | Value::Debug(_) => {
-                out[i] = if let Value::Str(_) = *v { 4 } else { 5 };
-                i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
-                copy_short(&mut out[i..i + text.len()], text);
-                i += text.len();
-            }
-            _ => {
-                self.len += i;
-                self.value(v);
-                return;
-            }
-        }
-        self.len += i;
+        copy_short(&mut out[i..i + text.len()], text);
+        self.len += i + text.len();
     }
 
     /// Append `Field::Idx(idx, Value::Str(text))` where the text is what
     /// `text` formats to, written straight into the buffer (no String in
     /// between), cut at `max` bytes (at a char boundary).
-    #[inline]
+    #[inline(always)]
     pub fn field_idx_fmt(&mut self, idx: u16, text: &dyn std::fmt::Debug, max: usize) {
         // Variant, index, tag and one length byte (the common case: shorter
         // than 128; moved right below when the text turns out longer) under
