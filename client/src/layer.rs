@@ -153,42 +153,53 @@ pub(crate) fn clip(s: &str) -> &str {
     &s[..end]
 }
 
-/// How field names are written.
-#[derive(Clone, Copy)]
-enum Names {
-    /// By index in the call site's field list.
-    Index,
-    /// A `log` record through tracing-log: `message` is field 0 of the
-    /// dynamic call site; `log.*` fields are metadata, skipped.
-    Log,
-}
-
-struct Visitor<'a, 'b> {
+/// How field names are written: by index in the call site's field list
+/// (`LOG == false`), or for a `log` record through tracing-log (`LOG`):
+/// `message` is field 0 of the dynamic call site and `log.*` fields are
+/// metadata, skipped. A const parameter, so each `record_*` of the common
+/// case is compiled without the other's branches.
+struct Visitor<'a, 'b, const LOG: bool> {
     enc: &'a mut Encoder<'b>,
     scratch: &'a mut String,
-    names: Names,
 }
 
-impl Visitor<'_, '_> {
+impl<const LOG: bool> Visitor<'_, '_, LOG> {
     // Inlined into every `record_*`, so each gets an encoder specialised for
     // its value kind (no match on `Field`/`Value` at run time).
     #[inline(always)]
     fn put(&mut self, f: &TField, v: Value<'_>) {
-        match self.names {
-            Names::Index => self.enc.field(&Field::Idx(f.index() as u16, v)),
-            Names::Log => {
-                let n = f.name();
-                if n == "message" {
-                    self.enc.field(&Field::Idx(0, v));
-                } else if !n.starts_with("log.") {
-                    self.enc.field(&Field::Named(n, v));
-                }
-            }
+        if !LOG {
+            self.enc.field_idx(f.index() as u16, &v);
+            return;
         }
+        let n = f.name();
+        if n == "message" {
+            self.enc.field_idx(0, &v);
+        } else if !n.starts_with("log.") {
+            self.enc.field(&Field::Named(n, v));
+        }
+    }
+
+    /// `v` formatted into the scratch string, then written as a `Debug`
+    /// value (`debug`) or a string.
+    fn put_formatted(&mut self, f: &TField, v: std::fmt::Arguments<'_>, debug: bool) {
+        self.scratch.clear();
+        let _ = self.scratch.write_fmt(v);
+        let s = std::mem::take(self.scratch);
+        let text = clip(&s);
+        self.put(
+            f,
+            if debug {
+                Value::Debug(text)
+            } else {
+                Value::Str(text)
+            },
+        );
+        *self.scratch = s;
     }
 }
 
-impl Visit for Visitor<'_, '_> {
+impl<const LOG: bool> Visit for Visitor<'_, '_, LOG> {
     fn record_i64(&mut self, f: &TField, v: i64) {
         self.put(f, Value::I64(v));
     }
@@ -211,33 +222,17 @@ impl Visit for Visitor<'_, '_> {
         self.put(f, Value::Str(clip(v)));
     }
     fn record_error(&mut self, f: &TField, v: &(dyn std::error::Error + 'static)) {
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{v}");
-        let s = std::mem::take(self.scratch);
-        self.put(f, Value::Str(clip(&s)));
-        *self.scratch = s;
+        self.put_formatted(f, format_args!("{v}"), false);
     }
     fn record_debug(&mut self, f: &TField, v: &dyn std::fmt::Debug) {
         // `message` is format_args!: its Debug is the formatted text, written
         // straight into the record (no String in between).
         if f.name() == "message" {
-            let idx = match self.names {
-                Names::Index => f.index() as u16,
-                Names::Log => 0,
-            };
+            let idx = if LOG { 0 } else { f.index() as u16 };
             self.enc.field_idx_fmt(idx, v, MAX_STR);
             return;
         }
-        self.scratch.clear();
-        let _ = write!(self.scratch, "{v:?}");
-        let s = std::mem::take(self.scratch);
-        // `message` is format_args!: its Debug is the formatted text.
-        if f.name() == "message" {
-            self.put(f, Value::Str(clip(&s)));
-        } else {
-            self.put(f, Value::Debug(clip(&s)));
-        }
-        *self.scratch = s;
+        self.put_formatted(f, format_args!("{v:?}"), true);
     }
 }
 
@@ -245,17 +240,21 @@ impl Visit for Visitor<'_, '_> {
 fn encode(
     ctx: &mut Ctx<'_>,
     head: &Head,
-    names: Names,
+    log: bool,
     record: &dyn Fn(&mut dyn Visit),
 ) -> Option<usize> {
     let mut enc = Encoder::new(ctx.buf, head);
-    {
-        let mut v = Visitor {
+    let scratch = &mut *ctx.scratch;
+    if log {
+        record(&mut Visitor::<true> {
             enc: &mut enc,
-            scratch: ctx.scratch,
-            names,
-        };
-        record(&mut v);
+            scratch,
+        });
+    } else {
+        record(&mut Visitor::<false> {
+            enc: &mut enc,
+            scratch,
+        });
     }
     enc.finish().map(|b| b.len())
 }
@@ -266,10 +265,9 @@ fn encode(
 fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS]> {
     fn run(buf: &mut [u8], scratch: &mut String, record: &dyn Fn(&mut dyn Visit)) -> Option<usize> {
         let mut enc = Encoder::fields_only(buf);
-        record(&mut Visitor {
+        record(&mut Visitor::<false> {
             enc: &mut enc,
             scratch,
-            names: Names::Index,
         });
         enc.finish().map(<[u8]>::len)
     }
@@ -340,7 +338,7 @@ fn close_record(d: &ScopeData) {
 /// crate (then a dynamic site made of the record's target and place).
 #[cold]
 #[inline(never)]
-fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, Names)> {
+fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, bool)> {
     let found = if event.is_log() {
         let nm = event.normalized_metadata()?;
         let site = DynSite {
@@ -353,9 +351,9 @@ fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, Names)> {
             fields: &["message"],
             message: None,
         };
-        p.register_dyn(&site).map(|id| (id, Names::Log))
+        p.register_dyn(&site).map(|id| (id, true))
     } else {
-        register_meta(p, event.metadata()).map(|id| (id, Names::Index))
+        register_meta(p, event.metadata()).map(|id| (id, false))
     };
     if found.is_none() {
         // The call-site table is full: the event is dropped and counted.
@@ -437,7 +435,7 @@ where
                 scope,
                 ts: crate::clock::now(),
             };
-            encode(ctx, &head, Names::Index, &|v| values.record(v))
+            encode(ctx, &head, false, &|v| values.record(v))
         });
     }
 
@@ -450,8 +448,8 @@ where
         // tracing-log's metadata never is (its call sites are not
         // registered, so `register_callsite` never sees them), so asking
         // `is_log` only on a miss keeps it off the hot path.
-        let (callsite, names) = match p.statics.get(meta as *const _ as usize) {
-            Some(id) => (id, Names::Index),
+        let (callsite, log) = match p.statics.get(meta as *const _ as usize) {
+            Some(id) => (id, false),
             None => match event_site_slow(p, event) {
                 Some(x) => x,
                 None => return,
@@ -486,7 +484,7 @@ where
                 scope,
                 trace,
             };
-            encode(ctx, &head, names, &|v| event.record(v))
+            encode(ctx, &head, log, &|v| event.record(v))
         });
     }
 

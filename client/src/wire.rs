@@ -828,6 +828,73 @@ fn put_varint(out: &mut [u8], mut v: u64) -> usize {
     10
 }
 
+/// `dst.copy_from_slice(src)` without a call to `memcpy` for the short
+/// texts most fields carry (two overlapping fixed-width moves up to 16
+/// bytes).
+#[inline(always)]
+fn copy_short(dst: &mut [u8], src: &[u8]) {
+    let n = src.len();
+    if n > 16 || dst.len() != n {
+        dst.copy_from_slice(src);
+    } else if n >= 8 {
+        dst[..8].copy_from_slice(&src[..8]);
+        dst[n - 8..].copy_from_slice(&src[n - 8..]);
+    } else if n >= 4 {
+        dst[..4].copy_from_slice(&src[..4]);
+        dst[n - 4..].copy_from_slice(&src[n - 4..]);
+    } else if n > 0 {
+        // 1 to 3 bytes: first, middle and last cover them all.
+        dst[0] = src[0];
+        dst[n / 2] = src[n / 2];
+        dst[n - 1] = src[n - 1];
+    }
+}
+
+/// Where [`Encoder::field_idx_fmt`] formats to: the text's room in the
+/// record. A piece that fits is one bounds check and a copy; the rest (the
+/// cut at the limit, or an overflow) is out of line.
+struct TextSink<'e> {
+    out: &'e mut [u8],
+    n: usize,
+    /// `out` ends at the cut (past it text is dropped), not at the end of
+    /// the buffer (past it the record does not fit).
+    cut: bool,
+}
+
+impl TextSink<'_> {
+    #[cold]
+    #[inline(never)]
+    fn past_end(&mut self, s: &str) -> std::fmt::Result {
+        if !self.cut {
+            return Err(std::fmt::Error);
+        }
+        let mut end = self.out.len() - self.n;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        self.out[self.n..self.n + end].copy_from_slice(&s.as_bytes()[..end]);
+        self.n += end;
+        // Nothing fits after a cut mid-character either.
+        self.out = &mut std::mem::take(&mut self.out)[..self.n];
+        Ok(())
+    }
+}
+
+impl std::fmt::Write for TextSink<'_> {
+    #[inline]
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        let b = s.as_bytes();
+        match self.out.get_mut(self.n..self.n + b.len()) {
+            Some(dst) => {
+                copy_short(dst, b);
+                self.n += b.len();
+                Ok(())
+            }
+            None => self.past_end(s),
+        }
+    }
+}
+
 impl<'b> Encoder<'b> {
     /// Start a record with its head.
     #[inline(always)]
@@ -855,11 +922,20 @@ impl<'b> Encoder<'b> {
     /// Room for `n` more bytes, or mark the overflow.
     #[inline(always)]
     fn room(&mut self, n: usize) -> Option<&mut [u8]> {
-        if self.overflow || self.buf.len() - self.len < n {
-            self.overflow = true;
+        // No test of `overflow`: `fail` leaves no room, so once a field did
+        // not fit no later one does (and nothing is written past a gap).
+        if self.buf[self.len..].len() < n {
+            self.fail();
             return None;
         }
-        Some(&mut self.buf[self.len..self.len + n])
+        Some(&mut self.buf[self.len..][..n])
+    }
+
+    /// Mark the record as not fitting; no room is left after this.
+    #[cold]
+    fn fail(&mut self) {
+        self.overflow = true;
+        self.len = self.buf.len();
     }
 
     #[inline(always)]
@@ -1040,47 +1116,72 @@ impl<'b> Encoder<'b> {
 
     /// Append `Field::Idx(idx, v)`, with one bounds check for an integer or
     /// a string value. Always inlined: the C API's per-field loop calls it
-    /// directly, where [`Self::field`]'s whole body is not inlined.
+    /// directly, where [`Self::field`]'s whole body is not inlined, and each
+    /// of the layer's `record_*` gets it specialised for its value kind.
     #[inline(always)]
     pub fn field_idx(&mut self, idx: u16, v: &Value<'_>) {
-        let text = match *v {
-            Value::Str(s) | Value::Debug(s) => s.as_bytes(),
-            _ => &[],
+        match *v {
+            Value::I64(x) => self.field_int(idx, 0, ((x << 1) ^ (x >> 63)) as u64),
+            Value::U64(x) => self.field_int(idx, 1, x),
+            Value::Str(s) => self.field_text(idx, 4, s.as_bytes()),
+            Value::Debug(s) => self.field_text(idx, 5, s.as_bytes()),
+            _ => {
+                self.byte(0);
+                self.varint(idx as u64);
+                self.value(v);
+            }
+        }
+    }
+
+    /// `Field::Idx` of an integer value: variant, index, value tag `tag`,
+    /// the varint `raw` (at most 1 + 3 + 1 + 10 bytes).
+    #[inline(always)]
+    fn field_int(&mut self, idx: u16, tag: u8, raw: u64) {
+        let Some(out) = self.room(16) else { return };
+        out[0] = 0;
+        // A call site has few fields (`tracing` allows 32): a one-byte
+        // index, and every offset after it a constant (no bounds checks).
+        let n = if idx < 0x80 {
+            out[1] = idx as u8;
+            out[2] = tag;
+            3 + put_varint(&mut out[3..], raw)
+        } else {
+            let i = 1 + put_varint(&mut out[1..], idx as u64);
+            out[i] = tag;
+            i + 1 + put_varint(&mut out[i + 1..], raw)
         };
-        // Variant, index, value tag, then a varint (an integer or the
-        // string's length: at most 1 + 3 + 1 + 10 bytes) and the text.
+        self.len += n;
+    }
+
+    /// `Field::Idx` of a string value: variant, index, value tag `tag`,
+    /// the length varint and the text.
+    #[inline(always)]
+    fn field_text(&mut self, idx: u16, tag: u8, text: &[u8]) {
         let Some(out) = self.room(16 + text.len()) else {
             return;
         };
         out[0] = 0;
-        let mut i = 1 + put_varint(&mut out[1..], idx as u64);
-        match *v {
-            Value::I64(x) => {
-                out[i] = 0;
-                i += 1 + put_varint(&mut out[i + 1..], ((x << 1) ^ (x >> 63)) as u64);
-            }
-            Value::U64(x) => {
-                out[i] = 1;
-                i += 1 + put_varint(&mut out[i + 1..], x);
-            }
-            Value::Str(_) | Value::Debug(_) => {
-                out[i] = if let Value::Str(_) = *v { 4 } else { 5 };
-                i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
-                out[i..i + text.len()].copy_from_slice(text);
-                i += text.len();
-            }
-            _ => {
-                self.len += i;
-                self.value(v);
-                return;
-            }
-        }
-        self.len += i;
+        // The common case (a short text of one of the first 128 fields):
+        // four bytes at constant offsets, then the text.
+        let i = if idx < 0x80 && text.len() < 0x80 {
+            out[1] = idx as u8;
+            out[2] = tag;
+            out[3] = text.len() as u8;
+            4
+        } else {
+            let mut i = 1 + put_varint(&mut out[1..], idx as u64);
+            out[i] = tag;
+            i += 1 + put_varint(&mut out[i + 1..], text.len() as u64);
+            i
+        };
+        copy_short(&mut out[i..i + text.len()], text);
+        self.len += i + text.len();
     }
 
     /// Append `Field::Idx(idx, Value::Str(text))` where the text is what
     /// `text` formats to, written straight into the buffer (no String in
     /// between), cut at `max` bytes (at a char boundary).
+    #[inline(always)]
     pub fn field_idx_fmt(&mut self, idx: u16, text: &dyn std::fmt::Debug, max: usize) {
         // Variant, index, tag and one length byte (the common case: shorter
         // than 128; moved right below when the text turns out longer) under
@@ -1088,40 +1189,30 @@ impl<'b> Encoder<'b> {
         // index's `put_varint`.
         let Some(out) = self.room(16) else { return };
         out[0] = 0;
-        let i = 1 + put_varint(&mut out[1..], idx as u64);
+        let i = if idx < 0x80 {
+            out[1] = idx as u8;
+            2
+        } else {
+            1 + put_varint(&mut out[1..], idx as u64)
+        };
         out[i] = 4;
         out[i + 1] = 0;
         let at = self.len + i + 1;
-        self.len = at + 1;
-        struct W<'e, 'b> {
-            e: &'e mut Encoder<'b>,
-            left: usize,
-        }
-        impl std::fmt::Write for W<'_, '_> {
-            fn write_str(&mut self, s: &str) -> std::fmt::Result {
-                let mut s = s;
-                if s.len() > self.left {
-                    let mut end = self.left;
-                    while !s.is_char_boundary(end) {
-                        end -= 1;
-                    }
-                    s = &s[..end];
-                }
-                self.left -= s.len();
-                self.e.bytes(s.as_bytes());
-                if self.e.overflow {
-                    Err(std::fmt::Error)
-                } else {
-                    Ok(())
-                }
-            }
-        }
-        let mut w = W { e: self, left: max };
-        let _ = std::fmt::write(&mut w, format_args!("{text:?}"));
-        if self.overflow {
+        let start = at + 1;
+        // The text's room: up to `max`, or to the end of the buffer (then
+        // more text is an overflow, not a cut).
+        let rest = self.buf.len() - start;
+        let mut w = TextSink {
+            out: &mut self.buf[start..start + rest.min(max)],
+            n: 0,
+            cut: max <= rest,
+        };
+        if std::fmt::write(&mut w, format_args!("{text:?}")).is_err() {
+            self.fail();
             return;
         }
-        let n = self.len - (at + 1);
+        let n = w.n;
+        self.len = start + n;
         if n < 0x80 {
             self.buf[at] = n as u8;
             return;
@@ -1129,10 +1220,10 @@ impl<'b> Encoder<'b> {
         let mut lenb = [0u8; 10];
         let k = put_varint(&mut lenb, n as u64);
         if self.buf.len() - self.len < k - 1 {
-            self.overflow = true;
+            self.fail();
             return;
         }
-        self.buf.copy_within(at + 1..self.len, at + k);
+        self.buf.copy_within(start..self.len, at + k);
         self.buf[at..at + k].copy_from_slice(&lenb[..k]);
         self.len += k - 1;
     }
@@ -1624,6 +1715,46 @@ mod tests {
             let mut e = Encoder::fields_only(&mut b);
             e.field_idx_fmt(3, &format_args!("{s}"), 1 << 14);
             assert_eq!(e.finish().unwrap(), &want[..]);
+        }
+    }
+
+    /// Texts of every short length (each width of the fixed-width copies),
+    /// multi-byte characters, formatted in two pieces: the same bytes as
+    /// postcard, cut at a char boundary at `max`, and either the exact
+    /// record or an overflow in a buffer too small.
+    #[test]
+    fn short_texts_cuts_and_overflows() {
+        fn postcard_of(idx: u16, s: &str) -> Vec<u8> {
+            let mut a = [0u8; 256];
+            postcard::to_slice(&Field::Idx(idx, Value::Str(s)), &mut a)
+                .unwrap()
+                .to_vec()
+        }
+        let base = "a\u{e9}\u{20ac}\u{1d11e}bcdefghijklmnopqrstuvwxyz0123456789";
+        for len in (0..=base.len()).filter(|&n| base.is_char_boundary(n)) {
+            let s = &base[..len];
+            let mut b = [0u8; 256];
+            let mut e = Encoder::fields_only(&mut b);
+            e.field_idx(200, &Value::Str(s));
+            assert_eq!(e.finish().unwrap(), &postcard_of(200, s)[..], "{s:?}");
+            let mid = (len / 2..=len).find(|&m| s.is_char_boundary(m)).unwrap();
+            let (x, y) = s.split_at(mid);
+            for max in 0..=len + 1 {
+                let mut end = max.min(len);
+                while !s.is_char_boundary(end) {
+                    end -= 1;
+                }
+                let want = postcard_of(3, &s[..end]);
+                for room in 0..want.len() + 20 {
+                    let mut b = vec![0u8; room];
+                    let mut e = Encoder::fields_only(&mut b);
+                    e.field_idx_fmt(3, &format_args!("{x}{y}"), max);
+                    match e.finish() {
+                        Some(got) => assert_eq!(got, &want[..], "{s:?} max {max} room {room}"),
+                        None => assert!(room < want.len() + 16, "{s:?} max {max} room {room}"),
+                    }
+                }
+            }
         }
     }
 
