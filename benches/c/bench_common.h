@@ -152,7 +152,7 @@ static uint64_t floor_big_pos;
 static inline void floor_big_init(void) {
     if (floor_big)
         return;
-    floor_big = aligned_alloc(64, FLOOR_BIG_BYTES);
+    floor_big = (unsigned char *)aligned_alloc(64, FLOOR_BIG_BYTES);
     if (!floor_big) {
         fprintf(stderr, "harness: no memory for the 64 MiB floor\n");
         exit(2);
