@@ -18,7 +18,7 @@ use tracing_subscriber::registry::LookupSpan;
 use crate::callsite::DynSite;
 use crate::runtime::{self, Ctx, Process};
 use crate::scope::{self, ScopeData, ScopeTable, INLINE_FIELDS};
-use crate::wire::{CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
+use crate::wire::{compact, CallsiteKind, Encoder, Field, Head, Level, Outcome, Value};
 use smallvec::SmallVec;
 
 /// Longest string value kept; longer ones are cut (at a char boundary) and
@@ -290,19 +290,36 @@ pub(crate) fn ensure_open(d: &ScopeData) {
     if !d.take_open() {
         return;
     }
-    let head = Head::ScopeOpen {
-        callsite: d.callsite,
-        ts: d.created,
-        tid: d.tid,
-        scope: d.scope,
-        parent: d.parent(),
-        trace: d.trace(),
-        remote_parent: d.remote(),
-    };
+    let (parent, trace, remote_parent) = (d.parent(), d.trace(), d.remote());
     let extra = d.extra.get().map_or(&[][..], Vec::as_slice);
     runtime::write_record(|ctx| {
-        let mut n = Encoder::new(&mut ctx.buf[..], &head).finish()?.len();
+        let mut n = if ctx.compact {
+            compact::write_open(
+                ctx.buf,
+                d.callsite,
+                d.created,
+                d.tid,
+                d.scope,
+                parent,
+                &trace,
+                remote_parent,
+            )?
+        } else {
+            let head = Head::ScopeOpen {
+                callsite: d.callsite,
+                ts: d.created,
+                tid: d.tid,
+                scope: d.scope,
+                parent,
+                trace,
+                remote_parent,
+            };
+            Encoder::new(&mut ctx.buf[..], &head).finish()?.len()
+        };
         for part in [&d.fields[..], extra] {
+            if part.is_empty() {
+                continue;
+            }
             let end = n + part.len();
             if end > ctx.buf.len() {
                 return None;
@@ -322,9 +339,13 @@ fn close_record(d: &ScopeData) {
         Outcome::Ok
     };
     runtime::write_record(|ctx| {
+        let ts = crate::clock::now();
+        if ctx.compact {
+            return compact::write_close(ctx.buf, d.scope, ts, ctx.tid, outcome);
+        }
         let head = Head::ScopeClose {
             scope: d.scope,
-            ts: crate::clock::now(),
+            ts,
             tid: ctx.tid,
             outcome,
         };

@@ -16,7 +16,7 @@
 //! on where the last one stopped.
 //!
 //! Each hello negotiates the record layout (see [`crate::wire::compact`]):
-//! compact event records are written only while connected to a sidecar
+//! compact records (events, scope opens and closes) are written only while connected to a sidecar
 //! that welcomed us with version ≥ [`COMPACT_VERSION`]; while disconnected,
 //! and with an older sidecar, the postcard layout every sidecar reads. A
 //! sidecar replaced by an older one is the one case this cannot cover:
@@ -240,7 +240,7 @@ pub(crate) struct Process {
     /// or lower when `DISTLOG_PROTOCOL_VERSION` says so (to pin the
     /// postcard layout, and to test an old client against a new sidecar).
     offer: u16,
-    /// The connected sidecar reads compact event records (it welcomed us
+    /// The connected sidecar reads compact records (it welcomed us
     /// with a version ≥ [`COMPACT_VERSION`]). False while disconnected:
     /// records written then may be read by whichever sidecar comes next,
     /// possibly an older one.
@@ -603,7 +603,7 @@ impl Process {
         Ok(stream)
     }
 
-    /// Whether the connected sidecar reads compact event records.
+    /// Whether the connected sidecar reads compact records.
     #[inline]
     pub(crate) fn compact(&self) -> bool {
         // Relaxed: see where it is stored.
@@ -897,7 +897,8 @@ fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             // call out); the top is copied out.
             (unsafe { (*l.scopes.get()).last().copied() }, proc.compact())
         } else {
-            (None, false)
+            // Scope heads have a compact form too (`wire::compact`).
+            (None, proc.compact())
         };
         if slot.writer.is_shared() {
             write_staged(l, proc, slot, cur, compact, &f);
