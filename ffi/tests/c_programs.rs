@@ -58,20 +58,7 @@ fn demo_compiles_pedantic_shared_and_static() {
     let dir = out_dir("demo-build");
     for link in [Link::Shared, Link::Static] {
         let exe = dir.join(format!("demo-{link:?}"));
-        compile(
-            "cc",
-            &[
-                "-Wall",
-                "-Wextra",
-                "-Werror",
-                "-pedantic",
-                "-std=c11",
-                "-pthread",
-            ],
-            &c_dir().join("demo.c"),
-            &exe,
-            link,
-        );
+        compile("cc", STRICT_C11, &c_dir().join("demo.c"), &exe, link);
         // Without a sidecar it still runs to the end.
         let mut cmd = c_command(&exe);
         cmd.env("DISTLOG_SOCKET", no_sidecar(&dir));

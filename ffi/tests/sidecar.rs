@@ -292,20 +292,7 @@ fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
     let dir = out_dir(&format!("sidecar-{name}"));
     let exe = distlogd();
     let prog = dir.join(name);
-    compile(
-        "cc",
-        &[
-            "-Wall",
-            "-Wextra",
-            "-Werror",
-            "-pedantic",
-            "-std=c11",
-            "-pthread",
-        ],
-        &c_dir().join(src),
-        &prog,
-        Link::Shared,
-    );
+    compile("cc", STRICT_C11, &c_dir().join(src), &prog, Link::Shared);
     let socket = dir.join("s.sock");
     let sidecar = Sidecar::start(&exe, &socket, &dir);
     let mut cmd = c_command(&prog);

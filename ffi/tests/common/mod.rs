@@ -106,6 +106,16 @@ pub enum Link {
 
 /// Compile `src` (C or C++ by `compiler`) with `flags` into `out`,
 /// panicking with the compiler's output on failure.
+/// The strict C11 flags the tests' C programs are built with.
+pub const STRICT_C11: &[&str] = &[
+    "-Wall",
+    "-Wextra",
+    "-Werror",
+    "-pedantic",
+    "-std=c11",
+    "-pthread",
+];
+
 pub fn compile(compiler: &str, flags: &[&str], src: &Path, out: &Path, link: Link) {
     let lib = lib_dir();
     let mut cmd = Command::new(compiler);
