@@ -566,7 +566,7 @@ impl Context {
 
     /// `scope_close` records (outcome `abandoned`) for every scope still
     /// open; forgets them.
-    pub(crate) fn abandon_scopes(&self, scopes: &mut Scopes, env: &Env<'_>, out: &mut Batch) {
+    pub(crate) fn abandon_scopes(&mut self, scopes: &mut Scopes, env: &Env<'_>, out: &mut Batch) {
         let now = Timestamp::now();
         let mut open: Vec<(u64, OpenScope)> = scopes.open.drain().collect();
         open.sort_by_key(|(_, o)| o.raw_ts);
@@ -575,7 +575,12 @@ impl Context {
             r.scope_id = Some(ScopeId(scope));
             r.tid = Some(o.tid);
             r.outcome = Some(Outcome::Abandoned);
-            let def = self.table.known(o.callsite);
+            // Opened maybe on another connection of the process, which
+            // left first: this one may not have read that call site yet.
+            let def = self
+                .table
+                .def(o.callsite, env.limits.max_defs_per_client)
+                .ok();
             describe_scope(&mut r, Some(o), def, false);
             let opened = self.ts(env, o.raw_ts);
             r.duration_ns = Some(now.0.saturating_sub(opened.0));

@@ -664,7 +664,7 @@ impl Drain {
         // Clients leaving after this round: the last connection of a process
         // that went away abandons its open scopes (a cut-off one does not:
         // its process may live on).
-        for c in self.clients.iter().filter(|c| c.cut_off || c.finished) {
+        for c in self.clients.iter_mut().filter(|c| c.cut_off || c.finished) {
             let Some(p) = self.processes.get_mut(&c.key) else {
                 continue;
             };

@@ -659,3 +659,51 @@ fn scope_of_a_reconnected_process_keeps_its_call_site() {
     );
     assert_eq!(got[2].duration_ns, Some(9));
 }
+
+/// A process whose scope was opened on a connection that left first: the
+/// connection that leaves last abandons the scope, and has read no call
+/// site of its own, so it must read the scope's from the process's table
+/// (it used only what it had read: the abandoned close had no name).
+#[test]
+fn abandoned_scope_of_an_earlier_connection_keeps_its_call_site() {
+    let got = one_per_round("abandon-reconnect", "svc-abandon-reconnect", 2, |socket| {
+        let table = new_table(64 << 10);
+        let version = distlog::wire::PROTOCOL_VERSION;
+        let svc = "svc-abandon-reconnect";
+        let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let span = c1.site(
+            CallsiteKind::Scope,
+            Level::Warn,
+            "long",
+            "t::span",
+            7,
+            &["k"],
+        );
+        let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
+        let open = Head::ScopeOpen {
+            callsite: span,
+            ts: now_ns(),
+            tid: gettid(),
+            scope: 5,
+            parent: 0,
+            trace: [5; 16],
+            remote_parent: false,
+        };
+        c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
+        let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+        let _r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+        // The first connection leaves (its ring read, the process still
+        // connected through the second), then the second.
+        drop(c1);
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(c2);
+    });
+    assert_eq!(got[1].outcome, Some(distlogd::record::Outcome::Abandoned));
+    for r in &got {
+        assert_eq!(
+            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
+            (Some("long"), Some("t::span"), Some(7), Level::Warn),
+            "{r:?}"
+        );
+    }
+}
