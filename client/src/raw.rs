@@ -313,16 +313,26 @@ impl Scope {
         let key = &*s as *const Scope as u64;
         let tp_text = traceparent.unwrap_or("");
         runtime::write_record(|ctx| {
-            let head = Head::ScopeOpen {
-                callsite,
-                ts: crate::clock::now(),
-                tid: ctx.tid,
-                scope: s.scope,
-                parent,
-                trace,
-                remote_parent: remote,
+            let ts = crate::clock::now();
+            // The compact head when the sidecar reads it; the fields are
+            // postcard after either head.
+            let (n, mut enc) = if ctx.compact {
+                let n = compact::write_open(
+                    ctx.buf, callsite, ts, ctx.tid, s.scope, parent, &trace, remote,
+                )?;
+                (n, Encoder::fields_only(&mut ctx.buf[n..]))
+            } else {
+                let head = Head::ScopeOpen {
+                    callsite,
+                    ts,
+                    tid: ctx.tid,
+                    scope: s.scope,
+                    parent,
+                    trace,
+                    remote_parent: remote,
+                };
+                (0, Encoder::new(ctx.buf, &head))
             };
-            let mut enc = Encoder::new(ctx.buf, &head);
             for f in fields {
                 enc.field(&clip_field(f));
             }
@@ -336,7 +346,7 @@ impl Scope {
                     crate::wire::Value::Str(why),
                 ));
             }
-            enc.finish().map(|b| b.len())
+            enc.finish().map(|b| n + b.len())
         });
         let mut s = s;
         s.key = key;
@@ -376,9 +386,13 @@ impl Scope {
         };
         let id = self.scope;
         runtime::write_record(|ctx| {
+            let ts = crate::clock::now();
+            if ctx.compact {
+                return compact::write_close(ctx.buf, id, ts, ctx.tid, outcome);
+            }
             let head = Head::ScopeClose {
                 scope: id,
-                ts: crate::clock::now(),
+                ts,
                 tid: ctx.tid,
                 outcome,
             };
