@@ -602,39 +602,61 @@ fn recycled_fields_are_their_own_call_sites() {
     );
 }
 
+/// Two connections of one process (one table): the first has defined scope
+/// call site "long" (`t::span`, line 7, field `k`) and written the open of
+/// scope 5 with `k = 1`; the second has read no call site of its own.
+/// Returns both with their rings, and the open's thread and time.
+fn scope_open_on_a_first_connection(
+    socket: &std::path::Path,
+    svc: &str,
+) -> (TestClient, TestRing, TestClient, TestRing, u32, u64) {
+    let table = new_table(64 << 10);
+    let version = distlog::wire::PROTOCOL_VERSION;
+    let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+    let span = c1.site(
+        CallsiteKind::Scope,
+        Level::Warn,
+        "long",
+        "t::span",
+        7,
+        &["k"],
+    );
+    let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
+    let (tid, ts) = (gettid(), now_ns());
+    let open = Head::ScopeOpen {
+        callsite: span,
+        ts,
+        tid,
+        scope: 5,
+        parent: 0,
+        trace: [5; 16],
+        remote_parent: false,
+    };
+    c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
+    let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
+    let r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+    (c1, r1, c2, r2, tid, ts)
+}
+
+/// Every record of scope "long" described from its call site.
+fn assert_described_as_long(got: &[distlogd::record::Record]) {
+    for r in got {
+        assert_eq!(
+            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
+            (Some("long"), Some("t::span"), Some(7), Level::Warn),
+            "{r:?}"
+        );
+    }
+}
+
 /// A scope opened on one connection and closed or recorded on another of
 /// the same process (a reconnect) is described from its call site even
 /// when the second connection has not read that call site yet.
 #[test]
 fn scope_of_a_reconnected_process_keeps_its_call_site() {
     let got = one_per_round("scope-reconnect", "svc-scope-reconnect", 3, |socket| {
-        let table = new_table(64 << 10);
-        let version = distlog::wire::PROTOCOL_VERSION;
-        let svc = "svc-scope-reconnect";
-        let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
-        let span = c1.site(
-            CallsiteKind::Scope,
-            Level::Warn,
-            "long",
-            "t::span",
-            7,
-            &["k"],
-        );
-        let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
-        let (tid, ts) = (gettid(), now_ns());
-        let open = Head::ScopeOpen {
-            callsite: span,
-            ts,
-            tid,
-            scope: 5,
-            parent: 0,
-            trace: [5; 16],
-            remote_parent: false,
-        };
-        c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
-        // The second connection reads no call site of its own.
-        let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
-        let r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+        let (c1, r1, c2, r2, tid, ts) =
+            scope_open_on_a_first_connection(socket, "svc-scope-reconnect");
         let k = [Field::Idx(0, Value::U64(2))];
         c2.frame(&r2, &Head::ScopeRecord { scope: 5, ts }, &k);
         let close = Head::ScopeClose {
@@ -646,13 +668,7 @@ fn scope_of_a_reconnected_process_keeps_its_call_site() {
         c2.frame(&r2, &close, &[]);
         (c1, c2, r1, r2)
     });
-    for r in &got {
-        assert_eq!(
-            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
-            (Some("long"), Some("t::span"), Some(7), Level::Warn),
-            "{r:?}"
-        );
-    }
+    assert_described_as_long(&got);
     assert_eq!(
         serde_json::to_value(&got[1].fields).unwrap(),
         json!({ "k": 2 })
@@ -667,31 +683,8 @@ fn scope_of_a_reconnected_process_keeps_its_call_site() {
 #[test]
 fn abandoned_scope_of_an_earlier_connection_keeps_its_call_site() {
     let got = one_per_round("abandon-reconnect", "svc-abandon-reconnect", 2, |socket| {
-        let table = new_table(64 << 10);
-        let version = distlog::wire::PROTOCOL_VERSION;
-        let svc = "svc-abandon-reconnect";
-        let mut c1 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
-        let span = c1.site(
-            CallsiteKind::Scope,
-            Level::Warn,
-            "long",
-            "t::span",
-            7,
-            &["k"],
-        );
-        let r1 = c1.ring(MIN_DATA_BYTES * 4, 1);
-        let open = Head::ScopeOpen {
-            callsite: span,
-            ts: now_ns(),
-            tid: gettid(),
-            scope: 5,
-            parent: 0,
-            trace: [5; 16],
-            remote_parent: false,
-        };
-        c1.frame(&r1, &open, &[Field::Idx(0, Value::U64(1))]);
-        let c2 = TestClient::connect_with(socket, svc, version, table, false).unwrap();
-        let _r2 = c2.ring(MIN_DATA_BYTES * 4, 2);
+        let (c1, _r1, c2, _r2, _, _) =
+            scope_open_on_a_first_connection(socket, "svc-abandon-reconnect");
         // The first connection leaves (its ring read, the process still
         // connected through the second), then the second.
         drop(c1);
@@ -699,11 +692,5 @@ fn abandoned_scope_of_an_earlier_connection_keeps_its_call_site() {
         drop(c2);
     });
     assert_eq!(got[1].outcome, Some(distlogd::record::Outcome::Abandoned));
-    for r in &got {
-        assert_eq!(
-            (r.name.as_deref(), r.target.as_deref(), r.line, r.level),
-            (Some("long"), Some("t::span"), Some(7), Level::Warn),
-            "{r:?}"
-        );
-    }
+    assert_described_as_long(&got);
 }
