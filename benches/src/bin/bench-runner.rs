@@ -1497,10 +1497,21 @@ fn count_ops(args: &[String]) {
             }
             std::mem::forget(g);
         }
-        "distlog-scope" => {
+        "distlog-scope" | "distlog-scope-sidecar" => {
+            // `-sidecar`: against the sidecar at DISTLOG_SOCKET, which
+            // negotiates the compact scope heads (kinds 5 and 6).
+            let sidecar = what.ends_with("-sidecar");
             std::env::set_var("DISTLOG_RING_BYTES", "64m");
-            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
-            let g = distlog_start(false);
+            if !sidecar {
+                std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+            }
+            let g = distlog_start(sidecar);
+            if sidecar {
+                // `connected` is set just before the layout flag: let the
+                // connection thread finish its hello (under valgrind the
+                // threads take turns).
+                std::thread::sleep(Duration::from_millis(300));
+            }
             for i in 0..n + 1 {
                 let span = tracing::info_span!(target: "bench", "work", a = std::hint::black_box(i) as i64);
                 let e = span.enter();
@@ -1521,7 +1532,9 @@ fn count_ops(args: &[String]) {
                 floor::op(std::hint::black_box(i), 42, 7);
             }
         }
-        _ => die("count --what distlog|distlog-log|distlog-scope|tracing-noop|floor --n N"),
+        _ => {
+            die("count --what distlog|distlog-log|distlog-scope[-sidecar]|tracing-noop|floor --n N")
+        }
     }
 }
 
