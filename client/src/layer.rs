@@ -403,17 +403,17 @@ where
             runtime::count_dropped();
             return;
         };
-        let parent = if let Some(pid) = attrs.parent() {
+        let explicit = attrs.parent().and_then(|pid| {
             self.with_data(pid, &ctx, Held::Open, |d| {
                 ensure_open(d);
                 (d.scope, d.trace(), d.boost())
             })
-        } else if attrs.is_contextual() {
-            scope::current().map(|c| (c.scope, c.trace, c.boost))
-        } else {
-            None
-        };
-        let (parent, trace, boost) = parent.unwrap_or_else(|| (0, scope::new_trace(), 0));
+        });
+        let contextual = attrs.parent().is_none() && attrs.is_contextual();
+        let fresh = scope::fresh(contextual, explicit.is_some());
+        let (parent, trace, boost) = explicit
+            .or(fresh.cur.map(|c| (c.scope, c.trace, c.boost)))
+            .unwrap_or((0, fresh.trace, 0));
         let boost = boost.max(crate::filter::trace_boost(&trace));
         let fields = if attrs.fields().is_empty() {
             SmallVec::new()
@@ -421,12 +421,12 @@ where
             encode_fields(&|v| attrs.record(v))
         };
         let data = ScopeData::new(
-            scope::new_scope_id(),
+            fresh.scope,
             trace,
             parent,
             callsite,
             crate::clock::now(),
-            runtime::tid(),
+            fresh.tid,
             fields,
             boost,
         );

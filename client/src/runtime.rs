@@ -1050,39 +1050,45 @@ fn push(proc: &Process, slot: &RingSlot, bytes: &[u8]) -> Push {
 /// xorshift, seeded from the OS once per thread and again after a fork).
 pub(crate) fn random_u64(which: usize) -> u64 {
     LOCAL
-        .try_with(|l| {
-            let r = &l.rng[which & 1];
-            let mut x = r.get();
-            if x == 0 {
-                x = (random_u128() as u64) | 1;
-            }
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            r.set(x);
-            x
-        })
-        .unwrap_or_else(|_| (random_u128() as u64) | 1)
+        .try_with(|l| next_random(&l.rng[which & 1]))
+        .unwrap_or_else(|_| random_fallback())
+}
+
+/// The next output of one of a thread's generators (see [`random_u64`]).
+#[inline(always)]
+pub(crate) fn next_random(r: &Cell<u64>) -> u64 {
+    let mut x = r.get();
+    if x == 0 {
+        x = (random_u128() as u64) | 1;
+    }
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    r.set(x);
+    x
+}
+
+/// A random non-zero u64 for a thread whose generators are gone (it is
+/// being torn down).
+#[cold]
+pub(crate) fn random_fallback() -> u64 {
+    (random_u128() as u64) | 1
+}
+
+/// This thread's kernel id, for a caller already in its `Local`.
+#[inline(always)]
+pub(crate) fn local_tid(l: &Local) -> u32 {
+    if l.tid.get() == 0 {
+        // SAFETY: gettid has no preconditions.
+        l.tid.set(unsafe { libc::gettid() } as u32);
+    }
+    l.tid.get()
 }
 
 /// The process state without the fork check (the write path checks).
 #[inline]
 pub(crate) fn process_fast() -> Option<&'static Process> {
     process()
-}
-
-/// This thread's kernel id (cached).
-pub(crate) fn tid() -> u32 {
-    LOCAL
-        .try_with(|l| {
-            if l.tid.get() == 0 {
-                // SAFETY: gettid has no preconditions.
-                l.tid.set(unsafe { libc::gettid() } as u32);
-            }
-            l.tid.get()
-        })
-        // SAFETY: gettid has no preconditions.
-        .unwrap_or_else(|_| unsafe { libc::gettid() } as u32)
 }
 
 /// Run `f` with this thread's encode buffer and scratch string, outside a

@@ -198,6 +198,60 @@ pub(crate) fn pop(key: u64) {
     });
 }
 
+/// What a new scope takes from its thread, read in one thread-local
+/// access (see [`fresh`]).
+pub(crate) struct Fresh {
+    /// The thread's innermost entered scope, when asked for.
+    pub cur: Option<Current>,
+    /// The new scope's id.
+    pub scope: u64,
+    /// A new trace id when the scope starts one, else zeros.
+    pub trace: TraceId,
+    /// This thread's kernel id.
+    pub tid: u32,
+}
+
+/// A new scope's id, its thread's id and (`contextual`) the thread's
+/// innermost scope; a new trace id when the scope has no parent
+/// (`has_parent` false and, if contextual, no current scope).
+///
+/// The ids come from the thread's two xorshift generators, seeded from the
+/// OS once per thread (and again in a forked child): a trace id takes one
+/// output of each, so it carries 128 bits of the OS's entropy. Ids stay
+/// unique within a process while the seeds differ (a generator does not
+/// repeat within 2^64 − 1 outputs).
+#[inline]
+pub(crate) fn fresh(contextual: bool, has_parent: bool) -> Fresh {
+    use crate::runtime::{local_tid, next_random, random_fallback};
+    LOCAL
+        .try_with(|l| {
+            let cur = if contextual {
+                // SAFETY: see `current`.
+                unsafe { (*l.scopes.get()).last().copied() }
+            } else {
+                None
+            };
+            let mut trace = [0u8; 16];
+            if !has_parent && cur.is_none() {
+                trace[..8].copy_from_slice(&next_random(&l.rng[0]).to_be_bytes());
+                trace[8..].copy_from_slice(&next_random(&l.rng[1]).to_be_bytes());
+            }
+            Fresh {
+                cur,
+                scope: next_random(&l.rng[0]),
+                trace,
+                tid: local_tid(l),
+            }
+        })
+        .unwrap_or_else(|_| Fresh {
+            cur: None,
+            scope: random_fallback(),
+            trace: if has_parent { [0; 16] } else { new_trace() },
+            // SAFETY: gettid has no preconditions.
+            tid: unsafe { libc::gettid() } as u32,
+        })
+}
+
 /// A new trace id.
 pub(crate) fn new_trace() -> TraceId {
     let a = crate::runtime::random_u64(0);
