@@ -286,10 +286,18 @@ fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS
 }
 
 /// Write the open record of a scope if nobody did yet.
+#[inline(always)]
 pub(crate) fn ensure_open(d: &ScopeData) {
-    if !d.take_open() {
-        return;
+    if d.take_open() {
+        write_open(d);
     }
+}
+
+/// The open record (once per scope, see [`ensure_open`]): out of line, so
+/// the callers that find it written (a close, an event, a re-entry) do not
+/// pay for its frame.
+#[inline(never)]
+fn write_open(d: &ScopeData) {
     let (parent, trace, remote_parent) = (d.parent(), d.trace(), d.remote());
     let extra = d.extra.get().map_or(&[][..], Vec::as_slice);
     runtime::write_record(|ctx| {
@@ -420,17 +428,20 @@ where
         } else {
             encode_fields(&|v| attrs.record(v))
         };
-        let data = ScopeData::new(
-            fresh.scope,
-            trace,
-            parent,
-            callsite,
-            crate::clock::now(),
-            fresh.tid,
-            fields,
-            boost,
-        );
-        if let Some(data) = self.scopes.insert(id.into_u64(), data) {
+        let created = crate::clock::now();
+        let make = || {
+            ScopeData::new(
+                fresh.scope,
+                trace,
+                parent,
+                callsite,
+                created,
+                fresh.tid,
+                fields,
+                boost,
+            )
+        };
+        if let Some(data) = self.scopes.insert_with(id.into_u64(), make) {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(data);
             }

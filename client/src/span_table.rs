@@ -46,7 +46,9 @@ const CLOSING: u32 = 1 << 31;
 
 /// `SLOTS` (a power of two) slots of `T`.
 pub(crate) struct SpanTable<T, const SLOTS: usize> {
-    slots: Box<[Slot<T>]>,
+    /// An array, not a slice: its length is known where a hash indexes
+    /// it, so the index needs no bounds check.
+    slots: Box<[Slot<T>; SLOTS]>,
 }
 
 struct Slot<T> {
@@ -78,7 +80,7 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
             // SAFETY: all-zero bytes are a valid `Slot` (id 0 = free, no
             // readers; the cell is `repr(transparent)` over a
             // `MaybeUninit`, which may hold any bytes).
-            slots: unsafe { Box::<[Slot<T>]>::new_zeroed_slice(SLOTS).assume_init() },
+            slots: unsafe { Box::<[Slot<T>; SLOTS]>::new_zeroed().assume_init() },
         }
     }
 
@@ -86,14 +88,15 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
     #[cfg(loom)]
     pub(crate) fn new() -> Self {
         let _ = Self::BITS;
+        let slots: Box<[Slot<T>]> = (0..SLOTS)
+            .map(|_| Slot {
+                id: AtomicU64::new(0),
+                readers: AtomicU32::new(0),
+                data: UnsafeCell::new(MaybeUninit::uninit()),
+            })
+            .collect();
         SpanTable {
-            slots: (0..SLOTS)
-                .map(|_| Slot {
-                    id: AtomicU64::new(0),
-                    readers: AtomicU32::new(0),
-                    data: UnsafeCell::new(MaybeUninit::uninit()),
-                })
-                .collect(),
+            slots: slots.try_into().ok().expect("SLOTS slots"),
         }
     }
 
@@ -107,9 +110,19 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
 
     /// Keep `data` for the new span `id` (which nobody else has yet);
     /// gives it back when both its slots are taken.
+    #[cfg(test)]
     pub(crate) fn insert(&self, id: u64, data: T) -> Option<T> {
+        self.insert_with(id, || data)
+    }
+
+    /// [`SpanTable::insert`] of the value `make` returns, made once its
+    /// slot is claimed: built where it stays, not moved in. `make` runs
+    /// with the slot taken, so it must not call out (a panic there would
+    /// leave the slot taken for good).
+    #[inline]
+    pub(crate) fn insert_with(&self, id: u64, make: impl FnOnce() -> T) -> Option<T> {
         if id == BUSY || id == 0 {
-            return Some(data);
+            return Some(make());
         }
         for s in self.slots_of(id) {
             // Acquire pairs with the Release that freed the slot in
@@ -120,14 +133,14 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
             {
                 // SAFETY: the slot is ours (claimed above; readers compare
                 // ids and skip `BUSY`).
-                s.data.with_mut(|p| unsafe { (*p).write(data) });
+                s.data.with_mut(|p| unsafe { (*p).write(make()) });
                 // Release pairs with the Acquire loads in `get` and
                 // `with_guarded`: who sees the id sees the data.
                 s.id.store(id, Ordering::Release);
                 return None;
             }
         }
-        Some(data)
+        Some(make())
     }
 
     /// The data of span `id`, if it is in the table.
