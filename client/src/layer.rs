@@ -259,10 +259,11 @@ fn encode(
     enc.finish().map(|b| b.len())
 }
 
-/// Encode fields alone (no head), for a scope's deferred open: straight
-/// into the scope's inline bytes (no thread-local buffer, no allocation for
-/// a typical scope), through the thread's big buffer when they do not fit.
-fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS]> {
+/// Encode fields alone (no head) into `out` (empty), for a scope's deferred
+/// open: straight into the scope's inline bytes (no thread-local buffer, no
+/// allocation for a typical scope), through the thread's big buffer when
+/// they do not fit.
+fn encode_fields(out: &mut SmallVec<[u8; INLINE_FIELDS]>, record: &dyn Fn(&mut dyn Visit)) {
     fn run(buf: &mut [u8], scratch: &mut String, record: &dyn Fn(&mut dyn Visit)) -> Option<usize> {
         let mut enc = Encoder::fields_only(buf);
         record(&mut Visitor::<false> {
@@ -271,10 +272,10 @@ fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS
         });
         enc.finish().map(<[u8]>::len)
     }
-    let mut out = SmallVec::from_buf([0u8; INLINE_FIELDS]);
-    if let Some(n) = run(&mut out, &mut String::new(), record) {
+    *out = SmallVec::from_buf([0; INLINE_FIELDS]);
+    if let Some(n) = run(out, &mut String::new(), record) {
         out.truncate(n);
-        return out;
+        return;
     }
     out.clear();
     runtime::write_scratch(|buf, scratch| {
@@ -282,7 +283,6 @@ fn encode_fields(record: &dyn Fn(&mut dyn Visit)) -> SmallVec<[u8; INLINE_FIELDS
             out.extend_from_slice(&buf[..n]);
         }
     });
-    out
 }
 
 /// Write the open record of a scope if nobody did yet.
@@ -414,20 +414,17 @@ where
         let explicit = attrs.parent().and_then(|pid| {
             self.with_data(pid, &ctx, Held::Open, |d| {
                 ensure_open(d);
-                (d.scope, d.trace(), d.boost())
+                (d.scope, d.trace_halves(), d.boost())
             })
         });
         let contextual = attrs.parent().is_none() && attrs.is_contextual();
         let fresh = scope::fresh(contextual, explicit.is_some());
         let (parent, trace, boost) = explicit
-            .or(fresh.cur.map(|c| (c.scope, c.trace, c.boost)))
+            .or(fresh
+                .cur
+                .map(|c| (c.scope, scope::split_trace(&c.trace), c.boost)))
             .unwrap_or((0, fresh.trace, 0));
-        let boost = boost.max(crate::filter::trace_boost(&trace));
-        let fields = if attrs.fields().is_empty() {
-            SmallVec::new()
-        } else {
-            encode_fields(&|v| attrs.record(v))
-        };
+        let boost = boost.max(crate::filter::trace_boost(&scope::join_trace(trace)));
         let created = crate::clock::now();
         let make = || {
             ScopeData::new(
@@ -437,11 +434,18 @@ where
                 callsite,
                 created,
                 fresh.tid,
-                fields,
+                SmallVec::new(),
                 boost,
             )
         };
-        if let Some(data) = self.scopes.insert_with(id.into_u64(), make) {
+        // The fields straight into the span's data where it stays: no
+        // copy of bytes just written (a store-forwarding stall each).
+        let fill = |d: &mut ScopeData| {
+            if !attrs.fields().is_empty() {
+                encode_fields(&mut d.fields, &|v| attrs.record(v));
+            }
+        };
+        if let Some(data) = self.scopes.insert_with(id.into_u64(), make, fill) {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(data);
             }
@@ -600,7 +604,8 @@ mod tests {
         // buffer): the same bytes as the encoder writes for the field alone.
         for len in [3, INLINE_FIELDS, 300] {
             let text = "x".repeat(len);
-            let got = encode_fields(&|v| v.record_str(&f, &text));
+            let mut got = SmallVec::new();
+            encode_fields(&mut got, &|v| v.record_str(&f, &text));
             let mut want = [0u8; 512];
             let mut e = Encoder::fields_only(&mut want);
             e.field(&Field::Idx(0, Value::Str(&text)));

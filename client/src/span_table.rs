@@ -112,35 +112,47 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
     /// gives it back when both its slots are taken.
     #[cfg(test)]
     pub(crate) fn insert(&self, id: u64, data: T) -> Option<T> {
-        self.insert_with(id, || data)
+        self.insert_with(id, || data, |_| ())
     }
 
-    /// [`SpanTable::insert`] of the value `make` returns, made once its
-    /// slot is claimed: built where it stays, not moved in. `make` runs
-    /// with the slot taken, so it must not call out (a panic there would
-    /// leave the slot taken for good).
+    /// [`SpanTable::insert`] of the value `make` returns, completed by
+    /// `fill`, both where it stays once its slot is claimed (not built
+    /// elsewhere and moved in). `make` must not panic (the slot would stay
+    /// taken for good); `fill` may: the value is dropped and the slot freed.
     #[inline]
-    pub(crate) fn insert_with(&self, id: u64, make: impl FnOnce() -> T) -> Option<T> {
-        if id == BUSY || id == 0 {
-            return Some(make());
-        }
-        for s in self.slots_of(id) {
+    pub(crate) fn insert_with(
+        &self,
+        id: u64,
+        make: impl FnOnce() -> T,
+        fill: impl FnOnce(&mut T),
+    ) -> Option<T> {
+        let claimed = if id == BUSY || id == 0 {
+            None
+        } else {
             // Acquire pairs with the Release that freed the slot in
             // `remove`: the last occupant's drop happens-before this write.
-            if s.id
-                .compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-            {
-                // SAFETY: the slot is ours (claimed above; readers compare
-                // ids and skip `BUSY`).
-                s.data.with_mut(|p| unsafe { (*p).write(make()) });
-                // Release pairs with the Acquire loads in `get` and
-                // `with_guarded`: who sees the id sees the data.
-                s.id.store(id, Ordering::Release);
-                return None;
-            }
-        }
-        Some(make())
+            self.slots_of(id).into_iter().find(|s| {
+                s.id.compare_exchange(0, BUSY, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            })
+        };
+        let Some(s) = claimed else {
+            let mut data = make();
+            fill(&mut data);
+            return Some(data);
+        };
+        // SAFETY: the slot is ours (claimed above; readers compare ids and
+        // skip `BUSY`).
+        let data: *mut T = s.data.with_mut(|p| unsafe { (*p).write(make()) });
+        let undo = Unclaim(s);
+        // SAFETY: written just above; nobody else reaches it before the id
+        // is published below.
+        fill(unsafe { &mut *data });
+        std::mem::forget(undo);
+        // Release pairs with the Acquire loads in `get` and `with_guarded`:
+        // who sees the id sees the data.
+        s.id.store(id, Ordering::Release);
+        None
     }
 
     /// The data of span `id`, if it is in the table.
@@ -242,6 +254,20 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
             return true;
         }
         false
+    }
+}
+
+/// Frees a slot whose value's `fill` unwound (see
+/// [`SpanTable::insert_with`]): drops the value, gives the slot back.
+struct Unclaim<'a, T>(&'a Slot<T>);
+
+impl<T> Drop for Unclaim<'_, T> {
+    fn drop(&mut self) {
+        // SAFETY: the slot is claimed by this thread (`BUSY`: no reader
+        // looks at it) and holds the value `make` returned.
+        self.0.data.with_mut(|p| unsafe { (*p).assume_init_drop() });
+        // Release pairs with the Acquire claim in `insert_with`.
+        self.0.id.store(0, Ordering::Release);
     }
 }
 
