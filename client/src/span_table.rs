@@ -345,6 +345,30 @@ mod tests {
         assert_eq!(drops.load(Ordering::Relaxed), 5);
     }
 
+    #[test]
+    fn a_fill_that_unwinds_frees_its_slot() {
+        let drops = Arc::new(AtomicUsize::new(0));
+        let t: SpanTable<Counted, 2> = SpanTable::new();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            t.insert_with(
+                4,
+                || Counted(4, drops.clone()),
+                |_| panic!("a field's Debug"),
+            )
+        }));
+        assert!(r.is_err());
+        assert_eq!(drops.load(Ordering::Relaxed), 1, "dropped once");
+        // SAFETY: span 4 never made it into the table.
+        assert!(unsafe { t.get(4) }.is_none());
+        // Both slots are free again.
+        assert!(t.insert(1, Counted(1, drops.clone())).is_none());
+        assert!(t.insert(2, Counted(2, drops.clone())).is_none());
+        // A fill that returns completes the value in place.
+        let t2: SpanTable<u64, 4> = SpanTable::new();
+        assert!(t2.insert_with(9, || 1, |v| *v += 89).is_none());
+        assert_eq!(t2.with_guarded(9, |v| *v), Some(90));
+    }
+
     /// Spans made, read and closed on several threads, readers racing the
     /// closes with ids that may be closing: every value is read intact and
     /// dropped exactly once (Miri checks the accesses).
