@@ -208,8 +208,11 @@ pub(crate) fn pop(key: u64) {
     let _ = LOCAL.try_with(|l| {
         // SAFETY: see `current`.
         let v = unsafe { &mut *l.scopes.get() };
-        // Usually the top; async code may exit out of order.
-        if let Some(i) = v.iter().rposition(|c| c.key == key) {
+        // Usually the top (a pop, not `remove`'s call to memmove for no
+        // bytes); async code may exit out of order.
+        if v.last().is_some_and(|c| c.key == key) {
+            v.pop();
+        } else if let Some(i) = v.iter().rposition(|c| c.key == key) {
             v.remove(i);
         }
     });
