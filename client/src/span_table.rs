@@ -227,7 +227,11 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
             s.id.store(BUSY, Ordering::Relaxed);
             // Acquire: a reader counted before this that has already left
             // (Release decrement) read the data before the drop below.
-            let mut n = s.readers.fetch_or(CLOSING, Ordering::Acquire);
+            // An add, not an or: the bit is clear here (only this close
+            // sets it, and the last one cleared it before freeing the id),
+            // so both set it, and an add is one `lock xadd` where an or
+            // whose result is read is a compare-exchange loop.
+            let mut n = s.readers.fetch_add(CLOSING, Ordering::Acquire);
             // A reader is in for a few hundred instructions; one that was
             // preempted in there gets the core back instead of a spin.
             let mut spins = 0u32;
