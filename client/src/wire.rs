@@ -735,6 +735,36 @@ pub mod compact {
             self.at += str_bytes(s.len());
         }
 
+        /// Append a string value (`STR` or `DEBUG`): the text `args`
+        /// formats to, written straight into the record (no `String` in
+        /// between), cut at `max` bytes (at a char boundary). Unlike the
+        /// postcard layout's varint, the length has a fixed width: it is
+        /// stored after the text without moving it.
+        #[inline(always)]
+        pub fn text_fmt(&mut self, tag: u8, args: std::fmt::Arguments<'_>, max: usize) {
+            let start = self.at + 5;
+            let Some(rest) = self.out.len().checked_sub(start) else {
+                self.overflow = true;
+                return;
+            };
+            let mut sink = super::TextSink {
+                out: &mut self.out[start..start + rest.min(max)],
+                n: 0,
+                cut: max <= rest,
+                full: false,
+            };
+            // An error of the value's own (not of the sink) keeps the text
+            // written before it, as a `String` would.
+            if std::fmt::write(&mut sink, args).is_err() && sink.full {
+                self.overflow = true;
+                return;
+            }
+            let n = sink.n;
+            self.out[self.at] = tag;
+            self.out[self.at + 1..start].copy_from_slice(&(n as u32).to_le_bytes());
+            self.at = start + n;
+        }
+
         /// Append `v`; a 128-bit value fails the record (see
         /// [`value_bytes`]).
         #[inline(always)]
@@ -963,6 +993,8 @@ struct TextSink<'e> {
     /// `out` ends at the cut (past it text is dropped), not at the end of
     /// the buffer (past it the record does not fit).
     cut: bool,
+    /// The text did not fit the record.
+    full: bool,
 }
 
 impl TextSink<'_> {
@@ -970,6 +1002,7 @@ impl TextSink<'_> {
     #[inline(never)]
     fn past_end(&mut self, s: &str) -> std::fmt::Result {
         if !self.cut {
+            self.full = true;
             return Err(std::fmt::Error);
         }
         let mut end = self.out.len() - self.n;
@@ -1310,6 +1343,7 @@ impl<'b> Encoder<'b> {
             out: &mut self.buf[start..start + rest.min(max)],
             n: 0,
             cut: max <= rest,
+            full: false,
         };
         if std::fmt::write(&mut w, format_args!("{text:?}")).is_err() {
             self.fail();

@@ -1477,10 +1477,15 @@ fn count_ops(args: &[String]) {
     let what = arg(args, "--what").unwrap_or_default();
     let n: u64 = arg_or(args, "--n", 1000);
     match what.as_str() {
-        "distlog" => {
+        // `distlog-connected`: to the sidecar at DISTLOG_SOCKET, which
+        // negotiates the compact layout (without one, events are postcard).
+        "distlog" | "distlog-connected" => {
+            let connected = what == "distlog-connected";
             std::env::set_var("DISTLOG_RING_BYTES", "64m");
-            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
-            let g = distlog_start(false);
+            if !connected {
+                std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+            }
+            let g = distlog_start(connected);
             tracing_event!(0u64);
             for i in 0..n {
                 tracing_event!(std::hint::black_box(i));
@@ -1521,7 +1526,7 @@ fn count_ops(args: &[String]) {
                 floor::op(std::hint::black_box(i), 42, 7);
             }
         }
-        _ => die("count --what distlog|distlog-log|distlog-scope|tracing-noop|floor --n N"),
+        _ => die("count --what distlog|distlog-connected|distlog-log|distlog-scope|tracing-noop|floor --n N"),
     }
 }
 
