@@ -87,7 +87,7 @@ impl DistlogLayer {
     /// thread's first record, a nested call, a `log` record, the postcard
     /// layout (`try_compact` false: a `log` record or a value with no
     /// compact form; or the sidecar does not read it).
-    #[inline(never)]
+    #[inline]
     fn write_event_general(
         &self,
         event: &Event<'_>,
