@@ -18,8 +18,10 @@
 //!
 //! A second layout, the compact event ([`compact`]), carries an event's
 //! head and its values by position in fixed-width little-endian fields
-//! (no varints, no per-field index): the C API's hot path writes it when
-//! the sidecar said it reads it (protocol version ≥ [`COMPACT_VERSION`]).
+//! (no varints, no per-field index): the C API's hot path and the
+//! `tracing` layer write it when the sidecar said it reads it (protocol
+//! version ≥ [`COMPACT_VERSION`]); the layer, visiting values one by one,
+//! writes each in place (a formatted text's length is stored after it).
 //! It decodes into the same [`Head::Event`] and [`Field::Idx`] items.
 //!
 //! Decoding ([`decode`]) borrows from a private copy of the payload that the
