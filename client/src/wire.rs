@@ -727,14 +727,24 @@ pub mod compact {
         /// record's longest string (so its length fits the `u32`).
         #[inline(always)]
         pub fn text(&mut self, tag: u8, s: &str) {
-            let Some(out) = self.out.get_mut(self.at..self.at + str_bytes(s.len())) else {
+            let Some((head, body)) = self
+                .out
+                .get_mut(self.at..)
+                .and_then(<[u8]>::split_first_chunk_mut::<5>)
+            else {
                 self.overflow = true;
                 return;
             };
-            out[0] = tag;
-            out[1..5].copy_from_slice(&(s.len() as u32).to_le_bytes());
-            copy_bytes(&mut out[5..], s.as_bytes());
+            let Some(dst) = body.get_mut(..s.len()) else {
+                self.overflow = true;
+                return;
+            };
+            head[0] = tag;
+            head[1..].copy_from_slice(&(s.len() as u32).to_le_bytes());
             self.at += str_bytes(s.len());
+            // Last: a long text's `memcpy` is a tail call, and the short
+            // path saves no registers.
+            copy_bytes(dst, s.as_bytes());
         }
 
         /// Append a string value (`STR` or `DEBUG`): the text `args`
@@ -744,15 +754,20 @@ pub mod compact {
         /// stored after the text without moving it.
         #[inline(always)]
         pub fn text_fmt(&mut self, tag: u8, args: std::fmt::Arguments<'_>, max: usize) {
-            let start = self.at + 5;
-            let Some(rest) = self.out.len().checked_sub(start) else {
+            let Some((head, body)) = self
+                .out
+                .get_mut(self.at..)
+                .and_then(<[u8]>::split_first_chunk_mut::<5>)
+            else {
                 self.overflow = true;
                 return;
             };
+            let cut = max <= body.len();
+            let room = body.len().min(max);
             let mut sink = super::TextSink {
-                out: &mut self.out[start..start + rest.min(max)],
+                out: &mut body[..room],
                 n: 0,
-                cut: max <= rest,
+                cut,
                 full: false,
             };
             // An error of the value's own (not of the sink) keeps the text
@@ -762,9 +777,9 @@ pub mod compact {
                 return;
             }
             let n = sink.n;
-            self.out[self.at] = tag;
-            self.out[self.at + 1..start].copy_from_slice(&(n as u32).to_le_bytes());
-            self.at = start + n;
+            head[0] = tag;
+            head[1..].copy_from_slice(&(n as u32).to_le_bytes());
+            self.at += 5 + n;
         }
 
         /// Append `v`; a 128-bit value fails the record (see
@@ -1019,15 +1034,31 @@ impl TextSink<'_> {
     }
 }
 
+/// A longer piece's copy, out of line: a tail call, so that the common
+/// short piece's `write_str` saves no registers.
+#[inline(never)]
+fn copy_long(dst: &mut [u8], src: &[u8]) -> std::fmt::Result {
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
 impl std::fmt::Write for TextSink<'_> {
     #[inline]
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let b = s.as_bytes();
-        match self.out.get_mut(self.n..self.n + b.len()) {
-            Some(dst) => {
-                copy_short(dst, b);
+        match self
+            .out
+            .get_mut(self.n..)
+            .and_then(|r| r.get_mut(..b.len()))
+        {
+            Some(dst) if b.len() <= 16 => {
                 self.n += b.len();
+                copy_short(dst, b);
                 Ok(())
+            }
+            Some(dst) => {
+                self.n += b.len();
+                copy_long(dst, b)
             }
             None => self.past_end(s),
         }
