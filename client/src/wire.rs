@@ -18,8 +18,10 @@
 //!
 //! A second layout, the compact event ([`compact`]), carries an event's
 //! head and its values by position in fixed-width little-endian fields
-//! (no varints, no per-field index): the C API's hot path writes it when
-//! the sidecar said it reads it (protocol version ≥ [`COMPACT_VERSION`]).
+//! (no varints, no per-field index): the C API's hot path and the
+//! `tracing` layer write it when the sidecar said it reads it (protocol
+//! version ≥ [`COMPACT_VERSION`]); the layer, visiting values one by one,
+//! writes each in place (a formatted text's length is stored after it).
 //! It decodes into the same [`Head::Event`] and [`Field::Idx`] items.
 //!
 //! Decoding ([`decode`]) borrows from a private copy of the payload that the
@@ -725,14 +727,59 @@ pub mod compact {
         /// record's longest string (so its length fits the `u32`).
         #[inline(always)]
         pub fn text(&mut self, tag: u8, s: &str) {
-            let Some(out) = self.out.get_mut(self.at..self.at + str_bytes(s.len())) else {
+            let Some((head, body)) = self
+                .out
+                .get_mut(self.at..)
+                .and_then(<[u8]>::split_first_chunk_mut::<5>)
+            else {
                 self.overflow = true;
                 return;
             };
-            out[0] = tag;
-            out[1..5].copy_from_slice(&(s.len() as u32).to_le_bytes());
-            copy_bytes(&mut out[5..], s.as_bytes());
+            let Some(dst) = body.get_mut(..s.len()) else {
+                self.overflow = true;
+                return;
+            };
+            head[0] = tag;
+            head[1..].copy_from_slice(&(s.len() as u32).to_le_bytes());
             self.at += str_bytes(s.len());
+            // Last: a long text's `memcpy` is a tail call, and the short
+            // path saves no registers.
+            copy_bytes(dst, s.as_bytes());
+        }
+
+        /// Append a string value (`STR` or `DEBUG`): the text `args`
+        /// formats to, written straight into the record (no `String` in
+        /// between), cut at `max` bytes (at a char boundary). Unlike the
+        /// postcard layout's varint, the length has a fixed width: it is
+        /// stored after the text without moving it.
+        #[inline(always)]
+        pub fn text_fmt(&mut self, tag: u8, args: std::fmt::Arguments<'_>, max: usize) {
+            let Some((head, body)) = self
+                .out
+                .get_mut(self.at..)
+                .and_then(<[u8]>::split_first_chunk_mut::<5>)
+            else {
+                self.overflow = true;
+                return;
+            };
+            let cut = max <= body.len();
+            let room = body.len().min(max);
+            let mut sink = super::TextSink {
+                out: &mut body[..room],
+                n: 0,
+                cut,
+                full: false,
+            };
+            // An error of the value's own (not of the sink) keeps the text
+            // written before it, as a `String` would.
+            if std::fmt::write(&mut sink, args).is_err() && sink.full {
+                self.overflow = true;
+                return;
+            }
+            let n = sink.n;
+            head[0] = tag;
+            head[1..].copy_from_slice(&(n as u32).to_le_bytes());
+            self.at += 5 + n;
         }
 
         /// Append `v`; a 128-bit value fails the record (see
@@ -963,6 +1010,8 @@ struct TextSink<'e> {
     /// `out` ends at the cut (past it text is dropped), not at the end of
     /// the buffer (past it the record does not fit).
     cut: bool,
+    /// The text did not fit the record.
+    full: bool,
 }
 
 impl TextSink<'_> {
@@ -970,6 +1019,7 @@ impl TextSink<'_> {
     #[inline(never)]
     fn past_end(&mut self, s: &str) -> std::fmt::Result {
         if !self.cut {
+            self.full = true;
             return Err(std::fmt::Error);
         }
         let mut end = self.out.len() - self.n;
@@ -984,15 +1034,31 @@ impl TextSink<'_> {
     }
 }
 
+/// A longer piece's copy, out of line: a tail call, so that the common
+/// short piece's `write_str` saves no registers.
+#[inline(never)]
+fn copy_long(dst: &mut [u8], src: &[u8]) -> std::fmt::Result {
+    dst.copy_from_slice(src);
+    Ok(())
+}
+
 impl std::fmt::Write for TextSink<'_> {
     #[inline]
     fn write_str(&mut self, s: &str) -> std::fmt::Result {
         let b = s.as_bytes();
-        match self.out.get_mut(self.n..self.n + b.len()) {
-            Some(dst) => {
-                copy_short(dst, b);
+        match self
+            .out
+            .get_mut(self.n..)
+            .and_then(|r| r.get_mut(..b.len()))
+        {
+            Some(dst) if b.len() <= 16 => {
                 self.n += b.len();
+                copy_short(dst, b);
                 Ok(())
+            }
+            Some(dst) => {
+                self.n += b.len();
+                copy_long(dst, b)
             }
             None => self.past_end(s),
         }
@@ -1310,6 +1376,7 @@ impl<'b> Encoder<'b> {
             out: &mut self.buf[start..start + rest.min(max)],
             n: 0,
             cut: max <= rest,
+            full: false,
         };
         if std::fmt::write(&mut w, format_args!("{text:?}")).is_err() {
             self.fail();

@@ -231,11 +231,11 @@ fn typed_fields_log_crate_and_schema() {
         .unwrap();
     let pid = c.id();
     assert!(c.wait_with_output().unwrap().status.success());
-    let recs = sc.wait_for("3 records", |r| events(r, pid).len() >= 3);
+    let recs = sc.wait_for("5 records", |r| events(r, pid).len() >= 5);
     let ev = events(&recs, pid);
     assert_eq!(
         ev.len(),
-        3,
+        5,
         "the debug record is filtered out by default: {ev:?}"
     );
     let typed = ev
@@ -263,6 +263,21 @@ fn typed_fields_log_crate_and_schema() {
         ts.ends_with('Z') && ts.len() == "2026-11-25T21:07:08.123456789Z".len(),
         "{ts}"
     );
+    // The events with no compact form: every field under its own name.
+    let gap = ev
+        .iter()
+        .find(|r| r["message"] == "gap")
+        .expect("gap record");
+    assert_eq!(gap["fields"]["first"], 1, "{gap}");
+    assert_eq!(gap["fields"]["after"], 3, "{gap}");
+    assert!(gap["fields"].get("gap").is_none(), "{gap}");
+    let wide = ev
+        .iter()
+        .find(|r| r["message"] == "wide")
+        .expect("wide record");
+    assert_eq!(wide["fields"]["wide"], u128::MAX.to_string(), "{wide}");
+    assert_eq!(wide["fields"]["neg"], i128::MIN.to_string(), "{wide}");
+    assert_eq!(wide["fields"]["small"], 7, "{wide}");
     let lit = ev.iter().find(|r| r["target"] == "custom::target").unwrap();
     assert_eq!(lit["message"], "literal");
     assert_eq!(lit["level"], "WARN");

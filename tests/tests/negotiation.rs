@@ -233,6 +233,44 @@ fn events(payloads: &[Vec<u8>], site: u32) -> Vec<(u8, u64)> {
         .collect()
 }
 
+/// Write `tracing` events through the layer, one with every value by
+/// position (compact when negotiated) and one with a gap (always
+/// postcard), and wait until they were read.
+fn write_tracing_events(n: u64) {
+    use tracing_subscriber::layer::SubscriberExt;
+    let sub = tracing_subscriber::registry().with(distlog::DistlogLayer::default());
+    tracing::subscriber::with_default(sub, || {
+        tracing::info!(n, s = "é", "tracing");
+        tracing::info!(n, gap = None::<u64>, s = "é", "tracing");
+    });
+    assert!(raw::flush(DEADLINE), "the sidecar read the events");
+}
+
+/// The kind bytes of the events [`write_tracing_events`] wrote, each
+/// decoded as the sidecar decodes: the message, `n` and `s` by index.
+fn tracing_kinds(payloads: &[Vec<u8>], n: u64) -> Vec<u8> {
+    payloads
+        .iter()
+        .filter(|p| {
+            let frame = wire::decode(p).expect("every record decodes");
+            matches!(frame.head, Head::Event { .. })
+                && frame.fields.first() == Some(&Field::Idx(0, Value::Str("tracing")))
+        })
+        .map(|p| {
+            let frame = wire::decode(p).expect("decodes");
+            assert!(
+                frame.fields.contains(&Field::Idx(1, Value::U64(n))),
+                "{frame:?}"
+            );
+            assert!(frame
+                .fields
+                .iter()
+                .any(|f| matches!(f, Field::Idx(_, Value::Str("é")))));
+            p[0]
+        })
+        .collect()
+}
+
 fn postcard(ns: std::ops::Range<u64>) -> Vec<(u8, u64)> {
     ns.map(|n| (0, n)).collect()
 }
@@ -303,12 +341,16 @@ fn compact_records_only_to_sidecars_that_read_them() {
     assert_eq!(new.hellos(), [wire::PROTOCOL_VERSION]);
     write_events(site, 10);
     assert_eq!(events(&new.take_payloads(), site), compact_kind(10..15));
+    write_tracing_events(3);
+    assert_eq!(tracing_kinds(&new.take_payloads(), 3), [compact::KIND, 0]);
 
     // 4. Back to an old sidecar: postcard again.
     drop(new);
     let old = reconnect_to(|| PlayedSidecar::start(&socket, Plays::Old));
     write_events(site, 15);
     assert_eq!(events(&old.take_payloads(), site), postcard(15..20));
+    write_tracing_events(4);
+    assert_eq!(tracing_kinds(&old.take_payloads(), 4), [0, 0]);
 
     // 5. An old client (version 1) and a new sidecar: postcard, read by the
     // real sidecar too.

@@ -1471,16 +1471,32 @@ fn bench_memory(args: &[String]) {
     sc.stop();
 }
 
+/// The client for `count`: `-connected` rows use the sidecar at
+/// DISTLOG_SOCKET, which negotiates the compact layout (events, scope
+/// heads); without one, records are postcard.
+fn count_start(connected: bool) -> distlog::Guard {
+    std::env::set_var("DISTLOG_RING_BYTES", "64m");
+    if !connected {
+        std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
+    }
+    let g = distlog_start(connected);
+    if connected {
+        // `connected` is set just before the layout flag: let the
+        // connection thread finish its hello (under valgrind the threads
+        // take turns).
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    g
+}
+
 /// `count --what enabled --n N`: run N operations in a loop (for callgrind
 /// instruction counts: run twice with different N and subtract).
 fn count_ops(args: &[String]) {
     let what = arg(args, "--what").unwrap_or_default();
     let n: u64 = arg_or(args, "--n", 1000);
     match what.as_str() {
-        "distlog" => {
-            std::env::set_var("DISTLOG_RING_BYTES", "64m");
-            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
-            let g = distlog_start(false);
+        "distlog" | "distlog-connected" => {
+            let g = count_start(what.ends_with("-connected"));
             tracing_event!(0u64);
             for i in 0..n {
                 tracing_event!(std::hint::black_box(i));
@@ -1488,30 +1504,15 @@ fn count_ops(args: &[String]) {
             std::mem::forget(g);
         }
         "distlog-log" => {
-            std::env::set_var("DISTLOG_RING_BYTES", "64m");
-            std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
-            let g = distlog_start(false);
+            let g = count_start(false);
             for i in 0..n + 1 {
                 let i = std::hint::black_box(i) as i64;
                 log::info!(target: "bench", "message text a={} b={} s={}", i, 42u64, "short");
             }
             std::mem::forget(g);
         }
-        "distlog-scope" | "distlog-scope-sidecar" => {
-            // `-sidecar`: against the sidecar at DISTLOG_SOCKET, which
-            // negotiates the compact scope heads (kinds 5 and 6).
-            let sidecar = what.ends_with("-sidecar");
-            std::env::set_var("DISTLOG_RING_BYTES", "64m");
-            if !sidecar {
-                std::env::set_var("DISTLOG_SOCKET", "/nonexistent/distlog-bench.sock");
-            }
-            let g = distlog_start(sidecar);
-            if sidecar {
-                // `connected` is set just before the layout flag: let the
-                // connection thread finish its hello (under valgrind the
-                // threads take turns).
-                std::thread::sleep(Duration::from_millis(300));
-            }
+        "distlog-scope" | "distlog-scope-connected" => {
+            let g = count_start(what.ends_with("-connected"));
             for i in 0..n + 1 {
                 let span = tracing::info_span!(target: "bench", "work", a = std::hint::black_box(i) as i64);
                 let e = span.enter();
@@ -1532,9 +1533,9 @@ fn count_ops(args: &[String]) {
                 floor::op(std::hint::black_box(i), 42, 7);
             }
         }
-        _ => {
-            die("count --what distlog|distlog-log|distlog-scope[-sidecar]|tracing-noop|floor --n N")
-        }
+        _ => die(
+            "count --what distlog|distlog-connected|distlog-log|distlog-scope[-connected]|tracing-noop|floor --n N",
+        ),
     }
 }
 

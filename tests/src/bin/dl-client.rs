@@ -383,6 +383,10 @@ fn main() {
                 "typed {}",
                 "fields"
             );
+            // Values with no compact form (a gap: the `None`; 128-bit
+            // integers): these events take the postcard layout.
+            tracing::info!(first = 1i64, gap = None::<i64>, after = 3u64, "gap");
+            tracing::info!(wide = u128::MAX, neg = i128::MIN, small = 7i128, "wide");
             tracing::warn!(target: "custom::target", "literal");
             log::warn!(target: "thirdparty::db", "from log {}", 7);
             tracing::debug!("not recorded at the default level");
