@@ -591,9 +591,26 @@ fn take_str<'a>(b: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
     utf8(take_n(b, n)?)
 }
 
+/// Whether every byte is below 0x80: `[u8]::is_ascii` for the short strings
+/// of records, a word or two (overlapping) instead of a loop of bytes up to
+/// 16 (callgrind: ~15 instructions a string less in the drain).
+#[inline]
+fn ascii(b: &[u8]) -> bool {
+    if let (Some(a), Some(z)) = (b.first_chunk::<8>(), b.last_chunk::<8>()) {
+        if b.len() > 16 {
+            return b.is_ascii();
+        }
+        return (u64::from_le_bytes(*a) | u64::from_le_bytes(*z)) & 0x8080_8080_8080_8080 == 0;
+    }
+    if let (Some(a), Some(z)) = (b.first_chunk::<4>(), b.last_chunk::<4>()) {
+        return (u32::from_le_bytes(*a) | u32::from_le_bytes(*z)) & 0x8080_8080 == 0;
+    }
+    b.iter().all(|&c| c < 0x80)
+}
+
 #[inline]
 fn utf8(bytes: &[u8]) -> Result<&str, DecodeError> {
-    if bytes.is_ascii() {
+    if ascii(bytes) {
         // SAFETY: ASCII bytes are valid UTF-8. Most strings here are ASCII
         // and this check costs a fraction of `from_utf8` on short strings
         // (callgrind: ~110 instructions a string in the sidecar's drain).
@@ -1904,6 +1921,21 @@ mod tests {
         assert!(fields.next().unwrap().is_err());
         assert!(fields.next().is_none());
         assert!(decode_by_next_field(bytes).is_err());
+    }
+
+    #[test]
+    fn ascii_is_is_ascii() {
+        for len in 0..40 {
+            let mut b = vec![b'a'; len];
+            assert!(ascii(&b));
+            for at in 0..len {
+                for hi in [0x80, 0xc3, 0xff] {
+                    b[at] = hi;
+                    assert!(!ascii(&b), "{len} {at}");
+                    b[at] = b'a';
+                }
+            }
+        }
     }
 
     #[test]
