@@ -474,7 +474,11 @@ fn take_bool(b: &mut &[u8]) -> Result<bool, DecodeError> {
 /// A LEB128 varint of at most `max` bytes whose last byte is at most `last`
 /// (postcard's rule: the value fits the type; non-minimal forms are
 /// accepted). `max` ≤ 10, so the value fits 64 bits.
-#[inline]
+// Always inlined: the head's `scope` was read through a call (the slice
+// kept in memory, the result through memory too): ~15 instructions a
+// record more. Its slow loop out of line instead cost ~85 more (the
+// fields' 2- and 3-byte varints then all went through the call).
+#[inline(always)]
 fn take_varint(b: &mut &[u8], max: usize, last: u8) -> Result<u64, DecodeError> {
     // Most varints here (variants, small ints, lengths) are one byte.
     if let Some((&v, rest)) = b.split_first() {
