@@ -587,7 +587,9 @@ fn take_trace(b: &mut &[u8]) -> Result<TraceId, DecodeError> {
     Ok(t)
 }
 
-#[inline]
+// Always inlined: called, it took the FieldIter's slice by address, which
+// kept the slice in memory for the whole field loop (two stores a byte).
+#[inline(always)]
 fn take_str<'a>(b: &mut &'a [u8]) -> Result<&'a str, DecodeError> {
     let n = take_u64(b)?;
     let n =
