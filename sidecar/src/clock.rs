@@ -188,6 +188,17 @@ impl Clock {
                     _ => wide_delta(raw, t.anchor.0),
                 };
                 let off = delta * t.ns_per_tick;
+                // In i64 when the sum fits (any honest timestamp before
+                // 2262): what the i128 form below gives, ~15 instructions
+                // a record fewer.
+                if off.abs() < 9.0e18 {
+                    if let Some(ns) = i64::try_from(t.anchor.1)
+                        .ok()
+                        .and_then(|a| a.checked_add(off as i64))
+                    {
+                        return Timestamp(ns.max(0) as u64);
+                    }
+                }
                 let off = if off.abs() < 9.0e18 {
                     i128::from(off as i64)
                 } else {
@@ -243,10 +254,23 @@ mod tests {
 
     #[test]
     fn fast_conversion_is_the_wide_one() {
+        // Anchors in i64 (the fast paths), near its end (the sum overflows
+        // it) and past it (realtime after 2262: the wide form).
+        for ns in [
+            1_700_000_000_000_000_000,
+            i64::MAX as u64 - 10,
+            i64::MAX as u64 + 10,
+            u64::MAX - 5,
+        ] {
+            fast_conversion_is_the_wide_one_at(ns);
+        }
+    }
+
+    fn fast_conversion_is_the_wide_one_at(anchor_ns: u64) {
         let t = Tsc {
             base: (0, 0),
             ns_per_tick: 0.3846,
-            anchor: (1 << 40, 1_700_000_000_000_000_000),
+            anchor: (1 << 40, anchor_ns),
             refined_at: 0,
         };
         let c = Clock {

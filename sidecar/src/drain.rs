@@ -374,6 +374,32 @@ impl Batch {
     }
 }
 
+/// Records a round gathers before it hands them to the sinks mid-round,
+/// unless one [wants whole rounds](Sink::wants_whole_rounds) (the rings
+/// are released at the round's end all the same: a record is written
+/// before its ring space is). A round of 5 full rings was ~1,300 records
+/// whose memory (~1 KB each with their strings and fields) had left the
+/// cache when the sinks read it; written every 256, the no-sink drain went
+/// from 9.9-10.4 to 10.6-12.1 M records per CPU-second.
+const WRITE_AT: usize = 256;
+
+/// Hand the batch to every sink (one that fails is dropped) and empty it.
+fn write_out(sinks: &mut Vec<Box<dyn Sink>>, batch: &mut Batch, stats: &mut DrainStats) {
+    if batch.is_empty() {
+        return;
+    }
+    let recs = batch.records();
+    sinks.retain_mut(|s| match s.write_batch(recs) {
+        Ok(()) => true,
+        Err(e) => {
+            diag!("sink {}: {e}; dropping it", s.name());
+            false
+        }
+    });
+    stats.records += recs.len() as u64;
+    batch.clear();
+}
+
 /// The open scopes of one process and how many of its connections the
 /// drain thread holds.
 #[derive(Debug, Default)]
@@ -626,6 +652,11 @@ impl Drain {
             limits: &self.limits,
         };
         let budget = self.limits.ring_budget;
+        let write_at = if self.sinks.iter().any(|s| s.wants_whole_rounds()) {
+            usize::MAX
+        } else {
+            WRITE_AT
+        };
         let mut total = 0;
         for c in self.clients.iter_mut() {
             if c.cut_off {
@@ -652,6 +683,9 @@ impl Drain {
                         failed = Some(e);
                         break;
                     }
+                }
+                if self.batch.len >= write_at {
+                    write_out(&mut self.sinks, &mut self.batch, &mut self.stats);
                 }
             }
             if let Some(e) = failed {
@@ -685,18 +719,7 @@ impl Drain {
 
     /// Hand the batch to every sink, then release every ring.
     fn commit(&mut self) {
-        if !self.batch.is_empty() {
-            let batch = self.batch.records();
-            self.sinks.retain_mut(|s| match s.write_batch(batch) {
-                Ok(()) => true,
-                Err(e) => {
-                    diag!("sink {}: {e}; dropping it", s.name());
-                    false
-                }
-            });
-            self.stats.records += batch.len() as u64;
-            self.batch.clear();
-        }
+        write_out(&mut self.sinks, &mut self.batch, &mut self.stats);
         for r in self.clients.iter_mut().flat_map(|c| c.rings.iter_mut()) {
             r.release();
         }

@@ -731,6 +731,10 @@ impl Sink for Router {
         "router"
     }
 
+    fn wants_whole_rounds(&self) -> bool {
+        self.store.is_some()
+    }
+
     fn write_batch(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         if let Some(rx) = &self.reload {
             let mut newest = None;

@@ -398,12 +398,23 @@ fn one_per_round<T>(
     n: usize,
     write: impl FnOnce(&std::path::Path) -> T,
 ) -> Vec<distlogd::record::Record> {
+    in_process(tag, service, n, 1, write)
+}
+
+/// As [`one_per_round`], reading up to `budget` records per ring and round.
+fn in_process<T>(
+    tag: &str,
+    service: &str,
+    n: usize,
+    budget: usize,
+    write: impl FnOnce(&std::path::Path) -> T,
+) -> Vec<distlogd::record::Record> {
     use distlogd::{server::Server, sink::ChannelSink, Config, Shutdown};
 
     let dir = temp_dir(tag);
     let mut config = Config::new(dir.join("distlogd.sock"));
     config.data_dir = dir.join("data");
-    config.limits.ring_budget = 1;
+    config.limits.ring_budget = budget;
     let socket = config.socket.clone();
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let server = rt.block_on(async { Server::bind(config) }).expect("bind");
@@ -693,4 +704,47 @@ fn abandoned_scope_of_an_earlier_connection_keeps_its_call_site() {
     });
     assert_eq!(got[1].outcome, Some(distlogd::record::Outcome::Abandoned));
     assert_described_as_long(&got);
+}
+
+/// A round reads up to the budget from every ring (here 4 x 1000) and hands
+/// its records to sinks that do not want whole rounds every 256 as it goes
+/// (the drain's `WRITE_AT`); the rings are released at the round's end.
+/// Every record must arrive once, each ring's in its order.
+#[test]
+fn records_written_mid_round_arrive_once_in_ring_order() {
+    let (rings, per) = (4u32, 3000u64);
+    let got = in_process(
+        "mid-round",
+        "svc-mid-round",
+        (u64::from(rings) * per) as usize,
+        1000,
+        |socket| {
+            let mut c = TestClient::connect(socket, "svc-mid-round").expect("welcome");
+            let site = c.event_site(Level::Info, "mid::round", 1, &["message", "n"]);
+            let rs: Vec<TestRing> = (0..rings)
+                .map(|i| c.ring(MIN_DATA_BYTES * 64, i + 1))
+                .collect();
+            for n in 0..per {
+                for (i, r) in rs.iter().enumerate() {
+                    let fields = [
+                        Field::Idx(0, Value::Str("mid")),
+                        Field::Idx(1, Value::U64(n)),
+                    ];
+                    c.event(r, site, now_ns(), i as u32, &fields);
+                }
+            }
+            (c, rs)
+        },
+    );
+    let mut next = vec![0u64; rings as usize];
+    for r in &got {
+        let tid = r.tid.expect("tid") as usize;
+        assert_eq!(
+            r.fields.get("n"),
+            Some(&serde_json::json!(next[tid])),
+            "ring {tid}"
+        );
+        next[tid] += 1;
+    }
+    assert_eq!(next, vec![per; rings as usize]);
 }

@@ -507,6 +507,15 @@ pub fn main(args: &[String]) {
         };
         let val = if unit == "kB" {
             String::new()
+        } else if v["n"].as_u64().is_some_and(|n| n > 1) && v["extra"]["max"].is_f64() {
+            // Several samples of one rate (the drain rows): the median and
+            // the spread, which moves with the vCPU the drain ran on.
+            format!(
+                "{} ({}–{})",
+                f(v["p50"].as_f64()),
+                f(v["min"].as_f64()),
+                f(v["extra"]["max"].as_f64())
+            )
         } else {
             f(v["p50"].as_f64())
         };
@@ -590,7 +599,10 @@ const NOTES: &str = "\
   `distlogd run` without `--stdout` (records decoded into the record schema,
   then dropped: the drain loop itself); `stdout-json` adds JSON formatting
   and write(2) to /dev/null. `records_per_cpu_s` divides by the sidecar's
-  CPU time (one drain thread).
+  CPU time (one drain thread). A row is the median of `samples` fills and
+  drains of the same sidecar (5 without a sink, 3 to stdout, 1 to the
+  store), min–max in brackets, each sample in `sample_rates`: one drain
+  moves with the vCPU it lands on.
 - End to end: the client stamps `sent_ns` (CLOCK_REALTIME) into the event;
   the bench reads the sidecar's stdout through a pipe and subtracts at
   arrival. p99.9 on a 2-core machine is dominated by scheduling (the
