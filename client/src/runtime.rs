@@ -812,10 +812,12 @@ pub(crate) fn write_event(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
 /// path writes). Returns `false`, having written and counted nothing, when
 /// [`write_event`] must take the event instead: the thread's first record,
 /// a nested call, the postcard layout, a shared ring, a window too short
-/// before the ring's end.
+/// before the ring's end. `ts` gives the event's time: the caller picks
+/// where the clock is read (see [`crate::raw::try_event_compact`]).
 #[inline(always)]
 pub(crate) fn write_compact(
     callsite: u32,
+    ts: impl FnOnce() -> u64,
     values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
 ) -> bool {
     let done = LOCAL.try_with(|l| {
@@ -844,7 +846,7 @@ pub(crate) fn write_compact(
                 let mut w = crate::wire::compact::Writer::new(
                     buf,
                     callsite,
-                    crate::clock::now(),
+                    ts(),
                     tid,
                     scope,
                     trace.as_ref(),

@@ -398,9 +398,12 @@ pub unsafe extern "C" fn distlog_event_kv(
         // The common case: on by its cached verdict, registered, every key
         // the registered one, the compact layout, room in the ring.
         if site.cs.cached_on() {
+            // The clock before anything else of the write (see
+            // `try_event_compact`).
+            let ts = distlog::raw::now();
             if let Some((id, keys)) = site.registered() {
                 // SAFETY: the strings are valid for the call, `len` bytes.
-                if distlog::raw::try_event_compact(id, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
+                if distlog::raw::try_event_compact(id, move || ts, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
                     return;
                 }
             }
