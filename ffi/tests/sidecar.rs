@@ -335,8 +335,9 @@ fn printed(out: &str) -> HashMap<String, String> {
 
 #[test]
 fn kv_events_reach_the_sidecar_typed() {
-    // 3 events, the scope's open and close, 3 events in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 8);
+    // 3 events, 8 of one call site, the scope's open and close, 3 events
+    // in it (DEBUG filtered).
+    let (out, _, recs) = run_with_sidecar("kv.c", 16);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
@@ -374,6 +375,28 @@ fn kv_events_reach_the_sidecar_typed() {
         one("kv::bytes")["fields"],
         json!({"k\u{FFFD}": "v\u{FFFD}"})
     );
+
+    let again: Vec<_> = recs
+        .iter()
+        .filter(|r| r["target"] == "kv::again")
+        .map(|r| r["fields"].clone())
+        .collect();
+    let texts = [
+        "first",
+        "",
+        "abc",
+        "sixteen-bytes-16",
+        "seventeen-bytes-7",
+        "h\u{e9}",
+        "bad\u{FFFD}",
+        "(null)",
+    ];
+    let want: Vec<_> = (0..texts.len())
+        .map(|k| {
+            json!({"s": texts[k], "i": -(k as i64), "u": k, "f": k as f64 + 0.5, "b": k % 2 == 1})
+        })
+        .collect();
+    assert_eq!(again, want);
 
     let (trace, scope) = parts(&printed["TP"]);
     let lp: Vec<_> = recs
