@@ -184,6 +184,35 @@ pub fn try_event_compact(
     runtime::write_compact(callsite, ts, values)
 }
 
+/// The calling thread's state as an opaque pointer, for a cache the caller
+/// keeps per thread and hands to [`try_event_compact_in`]; null when the
+/// thread is exiting (its state is gone: do not cache).
+#[inline]
+pub fn thread_state() -> *const () {
+    runtime::local_ptr().cast()
+}
+
+/// [`try_event_compact`] with the calling thread's state from the caller's
+/// cache (one thread-local access less).
+///
+/// # Safety
+///
+/// `state` is a non-null value [`thread_state`] returned on the calling
+/// thread.
+#[inline(always)]
+pub unsafe fn try_event_compact_in(
+    state: *const (),
+    callsite: u32,
+    ts: impl FnOnce() -> u64,
+    values: impl FnOnce(&mut compact::Writer<'_>) -> bool,
+) -> bool {
+    // SAFETY: this thread's Local (our caller), whose storage lives until
+    // the thread ends; once it is dropped its slot is empty and the write
+    // declines.
+    let l = unsafe { &*state.cast::<runtime::Local>() };
+    runtime::write_compact_in(l, callsite, ts, values)
+}
+
 /// Now, in the clock events carry (the TSC where it is invariant; see
 /// [`try_event_compact`]).
 #[inline(always)]

@@ -26,7 +26,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::ffi::{CStr, CString};
+use std::ffi::{c_void, CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
@@ -391,28 +391,115 @@ pub unsafe extern "C" fn distlog_event_kv(
     nkv: usize,
 ) {
     ffi_panic_boundary! {
-        // SAFETY: NULL or a valid static call site, per the contract.
-        let Some(site) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY: NULL or `nkv` fields, per the contract.
-        let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else { return };
-        // The common case: on by its cached verdict, registered, every key
-        // the registered one, the compact layout, room in the ring.
-        if site.cs.cached_on() {
-            // The clock before anything else of the write (see
-            // `try_event_compact`).
-            let ts = distlog::raw::now();
-            if let Some((id, keys)) = site.registered() {
+        // SAFETY: forwarded (contract); no cache.
+        unsafe { event_kv::<false>(std::ptr::null_mut(), cs, kv, nkv) }
+    }
+}
+
+/// [`distlog_event_kv`] with the call site's per-thread cache of the
+/// library's thread state (what `DISTLOG_EVENT_KV` calls): `tl` points to
+/// a thread-local pointer of the caller's, NULL until the first call of
+/// each thread, which only the library writes. A NULL `tl` is no cache.
+///
+/// # Safety
+///
+/// As [`distlog_event_kv`]; `tl` is NULL or points to a thread-local of
+/// the calling thread that holds NULL or what this function stored there
+/// on this thread.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_kv_tl(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: forwarded (contract).
+        unsafe { event_kv::<true>(tl, cs, kv, nkv) }
+    }
+}
+
+/// The two entry points of `DISTLOG_EVENT_KV`'s event: `CACHED`, with the
+/// caller's cache `tl` (NULL: none); else (`tl` unused) the thread-local
+/// access of [`distlog::raw::try_event_compact`]. One write path in each
+/// (two in one function kept LLVM from inlining either's closures).
+///
+/// # Safety
+///
+/// As [`distlog_event_kv_tl`].
+#[inline(always)]
+unsafe fn event_kv<const CACHED: bool>(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    // SAFETY: NULL or a valid static call site, per the contract.
+    let Some(site) = (unsafe { cs.as_ref() }) else {
+        return;
+    };
+    // SAFETY: NULL or `nkv` fields, per the contract.
+    let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else {
+        return;
+    };
+    // The common case: on by its cached verdict, registered, every key
+    // the registered one, the compact layout, room in the ring.
+    if site.cs.cached_on() {
+        // The clock before anything else of the write (see
+        // `try_event_compact`).
+        let ts = distlog::raw::now();
+        if let Some((id, keys)) = site.registered() {
+            if !CACHED {
                 // SAFETY: the strings are valid for the call, `len` bytes.
-                if distlog::raw::try_event_compact(id, move || ts, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
+                let values =
+                    |w: &mut compact::Writer<'_>| unsafe { conv::compact_fields(w, keys, kv) };
+                if distlog::raw::try_event_compact(id, move || ts, values) {
                     return;
+                }
+            } else {
+                let mut state = if tl.is_null() {
+                    std::ptr::null()
+                } else {
+                    // SAFETY: the caller's thread-local (contract).
+                    unsafe { *tl }
+                };
+                if state.is_null() {
+                    state = distlog::raw::thread_state().cast();
+                    if !tl.is_null() {
+                        // SAFETY: as above. Null (the thread is exiting) is
+                        // stored as it is: no cache.
+                        unsafe { *tl = state };
+                    }
+                }
+                if !state.is_null() {
+                    // SAFETY: `state` is what `thread_state` returned on this
+                    // thread (now, or into the cache, which the contract says
+                    // only we write); the strings are valid for the call, `len`
+                    // bytes (contract).
+                    let done = unsafe {
+                        distlog::raw::try_event_compact_in(
+                            state.cast(),
+                            id,
+                            move || ts,
+                            // Inlined (as in `log_fields`): else called with its
+                            // writer in memory.
+                            #[inline(always)]
+                            |w| conv::compact_fields(w, keys, kv),
+                        )
+                    };
+                    if done {
+                        return;
+                    }
                 }
             }
         }
-        // SAFETY: the string fields are literals (contract).
-        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
-        // SAFETY: as above.
-        unsafe { kv_general(site, level, kv) };
     }
+    // SAFETY: the string fields are literals (contract).
+    let Some(level) = (unsafe { site.cs.enabled() }) else {
+        return;
+    };
+    // SAFETY: as above.
+    unsafe { kv_general(site, level, kv) };
 }
 
 /// [`distlog_event_kv`] by [`distlog_event_callsite_log`]'s path: the

@@ -334,6 +334,41 @@ fn printed(out: &str) -> HashMap<String, String> {
 }
 
 #[test]
+fn kv_call_sites_cache_the_thread_state_per_thread() {
+    // 3 events from each of two threads in turn (the second may claim the
+    // ring the first released), one from main, and one from the first
+    // thread's pthread key destructor after its state was dropped: through
+    // the shared ring, with its thread's id.
+    let (out, _, recs) = run_with_sidecar("kv_threads.c", 8);
+    let printed = printed(&out);
+    let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
+    let mut got: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["target"], "kv::tl", "{r}");
+            assert_eq!(r["fields"]["s"], "text", "{r}");
+            (r["fields"]["n"].as_u64().unwrap(), r["tid"].clone())
+        })
+        .collect();
+    // The shared ring's record may be read before or after the others.
+    got.sort_by_key(|g| g.0);
+    let want: Vec<_> = [
+        (0, "0"),
+        (1, "0"),
+        (2, "0"),
+        (10, "10"),
+        (11, "10"),
+        (12, "10"),
+        (20, "main"),
+        (100, "0"),
+    ]
+    .iter()
+    .map(|&(n, t)| (n, tid(t)))
+    .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn kv_events_reach_the_sidecar_typed() {
     // 3 events, 8 of one call site, the scope's open and close, 3 events
     // in it (DEBUG filtered).
