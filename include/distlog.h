@@ -447,7 +447,9 @@ void distlog_event_kv(distlog_event_callsite *cs, const distlog_kv *kv, size_t n
  * points to a thread-local void * of the caller, NULL before the thread's
  * first call, which only the library writes. Reading it is one
  * instruction in the program; the library's own thread-local, in a shared
- * object, is a call to __tls_get_addr. tl NULL is no cache. */
+ * object, is a call to __tls_get_addr. tl NULL is no cache. The caller has
+ * just checked DISTLOG_LEVEL_ON for the call site's level (the common case
+ * does not ask the level gate again). */
 void distlog_event_kv_tl(void **tl, distlog_event_callsite *cs, const distlog_kv *kv, size_t nkv);
 
 /* The thread-local storage class of the macros' caches, if the compiler

@@ -108,8 +108,15 @@ impl distlog_callsite {
     /// (ask [`Self::enabled`]) for anything else.
     #[inline(always)]
     fn cached_on(&self) -> bool {
+        self.cached_verdict_on() && level_on_raw(self.level)
+    }
+
+    /// [`Self::cached_on`] without the global level gate, for a caller that
+    /// has just checked it (the macros: `DISTLOG_LEVEL_ON`).
+    #[inline(always)]
+    fn cached_verdict_on(&self) -> bool {
         // Relaxed: as in `cached_verdict`.
-        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1 && level_on_raw(self.level)
+        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1
     }
 
     /// The level and whether the filter lets this call site through.
@@ -401,6 +408,10 @@ pub unsafe extern "C" fn distlog_event_kv(
 /// a thread-local pointer of the caller's, NULL until the first call of
 /// each thread, which only the library writes. A NULL `tl` is no cache.
 ///
+/// The caller (the macro) has checked the global level gate for the call
+/// site's level (`DISTLOG_LEVEL_ON`) just before: the common case does not
+/// ask it again.
+///
 /// # Safety
 ///
 /// As [`distlog_event_kv`]; `tl` is NULL or points to a thread-local of
@@ -443,8 +454,14 @@ unsafe fn event_kv<const CACHED: bool>(
         return;
     };
     // The common case: on by its cached verdict, registered, every key
-    // the registered one, the compact layout, room in the ring.
-    if site.cs.cached_on() {
+    // the registered one, the compact layout, room in the ring. The macro
+    // that passes a cache has just checked the level gate.
+    let on = if CACHED {
+        site.cs.cached_verdict_on()
+    } else {
+        site.cs.cached_on()
+    };
+    if on {
         // The clock before anything else of the write (see
         // `try_event_compact`).
         let ts = distlog::raw::now();
