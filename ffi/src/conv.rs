@@ -530,21 +530,6 @@ impl Keys {
         // SAFETY: forwarded from our caller.
         key as usize == want.fixed || unsafe { same_text(key, &want.text) }
     }
-
-    /// [`Self::is`] for a key that may be NULL (which is no registered
-    /// key), the literal's address compared first.
-    ///
-    /// # Safety
-    ///
-    /// `key` is NULL or a NUL-terminated string valid for the call.
-    #[inline(always)]
-    unsafe fn matches(&self, i: usize, key: *const c_char) -> bool {
-        if self.fixed.get(i) == Some(&(key as usize)) {
-            return true;
-        }
-        // SAFETY: non-null, forwarded from our caller.
-        !key.is_null() && unsafe { self.is(i, key) }
-    }
 }
 
 /// Whether the C string `p` has the text of `want`. Not a pointer compare:
@@ -643,10 +628,16 @@ pub(crate) unsafe fn compact_fields(
     keys: &Keys,
     fields: &[impl CField],
 ) -> bool {
-    for (i, fl) in fields.iter().enumerate() {
+    // A field past the registered keys goes by name: not here. Checked
+    // once, so the loop reads each position's address without a bound.
+    let Some(fixed) = keys.fixed.get(..fields.len()) else {
+        return false;
+    };
+    for (i, (fl, &at)) in fields.iter().zip(fixed).enumerate() {
         let key = fl.key();
-        // SAFETY: NULL or a string, promised by our caller.
-        if !unsafe { keys.matches(i, key) } {
+        // The literal's address first; NULL is no registered key.
+        // SAFETY: non-null, a string (our caller).
+        if key as usize != at && (key.is_null() || !unsafe { keys.is(i, key) }) {
             return false;
         }
         let v = fl.value();
