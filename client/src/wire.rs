@@ -738,32 +738,12 @@ pub mod compact {
         /// counts as written).
         #[inline(always)]
         pub fn short_ascii(&mut self, tag: u8, b: &[u8]) -> bool {
-            const HI4: u32 = 0x8080_8080;
-            const HI8: u64 = 0x8080_8080_8080_8080;
             let n = b.len();
             // Each arm loads the bytes that cover `b` (overlapping), checks
             // their high bits, then stores the same pieces.
             match n {
-                8..=16 => {
-                    let (x, y) = (word::<8>(&b[..8]), word::<8>(&b[n - 8..]));
-                    if (u64::from_le_bytes(x) | u64::from_le_bytes(y)) & HI8 != 0 {
-                        return false;
-                    }
-                    if let Some(out) = self.str_room(tag, n) {
-                        out[..8].copy_from_slice(&x);
-                        out[n - 8..].copy_from_slice(&y);
-                    }
-                }
-                4..=7 => {
-                    let (x, y) = (word::<4>(&b[..4]), word::<4>(&b[n - 4..]));
-                    if (u32::from_le_bytes(x) | u32::from_le_bytes(y)) & HI4 != 0 {
-                        return false;
-                    }
-                    if let Some(out) = self.str_room(tag, n) {
-                        out[..4].copy_from_slice(&x);
-                        out[n - 4..].copy_from_slice(&y);
-                    }
-                }
+                8..=16 => self.ascii_words::<8>(tag, b),
+                4..=7 => self.ascii_words::<4>(tag, b),
                 // Positions 0, n/2 and n-1 cover every byte of 1 to 3.
                 1..=3 => {
                     let (x, y, z) = (b[0], b[n / 2], b[n - 1]);
@@ -775,11 +755,34 @@ pub mod compact {
                         out[n / 2] = y;
                         out[n - 1] = z;
                     }
+                    true
                 }
                 0 => {
                     self.str_room(tag, 0);
+                    true
                 }
-                _ => return false,
+                _ => false,
+            }
+        }
+
+        /// [`Self::short_ascii`] of `N` to `2 N` bytes: the first and the
+        /// last `N`.
+        #[inline(always)]
+        fn ascii_words<const N: usize>(&mut self, tag: u8, b: &[u8]) -> bool {
+            let n = b.len();
+            let (x, y) = (word::<N>(&b[..N]), word::<N>(&b[n - N..]));
+            // Zero-extended to 8 bytes: one check for both widths.
+            let wide = |w: [u8; N]| {
+                let mut e = [0u8; 8];
+                e[..N].copy_from_slice(&w);
+                u64::from_le_bytes(e)
+            };
+            if (wide(x) | wide(y)) & 0x8080_8080_8080_8080 != 0 {
+                return false;
+            }
+            if let Some(out) = self.str_room(tag, n) {
+                out[..N].copy_from_slice(&x);
+                out[n - N..].copy_from_slice(&y);
             }
             true
         }
