@@ -213,6 +213,26 @@ pub unsafe fn try_event_compact_in(
     runtime::write_compact_in(l, callsite, ts, values)
 }
 
+/// [`event_compact`] with the calling thread's state from the caller's
+/// cache ([`try_event_compact_in`]; null: the general path).
+///
+/// # Safety
+///
+/// `state` is null or a value [`thread_state`] returned on the calling
+/// thread.
+#[inline(always)]
+pub unsafe fn event_compact_in(
+    state: *const (),
+    callsite: u32,
+    values: impl Fn(&mut compact::Writer<'_>) -> bool,
+    fields: impl Fn(&mut Encoder<'_>),
+) {
+    // SAFETY: non-null, as our caller promises.
+    if state.is_null() || !unsafe { try_event_compact_in(state, callsite, now, &values) } {
+        event_general(callsite, &values, &fields);
+    }
+}
+
 /// Now, in the clock events carry (the TSC where it is invariant; see
 /// [`try_event_compact`]).
 #[inline(always)]

@@ -344,16 +344,59 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
     nfields: usize,
 ) {
     ffi_panic_boundary! {
-        // SAFETY: NULL or a valid static call site, per the contract.
-        let Some(site) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY: the string fields are literals (contract).
-        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
-        // SAFETY: NULL or `nfields` fields, per the contract.
-        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
-        // SAFETY: a static call site and fields valid for the call
-        // (contract).
-        unsafe { log_fields(site, level, fields) };
+        // SAFETY: forwarded (contract); no cache.
+        unsafe { event_fields::<false>(std::ptr::null_mut(), cs, fields, nfields) }
     }
+}
+
+/// [`distlog_event_callsite_log`] with the call site's per-thread cache of
+/// the library's thread state (what `DISTLOG_EVENT` calls where the
+/// compiler has thread-locals), as [`distlog_event_kv_tl`].
+///
+/// # Safety
+///
+/// As [`distlog_event_callsite_log`]; `tl` as for [`distlog_event_kv_tl`].
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_callsite_log_tl(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: forwarded (contract).
+        unsafe { event_fields::<true>(tl, cs, fields, nfields) }
+    }
+}
+
+/// The two entry points of `DISTLOG_EVENT`'s event: `CACHED`, with the
+/// caller's cache `tl` (as [`event_kv`]).
+///
+/// # Safety
+///
+/// As [`distlog_event_callsite_log_tl`].
+#[inline(always)]
+unsafe fn event_fields<const CACHED: bool>(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    // SAFETY: NULL or a valid static call site, per the contract.
+    let Some(site) = (unsafe { cs.as_ref() }) else {
+        return;
+    };
+    // SAFETY: the string fields are literals (contract).
+    let Some(level) = (unsafe { site.cs.enabled() }) else {
+        return;
+    };
+    // SAFETY: NULL or `nfields` fields, per the contract.
+    let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
+        return;
+    };
+    // SAFETY: a static call site, fields valid for the call and the
+    // caller's cache (contract).
+    unsafe { log_fields::<CACHED>(tl, site, level, fields) };
 }
 
 /// An event of the enabled `DISTLOG_EVENT` call site `site` at `level`.
@@ -363,21 +406,67 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
 /// `site` is a static call site (as for [`distlog_event_callsite_log`]);
 /// the fields' strings are valid for the call.
 #[inline(always)]
-unsafe fn log_fields(site: &distlog_event_callsite, level: Level, fields: &[distlog_field]) {
+unsafe fn log_fields<const CACHED: bool>(
+    tl: *mut *const c_void,
+    site: &distlog_event_callsite,
+    level: Level,
+    fields: &[distlog_field],
+) {
     // SAFETY: forwarded from our caller.
     let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else {
         return;
     };
-    distlog::raw::event_compact(
-        id,
-        // Inlined (as the write path's closure, see `event_compact`):
-        // else called with its writer in memory.
-        #[inline(always)]
-        // SAFETY: the fields' strings are valid for the call.
-        |w| unsafe { conv::compact_fields(w, keys, fields) },
-        // SAFETY: as above.
-        |enc| unsafe { conv::encode_fields(enc, keys, 0, fields) },
-    );
+    // SAFETY: the fields' strings are valid for the call.
+    let postcard =
+        |enc: &mut distlog::wire::Encoder<'_>| unsafe { conv::encode_fields(enc, keys, 0, fields) };
+    if CACHED {
+        // SAFETY: the caller's cache (forwarded), filled on this thread;
+        // the fields' strings are valid for the call.
+        unsafe {
+            distlog::raw::event_compact_in(
+                cached_state(tl),
+                id,
+                // Inlined (as the write path's closure, see
+                // `event_compact`): else called with its writer in memory.
+                #[inline(always)]
+                |w| conv::compact_fields(w, keys, fields),
+                postcard,
+            )
+        };
+    } else {
+        distlog::raw::event_compact(
+            id,
+            // As above.
+            #[inline(always)]
+            // SAFETY: the fields' strings are valid for the call.
+            |w| unsafe { conv::compact_fields(w, keys, fields) },
+            postcard,
+        );
+    }
+}
+
+/// This thread's state from the caller's cache `tl` (NULL: no cache),
+/// filled on the thread's first call; null when the thread's state is gone
+/// (it is exiting), which is not cached.
+///
+/// # Safety
+///
+/// `tl` is NULL or points to a thread-local of the calling thread that
+/// holds NULL or what this function stored there.
+#[inline(always)]
+unsafe fn cached_state(tl: *mut *const c_void) -> *const () {
+    if tl.is_null() {
+        return distlog::raw::thread_state();
+    }
+    // SAFETY: the caller's thread-local (our caller).
+    let cached = unsafe { *tl };
+    if !cached.is_null() {
+        return cached.cast();
+    }
+    let state = distlog::raw::thread_state();
+    // SAFETY: as above.
+    unsafe { *tl = state.cast() };
+    state
 }
 
 /// Write an event of the `DISTLOG_EVENT_KV` call site `cs` with the call
@@ -474,20 +563,8 @@ unsafe fn event_kv<const CACHED: bool>(
                     return;
                 }
             } else {
-                let mut state = if tl.is_null() {
-                    std::ptr::null()
-                } else {
-                    // SAFETY: the caller's thread-local (contract).
-                    unsafe { *tl }
-                };
-                if state.is_null() {
-                    state = distlog::raw::thread_state().cast();
-                    if !tl.is_null() {
-                        // SAFETY: as above. Null (the thread is exiting) is
-                        // stored as it is: no cache.
-                        unsafe { *tl = state };
-                    }
-                }
+                // SAFETY: the caller's cache (contract).
+                let state = unsafe { cached_state(tl) };
                 if !state.is_null() {
                     // SAFETY: `state` is what `thread_state` returned on this
                     // thread (now, or into the cache, which the contract says
@@ -542,7 +619,7 @@ unsafe fn kv_general(site: &distlog_event_callsite, level: Level, kv: &[distlog_
         *f = k.field();
     }
     // SAFETY: forwarded from our caller.
-    unsafe { log_fields(site, level, fields) };
+    unsafe { log_fields::<false>(std::ptr::null_mut(), site, level, fields) };
 }
 
 /// Whether the call site `cs` is enabled now (1) or not (0). The printf

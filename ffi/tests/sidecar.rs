@@ -335,11 +335,11 @@ fn printed(out: &str) -> HashMap<String, String> {
 
 #[test]
 fn kv_call_sites_cache_the_thread_state_per_thread() {
-    // 3 events from each of two threads in turn (the second may claim the
-    // ring the first released), one from main, and one from the first
-    // thread's pthread key destructor after its state was dropped: through
-    // the shared ring, with its thread's id.
-    let (out, _, recs) = run_with_sidecar("kv_threads.c", 8);
+    // Of each macro: 3 events from each of two threads in turn (the second
+    // may claim the ring the first released), one from main, and one from
+    // the first thread's pthread key destructor after its state was
+    // dropped: through the shared ring, with its thread's id.
+    let (out, _, recs) = run_with_sidecar("kv_threads.c", 16);
     let printed = printed(&out);
     let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
     let mut got: Vec<_> = recs
@@ -347,12 +347,17 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
         .map(|r| {
             assert_eq!(r["target"], "kv::tl", "{r}");
             assert_eq!(r["fields"]["s"], "text", "{r}");
-            (r["fields"]["n"].as_u64().unwrap(), r["tid"].clone())
+            let message = r["message"].as_str().unwrap().to_owned();
+            (
+                message,
+                r["fields"]["n"].as_u64().unwrap(),
+                r["tid"].clone(),
+            )
         })
         .collect();
-    // The shared ring's record may be read before or after the others.
-    got.sort_by_key(|g| g.0);
-    let want: Vec<_> = [
+    // The shared ring's records may be read before or after the others.
+    got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let sent = [
         (0, "0"),
         (1, "0"),
         (2, "0"),
@@ -361,10 +366,12 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
         (12, "10"),
         (20, "main"),
         (100, "0"),
-    ]
-    .iter()
-    .map(|&(n, t)| (n, tid(t)))
-    .collect();
+    ];
+    let want: Vec<_> = ["ev", "tl"]
+        .iter()
+        .flat_map(|m| sent.iter().map(move |&(n, t)| (m.to_string(), n, t)))
+        .map(|(m, n, t)| (m, n, tid(t)))
+        .collect();
     assert_eq!(got, want);
 }
 

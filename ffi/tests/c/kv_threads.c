@@ -1,5 +1,5 @@
-/* DISTLOG_EVENT_KV's per-thread cache of the library's thread state: one
- * call site called from three threads in turn, and once more from a
+/* DISTLOG_EVENT_KV's and DISTLOG_EVENT's per-thread cache of the library's
+ * thread state: one call site of each called from three threads in turn, and once more from a
  * thread's pthread key destructor after the library's own thread state
  * was dropped: that event finds the state gone and goes to the shared
  * ring, not into the ring the thread released (which the next thread
@@ -14,6 +14,9 @@
 
 static void emit(int n) {
     DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "kv::tl", "tl", DISTLOG_KV("n", n), DISTLOG_KV("s", "text"));
+    /* DISTLOG_EVENT keeps the same cache. */
+    distlog_field f[2] = {DISTLOG_FIELD_I64("n", n), DISTLOG_FIELD_STR("s", "text")};
+    DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "kv::tl", "ev", f, 2);
 }
 
 static pthread_key_t key;
