@@ -333,6 +333,35 @@ typedef struct distlog_event_callsite {
 void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field *fields,
                                 size_t nfields);
 
+/* distlog_event_callsite_log with a per-thread cache of the library's
+ * thread state, as distlog_event_kv_tl (what DISTLOG_EVENT calls where the
+ * compiler has thread-locals). */
+void distlog_event_callsite_log_tl(void **tl, distlog_event_callsite *cs, const distlog_field *fields,
+                                   size_t nfields);
+
+/* The thread-local storage class of the macros' caches, if the compiler
+ * has one. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DISTLOG_INTERNAL_THREAD_LOCAL __thread
+#elif defined(__cplusplus) && __cplusplus >= 201103L
+#define DISTLOG_INTERNAL_THREAD_LOCAL thread_local
+#elif !defined(__cplusplus) && defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L && \
+    !defined(__STDC_NO_THREADS__)
+#define DISTLOG_INTERNAL_THREAD_LOCAL _Thread_local
+#endif
+
+/* Call cached(&cache, ...) with the expansion's own thread-local cache, or
+ * plain(...) without thread-locals. */
+#ifdef DISTLOG_INTERNAL_THREAD_LOCAL
+#define DISTLOG_INTERNAL_CALL_CACHED(cached, plain, ...)                                         \
+    do {                                                                                         \
+        static DISTLOG_INTERNAL_THREAD_LOCAL void *distlog_internal_tl;                          \
+        cached(&distlog_internal_tl, __VA_ARGS__);                                               \
+    } while (0)
+#else
+#define DISTLOG_INTERNAL_CALL_CACHED(cached, plain, ...) plain(__VA_ARGS__)
+#endif
+
 /* The global level gate: two relaxed loads and a compare. */
 #if defined(__GNUC__) || defined(__clang__)
 #define DISTLOG_INTERNAL_MAX_LEVEL() \
@@ -350,7 +379,8 @@ void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field 
         static distlog_event_callsite distlog_internal_cs =                                     \
             DISTLOG_EVENT_CALLSITE_INIT(level, target, message);                                 \
         if (DISTLOG_LEVEL_ON(level))                                                             \
-            distlog_event_callsite_log(&distlog_internal_cs, (fields), (nfields));               \
+            DISTLOG_INTERNAL_CALL_CACHED(distlog_event_callsite_log_tl, distlog_event_callsite_log, \
+                                         &distlog_internal_cs, (fields), (nfields));             \
     } while (0)
 
 /* ------------------------------------------------------------------------ */
@@ -442,6 +472,16 @@ static inline distlog_kv distlog_kv_str(const char *key, const char *v) {
  * value of len bytes followed by its NUL. Bad arguments drop the record. */
 void distlog_event_kv(distlog_event_callsite *cs, const distlog_kv *kv, size_t nkv);
 
+/* distlog_event_kv with a per-thread cache of the library's thread state
+ * (what DISTLOG_EVENT_KV calls where the compiler has thread-locals): tl
+ * points to a thread-local void * of the caller, NULL before the thread's
+ * first call, which only the library writes. Reading it is one
+ * instruction in the program; the library's own thread-local, in a shared
+ * object, is a call to __tls_get_addr. tl NULL is no cache. The caller has
+ * just checked DISTLOG_LEVEL_ON for the call site's level (the common case
+ * does not ask the level gate again). */
+void distlog_event_kv_tl(void **tl, distlog_event_callsite *cs, const distlog_kv *kv, size_t nkv);
+
 /* DISTLOG_EVENT with its fields as arguments, at least one, each a
  * DISTLOG_KV (C11) or DISTLOG_KV_<TYPE>:
  *   DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "checkout::pay", "paid",
@@ -459,8 +499,9 @@ void distlog_event_kv(distlog_event_callsite *cs, const distlog_kv *kv, size_t n
             DISTLOG_EVENT_CALLSITE_INIT(level, target, message);                                 \
         if (DISTLOG_LEVEL_ON(level)) {                                                           \
             const distlog_kv distlog_internal_kv[] = {__VA_ARGS__};                              \
-            distlog_event_kv(&distlog_internal_cs, distlog_internal_kv,                          \
-                             sizeof distlog_internal_kv / sizeof distlog_internal_kv[0]);        \
+            DISTLOG_INTERNAL_CALL_CACHED(distlog_event_kv_tl, distlog_event_kv, &distlog_internal_cs, \
+                                         distlog_internal_kv,                                    \
+                                         sizeof distlog_internal_kv / sizeof distlog_internal_kv[0]); \
         }                                                                                        \
     } while (0)
 

@@ -643,10 +643,14 @@ where
         let mut compact = !log && p.compact();
         let done = compact
             && explicit.is_none()
-            && runtime::write_compact_at(ts, callsite, |w| {
-                compact = visit_compact(w, event);
-                compact
-            });
+            && runtime::write_compact(
+                callsite,
+                || ts,
+                |w| {
+                    compact = visit_compact(w, event);
+                    compact
+                },
+            );
         if !done {
             self.write_event_general(event, ts, callsite, log, explicit, compact);
         }

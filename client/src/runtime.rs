@@ -720,7 +720,12 @@ pub(crate) struct Local {
 
 impl Drop for Local {
     fn drop(&mut self) {
-        if let Some(slot) = self.slot.get() {
+        // `take`: a caller's per-thread cache of this Local (`local_ptr`)
+        // can outlive it until the thread ends (a C destructor that logs);
+        // with no slot, `write_compact_in` leaves such a call to the
+        // general path, which finds the thread's state gone and writes to
+        // the shared ring (`write_torn_down`), not to the released one.
+        if let Some(slot) = self.slot.take() {
             if let Some(p) = process() {
                 if std::ptr::eq(slot, p.overflow) {
                     return;
@@ -807,31 +812,46 @@ pub(crate) fn write_event(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
 
 /// A compact event straight into this thread's exclusive ring, in one
 /// thread-local access and no [`Ctx`]: the common case of an enabled C
-/// event. `values` appends the call site's values after the head and says
+/// or `tracing` event. `values` appends the call site's values after the head and says
 /// whether it could (`false`: the event has something only the general
 /// path writes). Returns `false`, having written and counted nothing, when
 /// [`write_event`] must take the event instead: the thread's first record,
 /// a nested call, the postcard layout, a shared ring, a window too short
-/// before the ring's end.
+/// before the ring's end. `ts` gives the event's time: the caller picks
+/// where the clock is read, which changes the event's cost more than the
+/// read itself (the `tracing` layer reads it first thing in `on_event`:
+/// paired rounds, 53.2 -> 48.4 ns; see also
+/// [`crate::raw::try_event_compact`]).
 #[inline(always)]
 pub(crate) fn write_compact(
     callsite: u32,
+    ts: impl FnOnce() -> u64,
     values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
 ) -> bool {
-    write_compact_at(crate::clock::now(), callsite, values)
+    LOCAL.try_with(|l| write_compact_in(l, callsite, ts, values)) == Ok(true)
 }
 
-/// [`write_compact`] with the timestamp `ts` taken by the caller: the
-/// `tracing` layer reads the TSC first thing in `on_event`, where it costs
-/// the event ~5 ns less than in the middle of the ring write (paired
-/// rounds, 53.2 -> 48.4 ns).
+/// This thread's [`Local`] for a cache the caller keeps per thread
+/// ([`write_compact_in`]); null once the thread's state is gone (it is
+/// exiting). Its address stays valid until the thread ends.
+pub(crate) fn local_ptr() -> *const Local {
+    LOCAL
+        .try_with(|l| l as *const Local)
+        .unwrap_or(std::ptr::null())
+}
+
+/// [`write_compact`] with this thread's [`Local`] at hand: the C header's
+/// call sites cache it in a thread-local of their own, which costs C one
+/// instruction to read where ours, in a shared library, is a call to
+/// `__tls_get_addr` (the event took 8 % less time without it).
 #[inline(always)]
-pub(crate) fn write_compact_at(
-    ts: u64,
+pub(crate) fn write_compact_in(
+    l: &Local,
     callsite: u32,
+    ts: impl FnOnce() -> u64,
     values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
 ) -> bool {
-    let done = LOCAL.try_with(|l| {
+    {
         let Some(slot) = l.slot.get() else {
             return false;
         };
@@ -852,21 +872,27 @@ pub(crate) fn write_compact_at(
         // SAFETY: an exclusive ring is written only by the thread that
         // claimed it (its Local holds it until the thread exits).
         let res = unsafe {
-            slot.writer.push_in_place(DROP_EARLY_BYTES, |buf| {
-                let (scope, trace) = cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
-                let mut w = crate::wire::compact::Writer::new(
-                    buf,
-                    callsite,
-                    ts,
-                    tid,
-                    scope,
-                    trace.as_ref(),
-                );
-                if !values(&mut w) {
-                    return None;
-                }
-                w.finish()
-            })
+            slot.writer.push_in_place(
+                DROP_EARLY_BYTES,
+                // Inlined: else a call with its captures in memory (as the
+                // write path's closure, see `event_compact`).
+                #[inline(always)]
+                |buf| {
+                    let (scope, trace) = cur.map_or((0, None), |c| (c.scope, Some(c.trace)));
+                    let mut w = crate::wire::compact::Writer::new(
+                        buf,
+                        callsite,
+                        ts(),
+                        tid,
+                        scope,
+                        trace.as_ref(),
+                    );
+                    if !values(&mut w) {
+                        return None;
+                    }
+                    w.finish()
+                },
+            )
         };
         match res {
             Some(Push::Done { wake }) => {
@@ -878,8 +904,7 @@ pub(crate) fn write_compact_at(
             Some(_) => true,
             None => false,
         }
-    });
-    done == Ok(true)
+    }
 }
 
 #[inline(always)]

@@ -900,6 +900,77 @@ pub mod compact {
             self.at += 5 + n;
         }
 
+        /// Append a string value (`STR` or `DEBUG`) of the bytes `b` when
+        /// they are short (at most 16 bytes) and ASCII: checked and copied
+        /// in one pass, each piece loaded once. `false`, having written
+        /// nothing, for anything else: then check `b` as UTF-8 and use
+        /// [`Self::text`]. A value that does not fit fails the record (and
+        /// counts as written).
+        #[inline(always)]
+        pub fn short_ascii(&mut self, tag: u8, b: &[u8]) -> bool {
+            let n = b.len();
+            // Each arm loads the bytes that cover `b` (overlapping), checks
+            // their high bits, then stores the same pieces.
+            match n {
+                8..=16 => self.ascii_words::<8>(tag, b),
+                4..=7 => self.ascii_words::<4>(tag, b),
+                // Positions 0, n/2 and n-1 cover every byte of 1 to 3.
+                1..=3 => {
+                    let (x, y, z) = (b[0], b[n / 2], b[n - 1]);
+                    if (x | y | z) & 0x80 != 0 {
+                        return false;
+                    }
+                    if let Some(out) = self.str_room(tag, n) {
+                        out[0] = x;
+                        out[n / 2] = y;
+                        out[n - 1] = z;
+                    }
+                    true
+                }
+                0 => {
+                    self.str_room(tag, 0);
+                    true
+                }
+                _ => false,
+            }
+        }
+
+        /// [`Self::short_ascii`] of `N` to `2 N` bytes: the first and the
+        /// last `N`.
+        #[inline(always)]
+        fn ascii_words<const N: usize>(&mut self, tag: u8, b: &[u8]) -> bool {
+            let n = b.len();
+            let (x, y) = (word::<N>(&b[..N]), word::<N>(&b[n - N..]));
+            // Zero-extended to 8 bytes: one check for both widths.
+            let wide = |w: [u8; N]| {
+                let mut e = [0u8; 8];
+                e[..N].copy_from_slice(&w);
+                u64::from_le_bytes(e)
+            };
+            if (wide(x) | wide(y)) & 0x8080_8080_8080_8080 != 0 {
+                return false;
+            }
+            if let Some(out) = self.str_room(tag, n) {
+                out[..N].copy_from_slice(&x);
+                out[n - N..].copy_from_slice(&y);
+            }
+            true
+        }
+
+        /// Room for a string value of `n` bytes: writes its tag and length
+        /// and returns the bytes' room, or marks the record failed.
+        #[inline(always)]
+        fn str_room(&mut self, tag: u8, n: usize) -> Option<&mut [u8]> {
+            let Some(out) = self.out.get_mut(self.at..self.at + str_bytes(n)) else {
+                self.overflow = true;
+                return None;
+            };
+            out[0] = tag;
+            out[1..5].copy_from_slice(&(n as u32).to_le_bytes());
+            self.at += str_bytes(n);
+            Some(&mut out[5..])
+        }
+
         /// Append `v`; a 128-bit value fails the record (see
         /// [`value_bytes`]).
         #[inline(always)]
@@ -1883,6 +1954,24 @@ mod tests {
             bytes.insert(0, if open { compact::KIND_OPEN } else { compact::KIND_CLOSE });
             prop_assert_eq!(debug_of(decode(&bytes)), debug_of(decode_postcard(&bytes)));
             prop_assert_eq!(debug_of(decode_by_next_field(&bytes)), debug_of(decode_postcard(&bytes)));
+        }
+
+        #[test]
+        fn compact_short_ascii_writes_what_text_writes(b in proptest::collection::vec(prop_oneof![0x20u8..0x7f, any::<u8>()], 0..24),
+                                                       room in 26usize..64) {
+            // `room` from the head alone to more than any value here needs:
+            // a value that does not fit fails both writers' records alike.
+            let (mut by_ascii, mut by_text) = (vec![0xEEu8; room], vec![0xEEu8; room]);
+            let mut w = compact::Writer::new(&mut by_ascii, 1, 2, 3, 4, None);
+            let took = w.short_ascii(compact::STR, &b);
+            prop_assert_eq!(took, b.len() <= 16 && b.is_ascii());
+            let mut v = compact::Writer::new(&mut by_text, 1, 2, 3, 4, None);
+            if took {
+                v.text(compact::STR, std::str::from_utf8(&b).unwrap());
+            }
+            // Refused: nothing written.
+            prop_assert_eq!(w.finish(), v.finish());
+            prop_assert_eq!(by_ascii, by_text);
         }
 
         #[test]

@@ -126,14 +126,14 @@ pub(crate) trait CField {
     fn kind(&self) -> u32;
     /// The value.
     fn value(&self) -> &distlog_value;
-    /// The string value (a `DISTLOG_FIELD_TYPE_STR` field with a non-null
-    /// `value.str`), as [`cstr`].
+    /// The string value's bytes (a `DISTLOG_FIELD_TYPE_STR` field), NUL
+    /// excluded; `None` for NULL.
     ///
     /// # Safety
     ///
     /// The field is a string field whose string is valid for `'a` (as the
     /// header describes the type).
-    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>>;
+    unsafe fn bytes<'a>(&self) -> Option<&'a [u8]>;
 }
 
 impl CField for distlog_field {
@@ -151,9 +151,12 @@ impl CField for distlog_field {
         &self.value
     }
     #[inline(always)]
-    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>> {
-        // SAFETY: a NUL-terminated string valid for 'a (our caller).
-        unsafe { cstr(self.value.str) }
+    unsafe fn bytes<'a>(&self) -> Option<&'a [u8]> {
+        // SAFETY: the field is a string field (our caller).
+        let p = unsafe { self.value.str };
+        // SAFETY: non-null, a NUL-terminated string valid for 'a (our
+        // caller).
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) }.to_bytes())
     }
 }
 
@@ -171,9 +174,14 @@ impl CField for distlog_kv {
         &self.value
     }
     #[inline(always)]
-    unsafe fn text<'a>(&self) -> Option<Cow<'a, str>> {
-        // SAFETY: `len` bytes before the NUL, valid for 'a (our caller).
-        unsafe { cstr_len(self.value.str, self.len as usize) }
+    unsafe fn bytes<'a>(&self) -> Option<&'a [u8]> {
+        // SAFETY: the field is a string field (our caller).
+        let p = unsafe { self.value.str };
+        // SAFETY: non-null, `len` readable bytes valid for 'a (our caller),
+        // which fit an isize: `len` is a u32 and usize has 64 bits here
+        // (the `u32` length cannot describe a larger object anyway).
+        (!p.is_null())
+            .then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), self.len as usize) })
     }
 }
 
@@ -522,21 +530,6 @@ impl Keys {
         // SAFETY: forwarded from our caller.
         key as usize == want.fixed || unsafe { same_text(key, &want.text) }
     }
-
-    /// [`Self::is`] for a key that may be NULL (which is no registered
-    /// key), the literal's address compared first.
-    ///
-    /// # Safety
-    ///
-    /// `key` is NULL or a NUL-terminated string valid for the call.
-    #[inline(always)]
-    unsafe fn matches(&self, i: usize, key: *const c_char) -> bool {
-        if self.fixed.get(i) == Some(&(key as usize)) {
-            return true;
-        }
-        // SAFETY: non-null, forwarded from our caller.
-        !key.is_null() && unsafe { self.is(i, key) }
-    }
 }
 
 /// Whether the C string `p` has the text of `want`. Not a pointer compare:
@@ -635,35 +628,46 @@ pub(crate) unsafe fn compact_fields(
     keys: &Keys,
     fields: &[impl CField],
 ) -> bool {
-    for (i, fl) in fields.iter().enumerate() {
+    // A field past the registered keys goes by name: not here. Checked
+    // once, so the loop reads each position's address without a bound.
+    let Some(fixed) = keys.fixed.get(..fields.len()) else {
+        return false;
+    };
+    for (i, (fl, &at)) in fields.iter().zip(fixed).enumerate() {
         let key = fl.key();
-        // SAFETY: NULL or a string, promised by our caller.
-        if !unsafe { keys.matches(i, key) } {
+        // The literal's address first; NULL is no registered key.
+        // SAFETY: non-null, a string (our caller).
+        if key as usize != at && (key.is_null() || !unsafe { keys.is(i, key) }) {
             return false;
         }
         let v = fl.value();
-        // SAFETY: in every arm, the type names the union member the caller
-        // wrote.
-        unsafe {
-            match fl.kind() {
-                1 => w.num(compact::I64, v.i64 as u64),
-                2 => w.num(compact::U64, v.u64),
-                3 => w.num(compact::F64, v.f64.to_bits()),
-                4 => w.num(compact::BOOL, u64::from(v.boolean != 0)),
-                5 => {
-                    if v.str.is_null() {
-                        w.text(compact::STR, NULL_STR);
-                        continue;
-                    }
-                    // The string is valid for the call (caller); one that
-                    // is not UTF-8 takes the lossy path.
-                    let Some(Cow::Borrowed(text)) = fl.text() else {
-                        return false;
-                    };
-                    w.text(compact::STR, distlog::raw::clip(text));
-                }
-                _ => return false,
+        // The three 8-byte numbers are one branch, not a jump table: their
+        // C types (1, 2, 3) are the compact tags plus one, and their union
+        // members are the same 8 bytes (`to_bits` of an f64 is its u64).
+        let tag = fl.kind().wrapping_sub(1);
+        if tag <= u32::from(compact::F64) {
+            // SAFETY: the type names an 8-byte member the caller wrote.
+            w.num(tag as u8, unsafe { v.u64 });
+        } else if tag == u32::from(compact::BOOL) {
+            // SAFETY: as above, for BOOL's member.
+            w.num(compact::BOOL, u64::from(unsafe { v.boolean } != 0));
+        } else if tag == u32::from(compact::STR) {
+            // SAFETY: a string field, valid for the call (caller).
+            let Some(b) = (unsafe { fl.bytes() }) else {
+                w.text(compact::STR, NULL_STR);
+                continue;
+            };
+            // Short ASCII (most values) checked and copied in one pass;
+            // anything else is checked as UTF-8 (text that is not takes
+            // the lossy path) and cut if long.
+            if !w.short_ascii(compact::STR, b) {
+                let Ok(text) = std::str::from_utf8(b) else {
+                    return false;
+                };
+                w.text(compact::STR, distlog::raw::clip(text));
             }
+        } else {
+            return false;
         }
     }
     true

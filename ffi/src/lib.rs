@@ -29,7 +29,8 @@ pub use conv::{distlog_field, distlog_field_type, distlog_kv, distlog_value, MAX
 pub use init::{distlog_enabled, distlog_init, distlog_max_level, distlog_shutdown};
 pub use log::{
     distlog_callsite, distlog_callsite_enabled, distlog_callsite_log, distlog_event_callsite,
-    distlog_event_callsite_log, distlog_event_kv, distlog_log,
+    distlog_event_callsite_log, distlog_event_callsite_log_tl, distlog_event_kv,
+    distlog_event_kv_tl, distlog_log,
 };
 pub use result::{distlog_result, distlog_result_str};
 pub use scope::{

@@ -26,7 +26,7 @@
 
 use std::borrow::Cow;
 use std::cell::RefCell;
-use std::ffi::{CStr, CString};
+use std::ffi::{c_void, CStr, CString};
 use std::os::raw::{c_char, c_int};
 use std::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
@@ -108,8 +108,15 @@ impl distlog_callsite {
     /// (ask [`Self::enabled`]) for anything else.
     #[inline(always)]
     fn cached_on(&self) -> bool {
+        self.cached_verdict_on() && level_on_raw(self.level)
+    }
+
+    /// [`Self::cached_on`] without the global level gate, for a caller that
+    /// has just checked it (the macros: `DISTLOG_LEVEL_ON`).
+    #[inline(always)]
+    fn cached_verdict_on(&self) -> bool {
         // Relaxed: as in `cached_verdict`.
-        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1 && level_on_raw(self.level)
+        self.interest.load(Ordering::Relaxed) == epoch_tag() | 1
     }
 
     /// The level and whether the filter lets this call site through.
@@ -337,16 +344,59 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
     nfields: usize,
 ) {
     ffi_panic_boundary! {
-        // SAFETY: NULL or a valid static call site, per the contract.
-        let Some(site) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY: the string fields are literals (contract).
-        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
-        // SAFETY: NULL or `nfields` fields, per the contract.
-        let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else { return };
-        // SAFETY: a static call site and fields valid for the call
-        // (contract).
-        unsafe { log_fields(site, level, fields) };
+        // SAFETY: forwarded (contract); no cache.
+        unsafe { event_fields::<false>(std::ptr::null_mut(), cs, fields, nfields) }
     }
+}
+
+/// [`distlog_event_callsite_log`] with the call site's per-thread cache of
+/// the library's thread state (what `DISTLOG_EVENT` calls where the
+/// compiler has thread-locals), as [`distlog_event_kv_tl`].
+///
+/// # Safety
+///
+/// As [`distlog_event_callsite_log`]; `tl` as for [`distlog_event_kv_tl`].
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_callsite_log_tl(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: forwarded (contract).
+        unsafe { event_fields::<true>(tl, cs, fields, nfields) }
+    }
+}
+
+/// The two entry points of `DISTLOG_EVENT`'s event: `CACHED`, with the
+/// caller's cache `tl` (as [`event_kv`]).
+///
+/// # Safety
+///
+/// As [`distlog_event_callsite_log_tl`].
+#[inline(always)]
+unsafe fn event_fields<const CACHED: bool>(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    fields: *const distlog_field,
+    nfields: usize,
+) {
+    // SAFETY: NULL or a valid static call site, per the contract.
+    let Some(site) = (unsafe { cs.as_ref() }) else {
+        return;
+    };
+    // SAFETY: the string fields are literals (contract).
+    let Some(level) = (unsafe { site.cs.enabled() }) else {
+        return;
+    };
+    // SAFETY: NULL or `nfields` fields, per the contract.
+    let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
+        return;
+    };
+    // SAFETY: a static call site, fields valid for the call and the
+    // caller's cache (contract).
+    unsafe { log_fields::<CACHED>(tl, site, level, fields) };
 }
 
 /// An event of the enabled `DISTLOG_EVENT` call site `site` at `level`.
@@ -356,21 +406,67 @@ pub unsafe extern "C" fn distlog_event_callsite_log(
 /// `site` is a static call site (as for [`distlog_event_callsite_log`]);
 /// the fields' strings are valid for the call.
 #[inline(always)]
-unsafe fn log_fields(site: &distlog_event_callsite, level: Level, fields: &[distlog_field]) {
+unsafe fn log_fields<const CACHED: bool>(
+    tl: *mut *const c_void,
+    site: &distlog_event_callsite,
+    level: Level,
+    fields: &[distlog_field],
+) {
     // SAFETY: forwarded from our caller.
     let Some((id, keys)) = (unsafe { site.id_keys(level, fields) }) else {
         return;
     };
-    distlog::raw::event_compact(
-        id,
-        // Inlined (as the write path's closure, see `event_compact`):
-        // else called with its writer in memory.
-        #[inline(always)]
-        // SAFETY: the fields' strings are valid for the call.
-        |w| unsafe { conv::compact_fields(w, keys, fields) },
-        // SAFETY: as above.
-        |enc| unsafe { conv::encode_fields(enc, keys, 0, fields) },
-    );
+    // SAFETY: the fields' strings are valid for the call.
+    let postcard =
+        |enc: &mut distlog::wire::Encoder<'_>| unsafe { conv::encode_fields(enc, keys, 0, fields) };
+    if CACHED {
+        // SAFETY: the caller's cache (forwarded), filled on this thread;
+        // the fields' strings are valid for the call.
+        unsafe {
+            distlog::raw::event_compact_in(
+                cached_state(tl),
+                id,
+                // Inlined (as the write path's closure, see
+                // `event_compact`): else called with its writer in memory.
+                #[inline(always)]
+                |w| conv::compact_fields(w, keys, fields),
+                postcard,
+            )
+        };
+    } else {
+        distlog::raw::event_compact(
+            id,
+            // As above.
+            #[inline(always)]
+            // SAFETY: the fields' strings are valid for the call.
+            |w| unsafe { conv::compact_fields(w, keys, fields) },
+            postcard,
+        );
+    }
+}
+
+/// This thread's state from the caller's cache `tl` (NULL: no cache),
+/// filled on the thread's first call; null when the thread's state is gone
+/// (it is exiting), which is not cached.
+///
+/// # Safety
+///
+/// `tl` is NULL or points to a thread-local of the calling thread that
+/// holds NULL or what this function stored there.
+#[inline(always)]
+unsafe fn cached_state(tl: *mut *const c_void) -> *const () {
+    if tl.is_null() {
+        return distlog::raw::thread_state();
+    }
+    // SAFETY: the caller's thread-local (our caller).
+    let cached = unsafe { *tl };
+    if !cached.is_null() {
+        return cached.cast();
+    }
+    let state = distlog::raw::thread_state();
+    // SAFETY: as above.
+    unsafe { *tl = state.cast() };
+    state
 }
 
 /// Write an event of the `DISTLOG_EVENT_KV` call site `cs` with the call
@@ -391,25 +487,113 @@ pub unsafe extern "C" fn distlog_event_kv(
     nkv: usize,
 ) {
     ffi_panic_boundary! {
-        // SAFETY: NULL or a valid static call site, per the contract.
-        let Some(site) = (unsafe { cs.as_ref() }) else { return };
-        // SAFETY: NULL or `nkv` fields, per the contract.
-        let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else { return };
-        // The common case: on by its cached verdict, registered, every key
-        // the registered one, the compact layout, room in the ring.
-        if site.cs.cached_on() {
-            if let Some((id, keys)) = site.registered() {
+        // SAFETY: forwarded (contract); no cache.
+        unsafe { event_kv::<false>(std::ptr::null_mut(), cs, kv, nkv) }
+    }
+}
+
+/// [`distlog_event_kv`] with the call site's per-thread cache of the
+/// library's thread state (what `DISTLOG_EVENT_KV` calls): `tl` points to
+/// a thread-local pointer of the caller's, NULL until the first call of
+/// each thread, which only the library writes. A NULL `tl` is no cache.
+///
+/// The caller (the macro) has checked the global level gate for the call
+/// site's level (`DISTLOG_LEVEL_ON`) just before: the common case does not
+/// ask it again.
+///
+/// # Safety
+///
+/// As [`distlog_event_kv`]; `tl` is NULL or points to a thread-local of
+/// the calling thread that holds NULL or what this function stored there
+/// on this thread.
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_kv_tl(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    ffi_panic_boundary! {
+        // SAFETY: forwarded (contract).
+        unsafe { event_kv::<true>(tl, cs, kv, nkv) }
+    }
+}
+
+/// The two entry points of `DISTLOG_EVENT_KV`'s event: `CACHED`, with the
+/// caller's cache `tl` (NULL: none); else (`tl` unused) the thread-local
+/// access of [`distlog::raw::try_event_compact`]. One write path in each
+/// (two in one function kept LLVM from inlining either's closures).
+///
+/// # Safety
+///
+/// As [`distlog_event_kv_tl`].
+#[inline(always)]
+unsafe fn event_kv<const CACHED: bool>(
+    tl: *mut *const c_void,
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    // SAFETY: NULL or a valid static call site, per the contract.
+    let Some(site) = (unsafe { cs.as_ref() }) else {
+        return;
+    };
+    // SAFETY: NULL or `nkv` fields, per the contract.
+    let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else {
+        return;
+    };
+    // The common case: on by its cached verdict, registered, every key
+    // the registered one, the compact layout, room in the ring. The macro
+    // that passes a cache has just checked the level gate.
+    let on = if CACHED {
+        site.cs.cached_verdict_on()
+    } else {
+        site.cs.cached_on()
+    };
+    if on {
+        // The clock before anything else of the write (see
+        // `try_event_compact`).
+        let ts = distlog::raw::now();
+        if let Some((id, keys)) = site.registered() {
+            if !CACHED {
                 // SAFETY: the strings are valid for the call, `len` bytes.
-                if distlog::raw::try_event_compact(id, |w| unsafe { conv::compact_fields(w, keys, kv) }) {
+                let values =
+                    |w: &mut compact::Writer<'_>| unsafe { conv::compact_fields(w, keys, kv) };
+                if distlog::raw::try_event_compact(id, move || ts, values) {
                     return;
+                }
+            } else {
+                // SAFETY: the caller's cache (contract).
+                let state = unsafe { cached_state(tl) };
+                if !state.is_null() {
+                    // SAFETY: `state` is what `thread_state` returned on this
+                    // thread (now, or into the cache, which the contract says
+                    // only we write); the strings are valid for the call, `len`
+                    // bytes (contract).
+                    let done = unsafe {
+                        distlog::raw::try_event_compact_in(
+                            state.cast(),
+                            id,
+                            move || ts,
+                            // Inlined (as in `log_fields`): else called with its
+                            // writer in memory.
+                            #[inline(always)]
+                            |w| conv::compact_fields(w, keys, kv),
+                        )
+                    };
+                    if done {
+                        return;
+                    }
                 }
             }
         }
-        // SAFETY: the string fields are literals (contract).
-        let Some(level) = (unsafe { site.cs.enabled() }) else { return };
-        // SAFETY: as above.
-        unsafe { kv_general(site, level, kv) };
     }
+    // SAFETY: the string fields are literals (contract).
+    let Some(level) = (unsafe { site.cs.enabled() }) else {
+        return;
+    };
+    // SAFETY: as above.
+    unsafe { kv_general(site, level, kv) };
 }
 
 /// [`distlog_event_kv`] by [`distlog_event_callsite_log`]'s path: the
@@ -435,7 +619,7 @@ unsafe fn kv_general(site: &distlog_event_callsite, level: Level, kv: &[distlog_
         *f = k.field();
     }
     // SAFETY: forwarded from our caller.
-    unsafe { log_fields(site, level, fields) };
+    unsafe { log_fields::<false>(std::ptr::null_mut(), site, level, fields) };
 }
 
 /// Whether the call site `cs` is enabled now (1) or not (0). The printf

@@ -334,9 +334,52 @@ fn printed(out: &str) -> HashMap<String, String> {
 }
 
 #[test]
+fn kv_call_sites_cache_the_thread_state_per_thread() {
+    // Of each macro: 3 events from each of two threads in turn (the second
+    // may claim the ring the first released), one from main, and one from
+    // the first thread's pthread key destructor after its state was
+    // dropped: through the shared ring, with its thread's id.
+    let (out, _, recs) = run_with_sidecar("kv_threads.c", 16);
+    let printed = printed(&out);
+    let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
+    let mut got: Vec<_> = recs
+        .iter()
+        .map(|r| {
+            assert_eq!(r["target"], "kv::tl", "{r}");
+            assert_eq!(r["fields"]["s"], "text", "{r}");
+            let message = r["message"].as_str().unwrap().to_owned();
+            (
+                message,
+                r["fields"]["n"].as_u64().unwrap(),
+                r["tid"].clone(),
+            )
+        })
+        .collect();
+    // The shared ring's records may be read before or after the others.
+    got.sort_by(|a, b| (&a.0, a.1).cmp(&(&b.0, b.1)));
+    let sent = [
+        (0, "0"),
+        (1, "0"),
+        (2, "0"),
+        (10, "10"),
+        (11, "10"),
+        (12, "10"),
+        (20, "main"),
+        (100, "0"),
+    ];
+    let want: Vec<_> = ["ev", "tl"]
+        .iter()
+        .flat_map(|m| sent.iter().map(move |&(n, t)| (m.to_string(), n, t)))
+        .map(|(m, n, t)| (m, n, tid(t)))
+        .collect();
+    assert_eq!(got, want);
+}
+
+#[test]
 fn kv_events_reach_the_sidecar_typed() {
-    // 3 events, the scope's open and close, 3 events in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 8);
+    // 3 events, 8 of one call site, the scope's open and close, 3 events
+    // in it (DEBUG filtered).
+    let (out, _, recs) = run_with_sidecar("kv.c", 16);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
@@ -374,6 +417,28 @@ fn kv_events_reach_the_sidecar_typed() {
         one("kv::bytes")["fields"],
         json!({"k\u{FFFD}": "v\u{FFFD}"})
     );
+
+    let again: Vec<_> = recs
+        .iter()
+        .filter(|r| r["target"] == "kv::again")
+        .map(|r| r["fields"].clone())
+        .collect();
+    let texts = [
+        "first",
+        "",
+        "abc",
+        "sixteen-bytes-16",
+        "seventeen-bytes-7",
+        "h\u{e9}",
+        "bad\u{FFFD}",
+        "(null)",
+    ];
+    let want: Vec<_> = (0..texts.len())
+        .map(|k| {
+            json!({"s": texts[k], "i": -(k as i64), "u": k, "f": k as f64 + 0.5, "b": k % 2 == 1})
+        })
+        .collect();
+    assert_eq!(again, want);
 
     let (trace, scope) = parts(&printed["TP"]);
     let lp: Vec<_> = recs

@@ -1,7 +1,8 @@
 /* DISTLOG_EVENT_KV end to end: every type through DISTLOG_KV (C11
  * _Generic) and the explicit DISTLOG_KV_<TYPE>, strings that are literals,
  * buffers, NULL, long, not UTF-8, keys that change between calls of one
- * call site, and events in a scope. Prints what the test checks as
+ * call site, every type and kind of string on a call site's later calls
+ * (the fast path), and events in a scope. Prints what the test checks as
  * "KEY value" lines on stdout. */
 #include <distlog.h>
 
@@ -38,6 +39,14 @@ int main(void) {
     DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "kv::bytes", "bytes", DISTLOG_KV("k\xff", "v\xfe"));
     /* Filtered out at the default level: its arguments are not evaluated. */
     DISTLOG_EVENT_KV(DISTLOG_LEVEL_DEBUG, "kv::debug", "debug", DISTLOG_KV("never", (abort(), 1)));
+    /* One call site, every type again after its first call (the values by
+     * position, written in place), with strings of each kind. */
+    const char *texts[] = {"first", "", "abc", "sixteen-bytes-16", "seventeen-bytes-7", "h\xc3\xa9",
+                           "bad\xff", NULL};
+    for (int k = 0; k < (int)(sizeof texts / sizeof texts[0]); k++)
+        DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "kv::again", "again", DISTLOG_KV("s", texts[k]),
+                         DISTLOG_KV("i", -k), DISTLOG_KV("u", (unsigned)k), DISTLOG_KV("f", k + 0.5),
+                         DISTLOG_KV("b", (bool)(k & 1)));
 
     /* One call site, called ROUNDS times in a scope: the first call's keys
      * are the call site's; a key from a buffer goes by position while its
