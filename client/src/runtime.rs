@@ -803,6 +803,53 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     write_in::<false>(f)
 }
 
+/// A scope's open or close record in the compact layout, straight into
+/// this thread's exclusive ring in one thread-local access and no [`Ctx`]
+/// (`f` gets the free bytes and the thread id). `false`, having written
+/// and counted nothing, when [`write_record`] must take the record
+/// instead: the thread's first record, a nested call, the postcard
+/// layout, a shared ring, a window too short before the ring's end.
+/// The general path's `Ctx`, scope-stack read and closure call were ~40
+/// instructions of a scope's two records.
+#[inline(always)]
+pub(crate) fn write_scope_compact(f: impl FnOnce(&mut [u8], u32) -> Option<usize>) -> bool {
+    LOCAL.try_with(|l| {
+        let Some(slot) = l.slot.get() else {
+            return false;
+        };
+        if l.busy.get() || slot.writer.is_shared() {
+            return false;
+        }
+        // As in `write_in`: `slot` is cleared after a fork, before the
+        // process pointer changes.
+        let Some(proc) = process() else { return false };
+        if !proc.compact() {
+            return false;
+        }
+        let _busy = Busy::enter(&l.busy);
+        let tid = l.tid.get();
+        // SAFETY: an exclusive ring is written only by the thread that
+        // claimed it (its Local holds it until the thread exits).
+        let res = unsafe {
+            slot.writer.push_in_place(
+                DROP_EARLY_BYTES,
+                #[inline(always)]
+                |buf| f(buf, tid),
+            )
+        };
+        match res {
+            Some(Push::Done { wake }) => {
+                if wake {
+                    proc.wake(slot);
+                }
+                true
+            }
+            Some(_) => true,
+            None => false,
+        }
+    }) == Ok(true)
+}
+
 /// [`write_record`] for an event: `f` also gets the current scope (read
 /// in the same thread-local access) and the layout flag.
 #[inline]
