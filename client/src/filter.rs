@@ -195,6 +195,24 @@ pub(crate) fn trace_boost(trace: &TraceId) -> u8 {
     if !ANY_TRACES.load(Ordering::Relaxed) {
         return 0;
     }
+    named_trace_boost(trace)
+}
+
+/// [`trace_boost`] of a trace as its two halves: the flag's load inlined,
+/// the id put together (and the directives read) out of line, only when
+/// the sidecar named traces at all.
+#[inline(always)]
+pub(crate) fn trace_boost_halves(trace: crate::scope::Halves) -> u8 {
+    // Relaxed: see ANY_TRACES.
+    if !ANY_TRACES.load(Ordering::Relaxed) {
+        return 0;
+    }
+    named_trace_boost(&crate::scope::join_trace(trace))
+}
+
+#[cold]
+#[inline(never)]
+fn named_trace_boost(trace: &TraceId) -> u8 {
     let Some(state) = STATE.get() else { return 0 };
     let st = state.read().unwrap_or_else(|e| e.into_inner());
     st.traces

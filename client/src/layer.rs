@@ -556,7 +556,7 @@ where
                 .cur
                 .map(|c| (c.scope, scope::split_trace(&c.trace), c.boost)))
             .unwrap_or((0, fresh.trace, 0));
-        let boost = boost.max(crate::filter::trace_boost(&scope::join_trace(trace)));
+        let boost = boost.max(crate::filter::trace_boost_halves(trace));
         let created = crate::clock::now();
         let make = || {
             ScopeData::new(
