@@ -427,10 +427,11 @@ pub(crate) fn ensure_open(d: &ScopeData) {
 fn write_open(d: &ScopeData) {
     let (parent, trace, remote_parent) = (d.parent(), d.trace(), d.remote());
     let extra = d.extra.get().map_or(&[][..], Vec::as_slice);
-    runtime::write_record(|ctx| {
-        let mut n = if ctx.compact {
+    // The head, then the fields encoded at creation and any added since.
+    let open = |buf: &mut [u8], compact: bool| -> Option<usize> {
+        let mut n = if compact {
             compact::write_open(
-                ctx.buf,
+                buf,
                 d.callsite,
                 d.created,
                 d.tid,
@@ -449,21 +450,24 @@ fn write_open(d: &ScopeData) {
                 trace,
                 remote_parent,
             };
-            Encoder::new(&mut ctx.buf[..], &head).finish()?.len()
+            Encoder::new(buf, &head).finish()?.len()
         };
         for part in [&d.fields[..], extra] {
             if part.is_empty() {
                 continue;
             }
             let end = n + part.len();
-            if end > ctx.buf.len() {
+            if end > buf.len() {
                 return None;
             }
-            ctx.buf[n..end].copy_from_slice(part);
+            buf[n..end].copy_from_slice(part);
             n = end;
         }
         Some(n)
-    });
+    };
+    if !runtime::write_scope_compact(|buf, _| open(buf, true)) {
+        runtime::write_record(|ctx| open(ctx.buf, ctx.compact));
+    }
 }
 
 fn close_record(d: &ScopeData) {
@@ -473,21 +477,22 @@ fn close_record(d: &ScopeData) {
     } else {
         Outcome::Ok
     };
-    runtime::write_record(|ctx| {
+    let close = |buf: &mut [u8], tid: u32, compact: bool| {
         let ts = crate::clock::now();
-        if ctx.compact {
-            return compact::write_close(ctx.buf, d.scope, ts, ctx.tid, outcome);
+        if compact {
+            return compact::write_close(buf, d.scope, ts, tid, outcome);
         }
         let head = Head::ScopeClose {
             scope: d.scope,
             ts,
-            tid: ctx.tid,
+            tid,
             outcome,
         };
-        Encoder::new(&mut ctx.buf[..], &head)
-            .finish()
-            .map(|s| s.len())
-    });
+        Encoder::new(buf, &head).finish().map(|s| s.len())
+    };
+    if !runtime::write_scope_compact(|buf, tid| close(buf, tid, true)) {
+        runtime::write_record(|ctx| close(ctx.buf, ctx.tid, ctx.compact));
+    }
 }
 
 /// The call site of an event not in the static map yet, or from the `log`
@@ -551,7 +556,7 @@ where
                 .cur
                 .map(|c| (c.scope, scope::split_trace(&c.trace), c.boost)))
             .unwrap_or((0, fresh.trace, 0));
-        let boost = boost.max(crate::filter::trace_boost(&scope::join_trace(trace)));
+        let boost = boost.max(crate::filter::trace_boost_halves(trace));
         let created = crate::clock::now();
         let make = || {
             ScopeData::new(

@@ -804,6 +804,68 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     write_in::<false>(f)
 }
 
+/// This thread's ring and process when a compact record may go straight
+/// into the ring ([`write_compact_in`], [`write_scope_compact`]): not the
+/// thread's first record, not a nested call, an exclusive ring, a sidecar
+/// that reads the compact layout.
+#[inline(always)]
+fn compact_ring(l: &Local) -> Option<(&'static Process, &'static RingSlot)> {
+    let slot = l.slot.get()?;
+    if l.busy.get() || slot.writer.is_shared() {
+        return None;
+    }
+    // As in `write_in`: `slot` is cleared after a fork, before the
+    // process pointer changes.
+    let proc = process()?;
+    proc.compact().then_some((proc, slot))
+}
+
+/// The end of a record written in place by [`compact_ring`]'s caller:
+/// wake the sidecar if it asked; `false` when the window was too short
+/// and the general path must take the record.
+#[inline(always)]
+fn pushed_in_place(proc: &Process, slot: &RingSlot, res: Option<Push>) -> bool {
+    match res {
+        Some(Push::Done { wake }) => {
+            if wake {
+                proc.wake(slot);
+            }
+            true
+        }
+        Some(_) => true,
+        None => false,
+    }
+}
+
+/// A scope's open or close record in the compact layout, straight into
+/// this thread's exclusive ring in one thread-local access and no [`Ctx`]
+/// (`f` gets the free bytes and the thread id). `false`, having written
+/// and counted nothing, when [`write_record`] must take the record
+/// instead: the thread's first record, a nested call, the postcard
+/// layout, a shared ring, a window too short before the ring's end.
+/// The general path's `Ctx`, scope-stack read and closure call were ~40
+/// instructions of a scope's two records.
+#[inline(always)]
+pub(crate) fn write_scope_compact(f: impl FnOnce(&mut [u8], u32) -> Option<usize>) -> bool {
+    LOCAL.try_with(|l| {
+        let Some((proc, slot)) = compact_ring(l) else {
+            return false;
+        };
+        let _busy = Busy::enter(&l.busy);
+        let tid = l.tid.get();
+        // SAFETY: an exclusive ring is written only by the thread that
+        // claimed it (its Local holds it until the thread exits).
+        let res = unsafe {
+            slot.writer.push_in_place(
+                DROP_EARLY_BYTES,
+                #[inline(always)]
+                |buf| f(buf, tid),
+            )
+        };
+        pushed_in_place(proc, slot, res)
+    }) == Ok(true)
+}
+
 /// [`write_record`] for an event: `f` also gets the current scope (read
 /// in the same thread-local access) and the layout flag.
 #[inline]
@@ -853,18 +915,9 @@ pub(crate) fn write_compact_in(
     values: impl FnOnce(&mut crate::wire::compact::Writer<'_>) -> bool,
 ) -> bool {
     {
-        let Some(slot) = l.slot.get() else {
+        let Some((proc, slot)) = compact_ring(l) else {
             return false;
         };
-        if l.busy.get() || slot.writer.is_shared() {
-            return false;
-        }
-        // As in `write_in`: `slot` is cleared after a fork, before the
-        // process pointer changes.
-        let Some(proc) = process() else { return false };
-        if !proc.compact() {
-            return false;
-        }
         let _busy = Busy::enter(&l.busy);
         // SAFETY: as in `write_in` (only this thread touches its scope
         // stack, no borrow of it is live; the top is copied out).
@@ -895,16 +948,7 @@ pub(crate) fn write_compact_in(
                 },
             )
         };
-        match res {
-            Some(Push::Done { wake }) => {
-                if wake {
-                    proc.wake(slot);
-                }
-                true
-            }
-            Some(_) => true,
-            None => false,
-        }
+        pushed_in_place(proc, slot, res)
     }
 }
 
