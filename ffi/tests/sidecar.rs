@@ -335,11 +335,12 @@ fn printed(out: &str) -> HashMap<String, String> {
 
 #[test]
 fn kv_call_sites_cache_the_thread_state_per_thread() {
-    // Of each macro: 3 events from each of two threads in turn (the second
+    // Of each macro (DISTLOG_EVENT twice: a constant count and one known
+    // at run time): 3 events from each of two threads in turn (the second
     // may claim the ring the first released), one from main, and one from
     // the first thread's pthread key destructor after its state was
     // dropped: through the shared ring, with its thread's id.
-    let (out, _, recs) = run_with_sidecar("kv_threads.c", 16);
+    let (out, _, recs) = run_with_sidecar("kv_threads.c", 24);
     let printed = printed(&out);
     let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
     let mut got: Vec<_> = recs
@@ -367,7 +368,7 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
         (20, "main"),
         (100, "0"),
     ];
-    let want: Vec<_> = ["ev", "tl"]
+    let want: Vec<_> = ["ev", "rt", "tl"]
         .iter()
         .flat_map(|m| sent.iter().map(move |&(n, t)| (m.to_string(), n, t)))
         .map(|(m, n, t)| (m, n, tid(t)))
@@ -377,9 +378,9 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
 
 #[test]
 fn kv_events_reach_the_sidecar_typed() {
-    // 3 events, 8 of one call site, the scope's open and close, 3 events
-    // in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 16);
+    // 3 events, 8 of one call site, 8 of each DISTLOG_EVENT site, the
+    // scope's open and close, 3 events in it (DEBUG filtered).
+    let (out, _, recs) = run_with_sidecar("kv.c", 32);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
@@ -439,6 +440,14 @@ fn kv_events_reach_the_sidecar_typed() {
         })
         .collect();
     assert_eq!(again, want);
+    for target in ["kv::fields", "kv::fields_rt"] {
+        let got: Vec<_> = recs
+            .iter()
+            .filter(|r| r["target"] == target)
+            .map(|r| r["fields"].clone())
+            .collect();
+        assert_eq!(got, want, "{target}");
+    }
 
     let (trace, scope) = parts(&printed["TP"]);
     let lp: Vec<_> = recs
