@@ -335,7 +335,9 @@ void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field 
 
 /* distlog_event_callsite_log with a per-thread cache of the library's
  * thread state, as distlog_event_kv_tl (what DISTLOG_EVENT calls where the
- * compiler has thread-locals). */
+ * compiler has thread-locals, unless it converts the fields for
+ * distlog_event_kv_tl). As there, the caller has just checked
+ * DISTLOG_LEVEL_ON for the call site's level. */
 void distlog_event_callsite_log_tl(void **tl, distlog_event_callsite *cs, const distlog_field *fields,
                                    size_t nfields);
 

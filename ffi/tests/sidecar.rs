@@ -100,10 +100,10 @@ fn parts(tp: &str) -> (String, String) {
 
 #[test]
 fn c_records_reach_the_sidecar_like_rust_records() {
-    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
+    // The sidecar's records of this process: 16 in the main thread, 2 of a thread
     // that exits (one from its exit), a scope
     // with PER_THREAD events per worker, the root's close.
-    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
+    let want = 18 + NTHREADS * (PER_THREAD + 2) + 1;
     let (out, pid, recs) = run_with_sidecar("demo.c", want);
     let printed = printed(&out);
     let (trace, root_id) = parts(&printed["TP_ROOT"]);
@@ -204,16 +204,19 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     assert_eq!(bytes.len(), 1);
     assert_eq!(bytes[0]["message"], "bad \u{FFFD} bytes");
     assert_eq!(bytes[0]["fields"], json!({"k\u{FFFD}": "v\u{FFFD}"}));
-    let keys = find(&|r| r["target"] == "demo::keys");
-    let keys: Vec<_> = keys.iter().map(|r| &r["fields"]).collect();
-    assert_eq!(
-        keys,
-        [
-            &json!({"same": 0, "k0": "v", "other": "(null)"}),
-            &json!({"same": 1, "k1": "v", "third": "(null)"}),
-            &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
-        ]
-    );
+    for target in ["demo::keys", "demo::keys_rt"] {
+        let keys = find(&|r| r["target"] == target);
+        let keys: Vec<_> = keys.iter().map(|r| &r["fields"]).collect();
+        assert_eq!(
+            keys,
+            [
+                &json!({"same": 0, "k0": "v", "other": "(null)"}),
+                &json!({"same": 1, "k1": "v", "third": "(null)"}),
+                &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
+            ],
+            "{target}"
+        );
+    }
     let rt: Vec<_> = find(&|r| r["message"] == "rt")
         .iter()
         .map(|r| (r["target"].clone(), r["fields"].clone()))
