@@ -335,7 +335,9 @@ void distlog_event_callsite_log(distlog_event_callsite *cs, const distlog_field 
 
 /* distlog_event_callsite_log with a per-thread cache of the library's
  * thread state, as distlog_event_kv_tl (what DISTLOG_EVENT calls where the
- * compiler has thread-locals). */
+ * compiler has thread-locals, unless it converts the fields for
+ * distlog_event_kv_tl). As there, the caller has just checked
+ * DISTLOG_LEVEL_ON for the call site's level. */
 void distlog_event_callsite_log_tl(void **tl, distlog_event_callsite *cs, const distlog_field *fields,
                                    size_t nfields);
 
@@ -372,16 +374,8 @@ void distlog_event_callsite_log_tl(void **tl, distlog_event_callsite *cs, const 
 #endif
 #define DISTLOG_LEVEL_ON(level) ((int)(level) <= (int)DISTLOG_INTERNAL_MAX_LEVEL())
 
-/* The fast path. level, target and message are constants (literals);
- * fields/nfields are evaluated only when the level is on. */
-#define DISTLOG_EVENT(level, target, message, fields, nfields)                                   \
-    do {                                                                                         \
-        static distlog_event_callsite distlog_internal_cs =                                     \
-            DISTLOG_EVENT_CALLSITE_INIT(level, target, message);                                 \
-        if (DISTLOG_LEVEL_ON(level))                                                             \
-            DISTLOG_INTERNAL_CALL_CACHED(distlog_event_callsite_log_tl, distlog_event_callsite_log, \
-                                         &distlog_internal_cs, (fields), (nfields));             \
-    } while (0)
+/* DISTLOG_EVENT is defined with DISTLOG_EVENT_KV below: with a constant
+ * field count it calls the same function. */
 
 /* ------------------------------------------------------------------------ */
 /* Events with typed key/value arguments: the fastest call                  */
@@ -503,6 +497,79 @@ void distlog_event_kv_tl(void **tl, distlog_event_callsite *cs, const distlog_kv
                                          distlog_internal_kv,                                    \
                                          sizeof distlog_internal_kv / sizeof distlog_internal_kv[0]); \
         }                                                                                        \
+    } while (0)
+
+/* One distlog_field as a distlog_kv: the string's length computed here,
+ * where the compiler folds it for a literal (DISTLOG_EVENT's usual
+ * field). Member by member into its place: a distlog_kv returned by value
+ * was built on the stack and copied in 16-byte loads of 8-byte stores,
+ * which the CPU cannot forward (+4 ns an event). Not for direct use. */
+static inline void distlog_internal_kv_of(distlog_kv *k, const distlog_field *f) {
+    k->key = f->key;
+    k->type = (uint32_t)f->type;
+    k->len = 0;
+    k->value = f->value;
+    if (f->type == DISTLOG_FIELD_TYPE_STR && f->value.str) {
+        size_t n = strlen(f->value.str);
+        k->len = n > UINT32_MAX ? UINT32_MAX : (uint32_t)n;
+    }
+}
+
+/* Most fields DISTLOG_EVENT converts in the caller (see below). */
+#define DISTLOG_INTERNAL_KV_INLINE 8
+
+/* Field i of DISTLOG_EVENT's array into the distlog_kv array, if there is
+ * one (n is a constant: the test folds away). */
+#define DISTLOG_INTERNAL_KV_AT(kv, f, n, i)                                                      \
+    if ((size_t)(i) < (size_t)(n))                                                               \
+    distlog_internal_kv_of(&(kv)[i], &(f)[i])
+
+/* DISTLOG_EVENT's call. Where the field count is a constant (a literal,
+ * sizeof arithmetic) of at most DISTLOG_INTERNAL_KV_INLINE, the fields
+ * become distlog_kv here and go to distlog_event_kv_tl, the call of
+ * DISTLOG_EVENT_KV: the compiler folds each literal string's length and
+ * each field's type, and the library neither scans for the NUL nor
+ * branches on the type it was given. Anything else (a count known at run
+ * time, NULL fields) calls distlog_event_callsite_log_tl. Both record the
+ * same event: the same call site, keys, types and checks. Needs
+ * __builtin_constant_p (GCC, clang). */
+#if defined(__GNUC__) || defined(__clang__)
+#define DISTLOG_INTERNAL_EVENT_FIELDS(cs, fields, nfields)                                       \
+    do {                                                                                         \
+        const distlog_field *distlog_internal_f = (fields);                                      \
+        if (__builtin_constant_p(nfields) && (size_t)(nfields) <= DISTLOG_INTERNAL_KV_INLINE &&  \
+            ((size_t)(nfields) == 0 || distlog_internal_f != NULL)) {                            \
+            distlog_kv distlog_internal_kvs[DISTLOG_INTERNAL_KV_INLINE];                          \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 0);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 1);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 2);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 3);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 4);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 5);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 6);         \
+            DISTLOG_INTERNAL_KV_AT(distlog_internal_kvs, distlog_internal_f, nfields, 7);         \
+            DISTLOG_INTERNAL_CALL_CACHED(distlog_event_kv_tl, distlog_event_kv, (cs),            \
+                                         (size_t)(nfields) ? distlog_internal_kvs : NULL,         \
+                                         (size_t)(nfields));                                     \
+        } else {                                                                                 \
+            DISTLOG_INTERNAL_CALL_CACHED(distlog_event_callsite_log_tl, distlog_event_callsite_log, \
+                                         (cs), distlog_internal_f, (nfields));                   \
+        }                                                                                        \
+    } while (0)
+#else
+#define DISTLOG_INTERNAL_EVENT_FIELDS(cs, fields, nfields)                                       \
+    DISTLOG_INTERNAL_CALL_CACHED(distlog_event_callsite_log_tl, distlog_event_callsite_log, (cs), \
+                                 (fields), (nfields))
+#endif
+
+/* The fast path. level, target and message are constants (literals);
+ * fields/nfields are evaluated only when the level is on, each once. */
+#define DISTLOG_EVENT(level, target, message, fields, nfields)                                   \
+    do {                                                                                         \
+        static distlog_event_callsite distlog_internal_cs =                                     \
+            DISTLOG_EVENT_CALLSITE_INIT(level, target, message);                                 \
+        if (DISTLOG_LEVEL_ON(level))                                                             \
+            DISTLOG_INTERNAL_EVENT_FIELDS(&distlog_internal_cs, fields, nfields);                \
     } while (0)
 
 /* Longest formatted message of the printf macros, NUL included; longer

@@ -8,7 +8,7 @@
  *   harness floor | distlog | lttng | serve
  *
  * `serve` answers rounds for bench-runner pair (benches/src/bin/pair): each
- * stdin line "OP BATCHES BATCH" (OP: floor, floor64m, event, event_kv, log, lttng) runs one
+ * stdin line "OP BATCHES BATCH" (OP: floor, floor64m, event, event_kv, event_rt, log, lttng) runs one
  * round and prints its p50 in ns/op (-1: not built in), so the C rows of a
  * target ratio alternate inside one process. */
 #include "bench_common.h"
@@ -28,6 +28,19 @@
         distlog_field f[3] = {DISTLOG_FIELD_I64("a", (int64_t)i), DISTLOG_FIELD_U64("b", 42),  \
                               DISTLOG_FIELD_STR("s", "short")};                                \
         DISTLOG_EVENT(level, "bench::c", "message text", f, 3);                                \
+    } while (0)
+/* The same event with a field count known only at run time: the library
+ * takes the field array (distlog_event_callsite_log_tl; a constant count
+ * is converted to distlog_kv by the header). Not a target row: `serve`
+ * only (op event_rt). */
+#ifdef WITH_DISTLOG
+static volatile size_t rt_nfields = 3;
+#endif
+#define OP_EVENT_RT                                                                            \
+    do {                                                                                       \
+        distlog_field f[3] = {DISTLOG_FIELD_I64("a", (int64_t)i), DISTLOG_FIELD_U64("b", 42),  \
+                              DISTLOG_FIELD_STR("s", "short")};                                \
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "bench::c", "message text", f, rt_nfields);          \
     } while (0)
 /* The same static call site with the typed API (DISTLOG_EVENT_KV: types
  * and string lengths from the compiler, no field array). */
@@ -70,9 +83,11 @@ static int serve(void) {
             BENCH_ROUND(r, &seq, nb, bs, OP_FLOOR_BIG);
 #ifdef WITH_DISTLOG
         } else if (strcmp(op, "event") == 0 || strcmp(op, "event_kv") == 0 ||
-                   strcmp(op, "log") == 0) {
+                   strcmp(op, "event_rt") == 0 || strcmp(op, "log") == 0) {
             if (strcmp(op, "event") == 0)
                 BENCH_ROUND(r, &seq, nb, bs, OP_EVENT(DISTLOG_LEVEL_INFO));
+            else if (strcmp(op, "event_rt") == 0)
+                BENCH_ROUND(r, &seq, nb, bs, OP_EVENT_RT);
             else if (strcmp(op, "event_kv") == 0)
                 BENCH_ROUND(r, &seq, nb, bs, OP_EVENT_KV);
             else

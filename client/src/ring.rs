@@ -343,6 +343,21 @@ pub struct Writer<'a, M: Memory> {
     /// ring is full, so the consumer's line is not read on every record
     /// (rtrb's `cached_head`). Exclusive rings only.
     cached_read: AtomicU64,
+    /// Exclusive rings: the producer's own `write_pos` (the header's is
+    /// its published copy, which a hostile consumer could change: the
+    /// producer never reads it back). Relaxed everywhere: one thread
+    /// writes the ring at a time, and a ring passes to another thread
+    /// through the slot's `in_use` Release/Acquire.
+    pos: AtomicU64,
+    /// Exclusive rings: [`Self::push_in_place`]'s window, cached: the
+    /// position it may write up to without looking again, neither past the
+    /// region's end nor into bytes the consumer has not released (by the
+    /// read position it last loaded with Acquire). A multiple of 8, at
+    /// least `pos` (any other push sets it to `pos`). Relaxed as `pos`.
+    limit: AtomicU64,
+    /// Largest window one in-place record gets (as `push` accepts: at most
+    /// half the ring, a payload of at most [`MAX_RECORD`]).
+    max_window: u64,
 }
 
 impl<M: Memory> std::fmt::Debug for Writer<'_, M> {
@@ -367,6 +382,11 @@ impl<'a, M: Memory> Writer<'a, M> {
             shared: hdr.stat.flags & FLAG_SHARED != 0,
             // pairs with nothing: initial value, refreshed with Acquire below.
             cached_read: AtomicU64::new(hdr.cons.read_pos.load(Ordering::Relaxed)),
+            // Relaxed: a header this process created, not yet written.
+            pos: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
+            // No window yet: the first in-place push computes it.
+            limit: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
+            max_window: (cap / 2).min(4 + MAX_RECORD as u64),
         }
     }
 
@@ -434,8 +454,8 @@ impl<'a, M: Memory> Writer<'a, M> {
     #[inline]
     fn push_exclusive(&self, payload: &[u8]) -> Push {
         let need = record_bytes(payload.len()) as u64;
-        // Relaxed: only this thread writes write_pos.
-        let w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
+        // Relaxed: see `pos`.
+        let w = self.pos.load(Ordering::Relaxed);
         let pad = self.pad_for(w, need);
         let end = w + pad + need;
         if end - self.cached_read.load(Ordering::Relaxed) > self.cap {
@@ -460,6 +480,10 @@ impl<'a, M: Memory> Writer<'a, M> {
             .store_word(off, VALID | payload.len() as u32, Ordering::Relaxed);
         let written = self.hdr.prod.written.load(Ordering::Relaxed);
         self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
+        // Relaxed: see `pos` and `limit`; the window is computed again
+        // (this push may have padded into the next lap).
+        self.pos.store(end, Ordering::Relaxed);
+        self.limit.store(end, Ordering::Relaxed);
         // Release pairs with the Acquire load of `write_pos` in
         // `Reader::poll`: the pad word, payload and header word above are
         // visible to a reader that sees the new position.
@@ -477,12 +501,18 @@ impl<'a, M: Memory> Writer<'a, M> {
     /// header word, then `write_pos` with one Release store; the framing
     /// is the same, so the reader cannot tell the two apart.
     ///
+    /// The window is cached (`limit`): a record only subtracts two
+    /// positions, and the bounds are worked out again (the consumer's
+    /// position loaded anew) once fewer than `min_room` bytes are left in
+    /// it, about once a lap while the consumer keeps up.
+    ///
     /// `Some(Push::Full)` (dropped and counted) when fewer than `min_room`
     /// bytes are free, before `f` runs: a full ring costs a compare, not an
     /// encoding. `None` when `f` returned `None` (the window was too short:
-    /// the region's end is near, or the record is large): nothing was
-    /// published or counted, and the caller pushes the record the ordinary
-    /// way, which pads or drops.
+    /// the region's end is near, the record is large, or the cached window
+    /// is older than the consumer's last release): nothing was published or
+    /// counted, and the caller pushes the record the ordinary way, which
+    /// pads or drops.
     ///
     /// # Safety
     ///
@@ -495,44 +525,67 @@ impl<'a, M: Memory> Writer<'a, M> {
         f: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<Push> {
         debug_assert!(!self.shared && min_room <= self.cap);
-        // Relaxed: only this thread writes write_pos.
-        let w = self.hdr.prod.write_pos.load(Ordering::Relaxed);
-        // wrapping_sub: a hostile consumer's read_pos beyond write_pos
-        // makes `used` huge, so the ring counts as full.
-        let mut used = w.wrapping_sub(self.cached_read.load(Ordering::Relaxed));
-        if used > self.cap - min_room {
-            used = w.wrapping_sub(self.refresh_read());
-            if used > self.cap - min_room {
-                self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+        // Relaxed: see `pos` and `limit`.
+        let w = self.pos.load(Ordering::Relaxed);
+        // wrapping: never below `w` (see `limit`); were it, the window
+        // would still be cut to `max_window` and checked by `write_with`.
+        let mut room = self.limit.load(Ordering::Relaxed).wrapping_sub(w);
+        if room <= min_room {
+            let Some(r) = self.window(w, min_room) else {
                 return Some(Push::Full);
-            }
+            };
+            room = r;
         }
-        let off = w & self.mask;
-        // Neither past the region's end (no straddling) nor into bytes the
-        // consumer has not released, nor larger than `push` accepts; whole
-        // 8-byte units, so the padded record stays inside.
-        let window = (self.cap - off).min(self.cap - used).min(self.cap / 2) & !7;
-        let max = (window as usize).saturating_sub(4).min(MAX_RECORD);
-        let off = off as usize;
+        // `limit` is a multiple of 8 (as is `w`) and not past the region's
+        // end, so the padded record stays inside; at most what `push`
+        // accepts.
+        let max = room.min(self.max_window) as usize - 4;
+        let off = (w & self.mask) as usize;
         let n = self.mem.write_with(off + 4, max, f)?;
         self.mem
             .store_word(off, VALID | n as u32, Ordering::Relaxed);
         let written = self.hdr.prod.written.load(Ordering::Relaxed);
         self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
+        // At most `room` (4 + n <= room, both multiples of 8 rounded up).
+        let end = w + record_bytes(n) as u64;
+        // Relaxed: see `pos`.
+        self.pos.store(end, Ordering::Relaxed);
         // Release pairs with the Acquire load of `write_pos` in
         // `Reader::poll`: the payload and header word above are visible to
         // a reader that sees the new position.
-        self.hdr
-            .prod
-            .write_pos
-            .store(w + record_bytes(n) as u64, Ordering::Release);
+        self.hdr.prod.write_pos.store(end, Ordering::Release);
         // Relaxed: see push_exclusive.
         let wake = self.hdr.wake.sleeping.load(Ordering::Relaxed) != 0;
         Some(Push::Done { wake })
     }
 
-    /// The cached read position says the ring is (nearly) full: take the
-    /// consumer's again. Out of line: the common record never gets here.
+    /// `push_in_place`'s window at `w` worked out again (the cached one
+    /// has at most `min_room` bytes left) with the consumer's position
+    /// loaded anew, and cached: its bytes, at least 8 (the header word
+    /// fits). `None`, the record dropped and counted, when fewer than
+    /// `min_room` (or 8) bytes are free. Out of line: about once a lap.
+    #[cold]
+    #[inline(never)]
+    fn window(&self, w: u64, min_room: u64) -> Option<u64> {
+        // wrapping_sub: a hostile consumer's read_pos beyond write_pos
+        // makes `used` huge, so the ring counts as full.
+        let used = w.wrapping_sub(self.refresh_read());
+        if used > self.cap - min_room.max(8) {
+            self.hdr.prod.dropped.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        // Neither past the region's end (no straddling) nor into bytes the
+        // consumer has not released; whole 8-byte units (a hostile
+        // read_pos need not be one).
+        let room = (self.cap - (w & self.mask)).min(self.cap - used) & !7;
+        // Relaxed: see `limit`.
+        self.limit.store(w + room, Ordering::Relaxed);
+        Some(room)
+    }
+
+    /// The consumer's position, loaded anew (the cached one says the ring
+    /// is (nearly) full, or a window is worked out). Out of line: the
+    /// common record never gets here.
     #[cold]
     #[inline(never)]
     fn refresh_read(&self) -> u64 {
@@ -1021,6 +1074,62 @@ mod tests {
         // SAFETY: single writer.
         let res = unsafe { w.push_in_place(256, |_| panic!("encoded into a full ring")) };
         assert_eq!(res, Some(Push::Full));
+    }
+
+    #[test]
+    fn in_place_window_follows_the_consumer() {
+        // The cached window never runs past the consumer's release or the
+        // region's end: a reader that takes a few records at a time finds
+        // every record whole and in order, the writer writing in place
+        // (`min_room` 0 and the client's 256) records of many sizes into a
+        // ring that is often full.
+        for min_room in [0, 256] {
+            let mut ring = HeapRing::new(4096, 0);
+            let mem = ring.mem();
+            let w = Writer::new(&ring.hdr, mem);
+            let geo = check_header(&ring.hdr, 4096).unwrap();
+            let mut r = Reader::attach(&ring.hdr, mem, geo).unwrap();
+            let mut sent = std::collections::VecDeque::new();
+            let (mut done, mut full) = (0u64, 0u64);
+            let n = if cfg!(miri) { 300 } else { 20_000 };
+            for i in 0..n {
+                let p = vec![i as u8; (i * 37 % 301) as usize];
+                let f = |buf: &mut [u8]| {
+                    buf.get_mut(..p.len())?.copy_from_slice(&p);
+                    Some(p.len())
+                };
+                // SAFETY: single writer.
+                let res = unsafe { w.push_in_place(min_room, f).unwrap_or_else(|| w.push(&p)) };
+                match res {
+                    Push::Done { .. } => {
+                        done += 1;
+                        sent.push_back(p);
+                    }
+                    Push::Full => full += 1,
+                    Push::TooLarge => unreachable!(),
+                }
+                if i % 5 == 0 {
+                    r.poll(i as usize % 7, |_, got| {
+                        assert_eq!(Some(got), sent.pop_front().as_deref());
+                        true
+                    })
+                    .unwrap();
+                    r.release();
+                }
+                let (wp, rp) = (
+                    ring.hdr.prod.write_pos.load(Ordering::Relaxed),
+                    ring.hdr.cons.read_pos.load(Ordering::Relaxed),
+                );
+                assert!(wp - rp <= 4096, "{wp} {rp}");
+            }
+            for (_, got) in drain(&mut r) {
+                assert_eq!(Some(got), sent.pop_front());
+            }
+            assert!(sent.is_empty());
+            assert!(done > 0 && full > 0, "{done} {full}");
+            assert_eq!(ring.hdr.prod.written.load(Ordering::Relaxed), done);
+            assert_eq!(ring.hdr.prod.dropped.load(Ordering::Relaxed), full);
+        }
     }
 
     #[test]

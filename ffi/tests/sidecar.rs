@@ -100,10 +100,10 @@ fn parts(tp: &str) -> (String, String) {
 
 #[test]
 fn c_records_reach_the_sidecar_like_rust_records() {
-    // The sidecar's records of this process: 13 in the main thread, 2 of a thread
+    // The sidecar's records of this process: 16 in the main thread, 2 of a thread
     // that exits (one from its exit), a scope
     // with PER_THREAD events per worker, the root's close.
-    let want = 15 + NTHREADS * (PER_THREAD + 2) + 1;
+    let want = 18 + NTHREADS * (PER_THREAD + 2) + 1;
     let (out, pid, recs) = run_with_sidecar("demo.c", want);
     let printed = printed(&out);
     let (trace, root_id) = parts(&printed["TP_ROOT"]);
@@ -204,16 +204,19 @@ fn c_records_reach_the_sidecar_like_rust_records() {
     assert_eq!(bytes.len(), 1);
     assert_eq!(bytes[0]["message"], "bad \u{FFFD} bytes");
     assert_eq!(bytes[0]["fields"], json!({"k\u{FFFD}": "v\u{FFFD}"}));
-    let keys = find(&|r| r["target"] == "demo::keys");
-    let keys: Vec<_> = keys.iter().map(|r| &r["fields"]).collect();
-    assert_eq!(
-        keys,
-        [
-            &json!({"same": 0, "k0": "v", "other": "(null)"}),
-            &json!({"same": 1, "k1": "v", "third": "(null)"}),
-            &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
-        ]
-    );
+    for target in ["demo::keys", "demo::keys_rt"] {
+        let keys = find(&|r| r["target"] == target);
+        let keys: Vec<_> = keys.iter().map(|r| &r["fields"]).collect();
+        assert_eq!(
+            keys,
+            [
+                &json!({"same": 0, "k0": "v", "other": "(null)"}),
+                &json!({"same": 1, "k1": "v", "third": "(null)"}),
+                &json!({"same": 2, "k\u{FFFD}": "v", "other": "(null)"}),
+            ],
+            "{target}"
+        );
+    }
     let rt: Vec<_> = find(&|r| r["message"] == "rt")
         .iter()
         .map(|r| (r["target"].clone(), r["fields"].clone()))
@@ -335,11 +338,12 @@ fn printed(out: &str) -> HashMap<String, String> {
 
 #[test]
 fn kv_call_sites_cache_the_thread_state_per_thread() {
-    // Of each macro: 3 events from each of two threads in turn (the second
+    // Of each macro (DISTLOG_EVENT twice: a constant count and one known
+    // at run time): 3 events from each of two threads in turn (the second
     // may claim the ring the first released), one from main, and one from
     // the first thread's pthread key destructor after its state was
     // dropped: through the shared ring, with its thread's id.
-    let (out, _, recs) = run_with_sidecar("kv_threads.c", 16);
+    let (out, _, recs) = run_with_sidecar("kv_threads.c", 24);
     let printed = printed(&out);
     let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
     let mut got: Vec<_> = recs
@@ -367,7 +371,7 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
         (20, "main"),
         (100, "0"),
     ];
-    let want: Vec<_> = ["ev", "tl"]
+    let want: Vec<_> = ["ev", "rt", "tl"]
         .iter()
         .flat_map(|m| sent.iter().map(move |&(n, t)| (m.to_string(), n, t)))
         .map(|(m, n, t)| (m, n, tid(t)))
@@ -377,9 +381,9 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
 
 #[test]
 fn kv_events_reach_the_sidecar_typed() {
-    // 3 events, 8 of one call site, the scope's open and close, 3 events
-    // in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 16);
+    // 3 events, 8 of one call site, 8 of each DISTLOG_EVENT site, the
+    // scope's open and close, 3 events in it (DEBUG filtered).
+    let (out, _, recs) = run_with_sidecar("kv.c", 32);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
@@ -439,6 +443,14 @@ fn kv_events_reach_the_sidecar_typed() {
         })
         .collect();
     assert_eq!(again, want);
+    for target in ["kv::fields", "kv::fields_rt"] {
+        let got: Vec<_> = recs
+            .iter()
+            .filter(|r| r["target"] == target)
+            .map(|r| r["fields"].clone())
+            .collect();
+        assert_eq!(got, want, "{target}");
+    }
 
     let (trace, scope) = parts(&printed["TP"]);
     let lp: Vec<_> = recs

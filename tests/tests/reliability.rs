@@ -372,13 +372,16 @@ fn unfinished_record_in_the_shared_ring_is_stepped_over() {
 
 /// An exclusive ring whose write position covers an unfinished record is a
 /// lie (an honest writer publishes after committing): that client is cut
-/// off, reported, and everyone else goes on.
+/// off, reported, and everyone else goes on. The liar writes nothing after
+/// its lie: the client's own writer keeps its write position to itself (it
+/// never reads back what the shared header says), so a record it wrote
+/// next would land where the lie starts and overwrite it.
 #[test]
 fn unfinished_record_in_an_exclusive_ring_cuts_off_only_that_client() {
     let dir = TempDir::new("rel-stuck-x");
     let sc = LiveSidecar::start(&dir.join("s.sock"), |_| false);
     let c = sc
-        .client(&["--service", "liar", "stuck", "--index", "1", "--after", "3"])
+        .client(&["--service", "liar", "stuck", "--index", "1", "--after", "0"])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();

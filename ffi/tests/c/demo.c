@@ -97,12 +97,16 @@ int main(void) {
     /* One call site, keys that change between calls: the first call's keys
      * are the call site's (values by position), the others go by name, also
      * from the same buffer now holding other text, or not UTF-8. */
+    size_t nkeys = (size_t)atoi("3");
     for (int k = 0; k < 3; k++) {
         char key[8];
         snprintf(key, sizeof key, k == 2 ? "k\xff" : "k%d", k);
         distlog_field kf[3] = {DISTLOG_FIELD_I64("same", k), DISTLOG_FIELD_STR(key, "v"),
                                DISTLOG_FIELD_STR(k == 1 ? "third" : "other", NULL)};
         DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::keys", "keys", kf, 3);
+        /* The same with a count known at run time: the library takes the
+         * field array (a constant count is converted by the header). */
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "demo::keys_rt", "keys", kf, nkeys);
     }
     /* distlog_log caches its call sites by the target's text: one buffer
      * holding two targets in turn, and keys that change. */

@@ -2,7 +2,8 @@
  * _Generic) and the explicit DISTLOG_KV_<TYPE>, strings that are literals,
  * buffers, NULL, long, not UTF-8, keys that change between calls of one
  * call site, every type and kind of string on a call site's later calls
- * (the fast path), and events in a scope. Prints what the test checks as
+ * (the fast path), the same through DISTLOG_EVENT's field array, and
+ * events in a scope. Prints what the test checks as
  * "KEY value" lines on stdout. */
 #include <distlog.h>
 
@@ -47,6 +48,18 @@ int main(void) {
         DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "kv::again", "again", DISTLOG_KV("s", texts[k]),
                          DISTLOG_KV("i", -k), DISTLOG_KV("u", (unsigned)k), DISTLOG_KV("f", k + 0.5),
                          DISTLOG_KV("b", (bool)(k & 1)));
+    /* The same through DISTLOG_EVENT's field array: with a constant count
+     * the header converts the fields to distlog_kv (kv::fields), with a
+     * count known at run time the library takes the array
+     * (kv::fields_rt); both record what DISTLOG_EVENT_KV does. */
+    size_t nfields = (size_t)atoi("5");
+    for (int k = 0; k < (int)(sizeof texts / sizeof texts[0]); k++) {
+        distlog_field f[5] = {DISTLOG_FIELD_STR("s", texts[k]), DISTLOG_FIELD_I64("i", -k),
+                              DISTLOG_FIELD_U64("u", k), DISTLOG_FIELD_F64("f", k + 0.5),
+                              DISTLOG_FIELD_BOOL("b", k & 1)};
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "kv::fields", "fields", f, 5);
+        DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "kv::fields_rt", "fields", f, nfields);
+    }
 
     /* One call site, called ROUNDS times in a scope: the first call's keys
      * are the call site's; a key from a buffer goes by position while its

@@ -12,11 +12,17 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+/* Not a constant to the compiler. */
+static volatile size_t nfields = 2;
+
 static void emit(int n) {
     DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "kv::tl", "tl", DISTLOG_KV("n", n), DISTLOG_KV("s", "text"));
-    /* DISTLOG_EVENT keeps the same cache. */
+    /* DISTLOG_EVENT keeps the same cache, with a constant count (which
+     * calls what DISTLOG_EVENT_KV calls) and with one known at run time
+     * (distlog_event_callsite_log_tl). */
     distlog_field f[2] = {DISTLOG_FIELD_I64("n", n), DISTLOG_FIELD_STR("s", "text")};
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "kv::tl", "ev", f, 2);
+    DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "kv::tl", "rt", f, nfields);
 }
 
 static pthread_key_t key;
