@@ -372,6 +372,33 @@ pub unsafe extern "C" fn distlog_event_callsite_log_tl(
     }
 }
 
+/// The start of both events' common case: the call site, its `n` fields
+/// (`None`: a NULL call site or too many fields, the event dropped) and
+/// whether the site's cached verdict says on. With `CACHED` the verdict
+/// alone: the macro that passes a cache has just checked the level gate.
+///
+/// # Safety
+///
+/// `cs` NULL or a static call site, `p` NULL or `n` fields (as for
+/// [`distlog_event_callsite_log`] and [`distlog_event_kv`]).
+#[inline(always)]
+unsafe fn site_and_fields<'a, T, const CACHED: bool>(
+    cs: *const distlog_event_callsite,
+    p: *const T,
+    n: usize,
+) -> Option<(&'a distlog_event_callsite, &'a [T], bool)> {
+    // SAFETY: NULL or a valid static call site, per the contract.
+    let site = unsafe { cs.as_ref() }?;
+    // SAFETY: NULL or `n` fields, per the contract.
+    let fields = unsafe { conv::fields_slice(p, n) }.ok()?;
+    let on = if CACHED {
+        site.cs.cached_verdict_on()
+    } else {
+        site.cs.cached_on()
+    };
+    Some((site, fields, on))
+}
+
 /// The two entry points of `DISTLOG_EVENT`'s event: `CACHED`, with the
 /// caller's cache `tl` (as [`event_kv`]).
 ///
@@ -385,22 +412,13 @@ unsafe fn event_fields<const CACHED: bool>(
     fields: *const distlog_field,
     nfields: usize,
 ) {
-    // SAFETY: NULL or a valid static call site, per the contract.
-    let Some(site) = (unsafe { cs.as_ref() }) else {
+    // SAFETY: forwarded (contract).
+    let Some((site, fields, on)) = (unsafe { site_and_fields::<_, CACHED>(cs, fields, nfields) })
+    else {
         return;
     };
-    // SAFETY: NULL or `nfields` fields, per the contract.
-    let Ok(fields) = (unsafe { conv::fields_slice(fields, nfields) }) else {
-        return;
-    };
-    // The common case, as in `event_kv`: on by its cached verdict (the
-    // macro that passes a cache has just checked the level gate) and
+    // The common case, as in `event_kv`: on by its cached verdict and
     // registered; anything else asks the filter in full.
-    let on = if CACHED {
-        site.cs.cached_verdict_on()
-    } else {
-        site.cs.cached_on()
-    };
     if on {
         if let Some((id, keys)) = site.registered() {
             let state = if CACHED {
@@ -593,22 +611,12 @@ unsafe fn event_kv<const CACHED: bool>(
     kv: *const distlog_kv,
     nkv: usize,
 ) {
-    // SAFETY: NULL or a valid static call site, per the contract.
-    let Some(site) = (unsafe { cs.as_ref() }) else {
-        return;
-    };
-    // SAFETY: NULL or `nkv` fields, per the contract.
-    let Ok(kv) = (unsafe { conv::fields_slice(kv, nkv) }) else {
+    // SAFETY: forwarded (contract).
+    let Some((site, kv, on)) = (unsafe { site_and_fields::<_, CACHED>(cs, kv, nkv) }) else {
         return;
     };
     // The common case: on by its cached verdict, registered, every key
-    // the registered one, the compact layout, room in the ring. The macro
-    // that passes a cache has just checked the level gate.
-    let on = if CACHED {
-        site.cs.cached_verdict_on()
-    } else {
-        site.cs.cached_on()
-    };
+    // the registered one, the compact layout, room in the ring.
     if on {
         // The clock before anything else of the write (see
         // `try_event_compact`).
