@@ -99,7 +99,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-pub use reader::{query, QueryOptions};
+pub use reader::{marks, query, query_rows, QueryOptions, Stored};
 pub use writer::StoreWriter;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
