@@ -159,42 +159,10 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
     let d = Daemon::start("tail-switch");
     let c = d.looping("switch", 1);
     d.wait_for("ticks", |r| ticks(r, "switch", "INFO").count() > 50);
-    let data = d.socket.parent().unwrap().join("data");
     let mut tails = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(70));
-        let mut t = std::process::Command::new(distlogd())
-            .args([
-                "tail",
-                "-f",
-                "-n",
-                "all",
-                "-o",
-                "json",
-                "--service",
-                "switch",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--socket")
-            .arg(&d.socket)
-            .env_remove("DISTLOG_CTL_SOCKET")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = t.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<Value>();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line).expect("tail -o json prints JSON");
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        tails.push((Proc(t), rx));
+        tails.push(spawn_tail(&d, &["-n", "all", "--service", "switch"]));
     }
     std::thread::sleep(Duration::from_millis(200));
     drop(c);
@@ -216,7 +184,7 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
         v
     };
     let last = last.unwrap();
-    for (i, (_t, rx)) in tails.iter().enumerate() {
+    for (i, (_t, rx, _err)) in tails.iter().enumerate() {
         let mut seen = Vec::new();
         loop {
             let v = rx
@@ -391,4 +359,67 @@ fn follow_keeps_only_records_stored_after_it_subscribed() {
     stored.sort();
     history.sort();
     assert_eq!(history, stored, "the history, each record once");
+}
+
+/// A sidecar of the previous version on a control socket: answers one
+/// subscription with `reply` (what it said: an `unknown field` refusal for
+/// a filter with classes, a bare `subscribed` otherwise).
+fn old_sidecar(tag: &str, reply: &'static str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let path = dir.join("distlogd.ctl.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let (s, _) = l.accept().unwrap();
+        let mut rd = std::io::BufReader::new(s);
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap();
+        rd.get_mut().write_all(reply.as_bytes()).unwrap();
+    });
+    (dir, path)
+}
+
+/// `tail -f --class` against an older sidecar: a clear error, never
+/// unfiltered records; without classes it subscribes as before, and is
+/// told nothing of subscribing between batches (so it keeps every history
+/// record for its dedupe, as before).
+#[test]
+fn class_against_an_older_sidecar_is_a_clear_error() {
+    use distlogd::ctl::command::subscribe;
+    let classes = Filter {
+        classes: vec!["usage".into()],
+        ..Filter::default()
+    };
+    let (dir, path) = old_sidecar(
+        "tail-old-refuses",
+        "{\"ok\":false,\"error\":\"not a request this distlogd understands (unknown field `classes`, expected one of `services`, `kinds` at line 1 column 60); is distlogd older than this distlogd ctl?\"}\n",
+    );
+    let e = subscribe(&path, classes.clone()).unwrap_err().to_string();
+    assert!(e.contains("too old to filter live records by class"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // One that took the request without saying it filtered.
+    let (dir, path) = old_sidecar(
+        "tail-old-ignores",
+        "{\"ok\":true,\"message\":\"subscribed\"}\n",
+    );
+    let e = subscribe(&path, classes).unwrap_err().to_string();
+    assert!(e.contains("too old to filter live records by class"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, path) = old_sidecar(
+        "tail-old-plain",
+        "{\"ok\":true,\"message\":\"subscribed\"}\n",
+    );
+    let (_, info) = subscribe(&path, Filter::default()).unwrap();
+    assert!(!info.between_batches && !info.classes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A new sidecar says what it does.
+#[test]
+fn subscription_reply_says_classes_and_between_batches() {
+    let d = Daemon::start("tail-info");
+    let (_, info) =
+        distlogd::ctl::command::subscribe(&ctl_path(Some(&d.socket), None), Filter::default())
+            .unwrap();
+    assert!(info.classes && info.between_batches, "{info:?}");
 }
