@@ -56,6 +56,7 @@ use crate::sink::{Sink, SinkError, StdoutSink};
 use crate::store::retention::{Retention, RetentionConfig, SharedLimits};
 use crate::store::writer::BusySet;
 use crate::store::{self, ClassLimits, StoreError, StoreStats, StoreWriter};
+use crate::subscribe::Hub;
 use crate::timestamp::Timestamp;
 
 /// Why a configuration file is not usable.
@@ -545,6 +546,8 @@ pub struct Router {
     classes: Vec<usize>,
     masks: Vec<u64>,
     decided: Decided,
+    /// Live subscribers, fed after the sinks (see [`crate::subscribe`]).
+    hub: Option<Arc<Hub>>,
 }
 
 /// Class and sink mask by [`RouteKey`], for records whose decision their
@@ -615,6 +618,7 @@ impl Router {
             classes: Vec::new(),
             masks: Vec::new(),
             decided: Decided::new(),
+            hub: None,
         };
         r.apply(routing)?;
         Ok(r)
@@ -695,6 +699,17 @@ impl Router {
         Ok(())
     }
 
+    /// Hand `batch` to the live subscribers with the classes decided.
+    /// Out of line: inlined, it changed how `write_batch`'s per-record
+    /// loops compiled (+6 instructions a record, callgrind).
+    #[inline(never)]
+    fn publish(&self, batch: &[Record]) {
+        if let Some(h) = &self.hub {
+            let (routing, classes) = (&self.routing, &self.classes);
+            h.publish(batch, |i, _| routing.class_name(classes[i]));
+        }
+    }
+
     /// Class and sink mask of `r`.
     fn decide(&mut self, r: &Record) -> (usize, u64) {
         let key = r.route_key.filter(|_| self.routing.per_call_site);
@@ -735,6 +750,11 @@ impl Sink for Router {
         self.store.is_some()
     }
 
+    fn feed_subscribers(&mut self, hub: &Arc<Hub>) -> bool {
+        self.hub = Some(hub.clone());
+        true
+    }
+
     fn write_batch(&mut self, batch: &[Record]) -> Result<(), SinkError> {
         if let Some(rx) = &self.reload {
             let mut newest = None;
@@ -750,6 +770,10 @@ impl Sink for Router {
         }
         if batch.is_empty() {
             return Ok(());
+        }
+        // Before the store commit (see `crate::subscribe`).
+        if let Some(h) = &self.hub {
+            h.begin_batch();
         }
         // Class and sink mask of every record.
         self.classes.clear();
@@ -866,6 +890,10 @@ impl Sink for Router {
                     }
                 }
             }
+        }
+        // Last: a record is in the store before a subscriber sees it.
+        if self.hub.is_some() {
+            self.publish(batch);
         }
         Ok(())
     }

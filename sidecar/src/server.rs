@@ -201,9 +201,11 @@ impl Server {
             ctl,
             _lock,
         } = self;
-        // Live subscribers (`tail -f`) are fed like a sink.
+        // Live subscribers (`tail -f`): fed by the router, or like a sink.
         let hub = crate::subscribe::Hub::new();
-        sinks.push(Box::new(hub.sink()));
+        if !sinks.iter_mut().any(|s| s.feed_subscribers(&hub)) {
+            sinks.push(Box::new(hub.sink()));
+        }
         let path = config.socket.clone();
         let wake = Arc::new(Wake::new().map_err(|e| ServerError::Io {
             op: "eventfd",

@@ -39,6 +39,14 @@ pub trait Sink: Send {
     fn wants_whole_rounds(&self) -> bool {
         false
     }
+
+    /// Offer to hand every batch to the live subscribers (`tail -f`)
+    /// itself; `true` if taken (the router does: it knows each record's
+    /// class and when a batch is in the store, see [`crate::subscribe`]).
+    /// Otherwise the hub is a sink of its own.
+    fn feed_subscribers(&mut self, _hub: &std::sync::Arc<crate::subscribe::Hub>) -> bool {
+        false
+    }
 }
 
 /// Records as JSON lines on standard output, one write per batch.

@@ -10,8 +10,29 @@
 //! The subscriber's connection task writes the queue to its socket and,
 //! before the next record it can send, a `loss` record saying how many it
 //! missed. With no subscriber a batch costs one atomic load.
+//!
+//! # Classes
+//!
+//! A subscriber may want only some retention classes (`tail -f --class`).
+//! The class of a record is the router's decision
+//! ([`crate::routing::Routing::class_of`]): the [`Router`](crate::routing::Router)
+//! hands its batches to the hub itself, with the classes it decided
+//! ([`Sink::feed_subscribers`]); without a router (a sidecar embedded with
+//! sinks of its own) the hub is a sink of its own and classifies with the
+//! default routing. The class is looked up only for a subscriber that asked
+//! for classes, and only for the records its other criteria let through.
+//!
+//! # Subscribing between batches
+//!
+//! The router commits a batch to the store, then publishes it here; the
+//! hub refuses a subscription while a batch is between the two
+//! ([`Hub::try_subscribe`] returns `None`; the caller retries). So, for a
+//! subscription, every stored record was either published before it (never
+//! live) or committed after the moment it was accepted; `tail -f` relies on
+//! it to keep only the second kind for its history/live dedupe (see
+//! [`crate::tail`]).
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use distlog::wire::Level;
@@ -20,6 +41,7 @@ use tokio::sync::mpsc;
 
 use crate::query;
 use crate::record::{parse_level, Kind, Record, ScopeId, TraceId};
+use crate::routing::Routing;
 use crate::sink::{Sink, SinkError};
 use crate::timestamp::Timestamp;
 
@@ -64,12 +86,17 @@ pub struct Filter {
     /// Kinds (any).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub kinds: Vec<Kind>,
+    /// Retention classes (any), as the sidecar's router decides them. Sent
+    /// only when set: a sidecar older than this field refuses a request
+    /// with it (unknown field) rather than ignore it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub classes: Vec<String>,
 }
 
 impl Filter {
-    /// The wire form of `f` (its time range is left out: a live
-    /// subscription starts now).
-    pub fn from_query(f: &query::Filter) -> Filter {
+    /// The wire form of `f` and `classes` (its time range is left out: a
+    /// live subscription starts now).
+    pub fn from_query(f: &query::Filter, classes: &[String]) -> Filter {
         let name = |l: Level| l.as_str().to_ascii_lowercase();
         Filter {
             services: f.services.clone(),
@@ -83,10 +110,12 @@ impl Filter {
             fields: f.fields.clone(),
             grep: f.grep.clone(),
             kinds: f.kinds.clone(),
+            classes: classes.to_vec(),
         }
     }
 
-    /// The filter to match with; an unknown level name is an error.
+    /// The filter to match with (without the classes); an unknown level
+    /// name is an error.
     pub fn to_query(&self) -> Result<query::Filter, String> {
         let level = |s: &Option<String>| match s {
             None => Ok(None),
@@ -113,6 +142,8 @@ impl Filter {
 
 struct Subscriber {
     filter: query::Filter,
+    /// Classes wanted (empty: all).
+    classes: Vec<String>,
     tx: mpsc::Sender<Record>,
     lost: Arc<AtomicU64>,
 }
@@ -123,6 +154,9 @@ pub struct Hub {
     subs: Mutex<Vec<Subscriber>>,
     /// `subs.len()`, read without the lock.
     count: AtomicUsize,
+    /// A batch is committed to the store and not yet published (see the
+    /// [module docs](self)).
+    in_flight: AtomicBool,
 }
 
 impl std::fmt::Debug for Hub {
@@ -148,36 +182,72 @@ impl Hub {
         Arc::new(Hub::default())
     }
 
-    /// Subscribe with `filter`. Dropping the receiver unsubscribes (noticed
-    /// at the next batch).
-    pub fn subscribe(&self, filter: query::Filter) -> Subscription {
+    /// Subscribe to the records matching `filter` and of one of `classes`
+    /// (empty: any), unless a batch is between its store commit and its
+    /// publication: then `None`, try again shortly (see the [module
+    /// docs](self)). Dropping the receiver unsubscribes (noticed at the
+    /// next batch).
+    pub fn try_subscribe(
+        &self,
+        filter: query::Filter,
+        classes: Vec<String>,
+    ) -> Option<Subscription> {
+        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
+        // SeqCst, pairs with `begin_batch`: reading `false` here means the
+        // store(true) of any batch not yet published comes later in the
+        // single total order, so that batch commits after this check.
+        if self.in_flight.load(Ordering::SeqCst) {
+            return None;
+        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let lost = Arc::new(AtomicU64::new(0));
-        let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         subs.push(Subscriber {
             filter,
+            classes,
             tx,
             lost: lost.clone(),
         });
         // Relaxed: a hint for the drain thread's fast path; a batch that
-        // misses a new subscriber by a moment is fine (it subscribed "now").
+        // misses a new subscriber by a moment is fine (it subscribed "now"):
+        // that batch was committed before the subscription was answered,
+        // so a reader of the store that starts after the answer has it.
         self.count.store(subs.len(), Ordering::Relaxed);
-        Subscription { rx, lost }
+        Some(Subscription { rx, lost })
+    }
+
+    /// The router is about to commit a batch to the store; its
+    /// [`Hub::publish`] ends it.
+    pub fn begin_batch(&self) {
+        // SeqCst: see `try_subscribe`; set before the commit starts.
+        self.in_flight.store(true, Ordering::SeqCst);
     }
 
     /// The sink to give the drain thread.
     pub fn sink(self: &Arc<Hub>) -> HubSink {
-        HubSink(self.clone())
+        HubSink {
+            hub: self.clone(),
+            routing: Routing::default_for(false),
+        }
     }
 
-    fn publish(&self, batch: &[Record]) {
-        // Relaxed: see `subscribe`.
+    /// Hand `batch` to the subscribers; `class_of(i, r)` is the class of
+    /// `batch[i]` (`r`), looked up only for subscribers that want classes.
+    /// Ends a [`Hub::begin_batch`].
+    pub fn publish<'c>(&self, batch: &[Record], class_of: impl Fn(usize, &Record) -> &'c str) {
+        // Relaxed: see `try_subscribe`.
         if self.count.load(Ordering::Relaxed) == 0 {
+            // SeqCst: see `try_subscribe` (the batch is published: nobody
+            // to give it to).
+            self.in_flight.store(false, Ordering::SeqCst);
             return;
         }
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
         subs.retain(|s| {
-            for r in batch.iter().filter(|r| s.filter.matches(r)) {
+            let wanted = |(i, r): &(usize, &Record)| {
+                s.filter.matches(r)
+                    && (s.classes.is_empty() || s.classes.iter().any(|c| c == class_of(*i, r)))
+            };
+            for (_, r) in batch.iter().enumerate().filter(wanted) {
                 match s.tx.try_send(r.clone()) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
@@ -190,12 +260,20 @@ impl Hub {
             !s.tx.is_closed()
         });
         self.count.store(subs.len(), Ordering::Relaxed);
+        // SeqCst: see `try_subscribe`; under the lock, after every
+        // subscriber got the batch.
+        self.in_flight.store(false, Ordering::SeqCst);
     }
 }
 
-/// The [`Hub`] as a sink (never fails, never blocks).
+/// The [`Hub`] as a sink of its own (never fails, never blocks), for a
+/// drain without a [`Router`](crate::routing::Router): records are
+/// classified with the default routing.
 #[derive(Debug)]
-pub struct HubSink(Arc<Hub>);
+pub struct HubSink {
+    hub: Arc<Hub>,
+    routing: Routing,
+}
 
 impl Sink for HubSink {
     fn name(&self) -> &str {
@@ -203,7 +281,9 @@ impl Sink for HubSink {
     }
 
     fn write_batch(&mut self, batch: &[Record]) -> Result<(), SinkError> {
-        self.0.publish(batch);
+        let routing = &self.routing;
+        self.hub
+            .publish(batch, |_, r| routing.class_name(routing.class_of(r)));
         Ok(())
     }
 }
@@ -243,7 +323,7 @@ mod tests {
         assert!(q.matches(&rec("a", Level::Error)));
         assert!(!q.matches(&rec("a", Level::Info)));
         assert!(!q.matches(&rec("b", Level::Error)));
-        assert_eq!(Filter::from_query(&q), f);
+        assert_eq!(Filter::from_query(&q, &[]), f);
         let j = serde_json::to_string(&f).unwrap();
         assert_eq!(j, r#"{"services":["a"],"level":"warn"}"#);
         assert!(serde_json::from_str::<Filter>(r#"{"nope":1}"#).is_err());
@@ -253,7 +333,9 @@ mod tests {
     fn slow_subscriber_loses_and_is_told() {
         let hub = Hub::new();
         let mut sink = hub.sink();
-        let mut sub = hub.subscribe(query::Filter::default());
+        let mut sub = hub
+            .try_subscribe(query::Filter::default(), Vec::new())
+            .unwrap();
         let batch: Vec<Record> = (0..QUEUE + 10).map(|_| rec("a", Level::Info)).collect();
         sink.write_batch(&batch).unwrap();
         assert_eq!(sub.lost.swap(0, Ordering::Relaxed), 10);
@@ -265,5 +347,35 @@ mod tests {
         drop(sub);
         sink.write_batch(&batch[..1]).unwrap();
         assert_eq!(hub.count.load(Ordering::Relaxed), 0);
+    }
+
+    #[test]
+    fn classes_filter_and_no_subscription_mid_batch() {
+        let hub = Hub::new();
+        let mut usage = hub
+            .try_subscribe(query::Filter::default(), vec!["usage".into()])
+            .unwrap();
+        let mut all = hub
+            .try_subscribe(query::Filter::default(), Vec::new())
+            .unwrap();
+        let mut metered = rec("a", Level::Info);
+        metered.fields.insert("class".into(), "usage".into());
+        let batch = [rec("a", Level::Info), metered];
+        let classes = ["log", "usage"];
+        hub.begin_batch();
+        assert!(hub
+            .try_subscribe(query::Filter::default(), Vec::new())
+            .is_none());
+        hub.publish(&batch, |i, _| classes[i]);
+        assert!(hub
+            .try_subscribe(query::Filter::default(), Vec::new())
+            .is_some());
+        assert_eq!(usage.rx.try_recv().unwrap().fields["class"], "usage");
+        assert!(usage.rx.try_recv().is_err());
+        assert_eq!(std::iter::from_fn(|| all.rx.try_recv().ok()).count(), 2);
+        // Without a router: the default routing decides (the `class` field).
+        hub.sink().write_batch(&batch).unwrap();
+        assert_eq!(usage.rx.try_recv().unwrap().fields["class"], "usage");
+        assert!(usage.rx.try_recv().is_err());
     }
 }

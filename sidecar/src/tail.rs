@@ -12,16 +12,42 @@
 //!
 //! `tail -f` subscribes first, then reads the store, then prints the live
 //! records, skipping those it already printed from the store. No record is
-//! missed: the sidecar's drain hands every batch to the store before the
-//! subscription hub (the hub is its last sink), so a record published
-//! before the subscription was committed before the store was read.
+//! missed: the sidecar's router commits every batch to the store before it
+//! hands it to the subscribers, so a record published before the
+//! subscription was committed before the store was read.
+//!
 //! A record committed after subscribing can be in both; it is recognised by
 //! its whole JSON form (time to the ns, pid, tid, message, fields...) and
 //! printed once. Records that were identical in every field are
 //! indistinguishable here, and a later live one is taken for the stored
-//! one (only among the history records printed, and only once each).
+//! one (only among the history records kept, and only once each).
+//!
+//! Which history records are kept for that, so that `tail -f --since 30d
+//! -n all` does not hold a month of records in memory: before subscribing,
+//! `tail` notes each partition file's largest row id ([`store::marks`]).
+//! The sidecar accepts a subscription only between two batches (never
+//! between a batch's store commit and its publication, see
+//! [`crate::subscribe`]), so a stored row at or below its file's mark was
+//! published before the subscription and cannot come live; only rows above
+//! it (or in files created or replaced since) are kept: the records that
+//! reached the store while `tail` subscribed and read. With `-n N` for at
+//! most [`KEEP_ALL_UP_TO`] records every printed one is kept (at most N;
+//! the marks would cost a file open per partition), and so is every one
+//! when the sidecar does not say it subscribes between batches (older than
+//! this rule).
+//!
 //! Live records queue in the sidecar while the store is read (8192; more
 //! are dropped and a `loss` line says how many).
+//!
+//! # Classes
+//!
+//! `--class` selects the history by the store's class directories and the
+//! live records by the class the sidecar's router gives them (the same
+//! decision that chose the directory). A sidecar too old to filter live
+//! records by class refuses the subscription and `tail -f --class` fails
+//! with an error saying so: only the sidecar knows a record's class (its
+//! `--config`), so `tail` cannot filter them itself, and printing them
+//! unfiltered would be wrong.
 
 use std::collections::HashSet;
 use std::io::{self, Write};
@@ -32,6 +58,11 @@ use clap::Args;
 use crate::query::FilterArgs;
 use crate::render::{Format, OutputOpts, Printer};
 use crate::store::{self, QueryOptions};
+
+/// With `-f -n N` up to this, every history record printed is kept to
+/// skip its live copy (see the module docs); above (or `-n all`), only
+/// those that reached the store after the marks.
+pub const KEEP_ALL_UP_TO: usize = 1024;
 
 /// Arguments of `distlogd tail`.
 #[derive(Debug, Clone, Args)]
@@ -47,7 +78,9 @@ pub struct TailArgs {
 
     /// Keep printing records as they arrive (from the running sidecar's
     /// control socket). Subscribes before reading the store: no record is
-    /// missed or printed twice between the history and the live part.
+    /// missed or printed twice between the history and the live part
+    /// (tail remembers only the history records that reached the store
+    /// after it started).
     #[arg(short = 'f', long)]
     pub follow: bool,
 
@@ -57,7 +90,8 @@ pub struct TailArgs {
     pub output: Format,
 
     /// Only records of these retention classes (repeatable): log, usage,
-    /// perf, or your own.
+    /// perf, or your own. With -f the live records too (as the sidecar
+    /// classifies them; a sidecar too old to do so is an error).
     #[arg(long, value_name = "CLASS")]
     pub class: Vec<String>,
 
@@ -107,20 +141,39 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
         last,
         classes: args.class.clone(),
     };
-    // Subscribe before reading the store (see the module docs).
-    let live = if args.follow {
-        let ctl = crate::ctl::command::ctl_path(args.socket.as_deref(), args.ctl_socket.as_deref());
-        let wire = crate::subscribe::Filter::from_query(&filter);
-        Some((crate::ctl::command::subscribe(&ctl, wire)?, ctl))
+    // Marks, then subscribe, then read the store (see the module docs).
+    let marks = if args.follow && last.is_none_or(|n| n > KEEP_ALL_UP_TO) {
+        match store::marks(&store_dir, &filter, &q) {
+            Ok(m) => Some(m),
+            // Nothing stored yet: every stored row will be a later one.
+            Err(store::StoreError::NoStore(_)) => Some(Default::default()),
+            Err(e) => return Err(e.into()),
+        }
     } else {
         None
     };
-    // With -f: the JSON form of every history record printed, to skip its
-    // live copy.
+    let (live, marks) = if args.follow {
+        let ctl = crate::ctl::command::ctl_path(args.socket.as_deref(), args.ctl_socket.as_deref());
+        let wire = crate::subscribe::Filter::from_query(&filter, &args.class);
+        let (rd, info) = crate::ctl::command::subscribe(&ctl, wire)?;
+        (Some((rd, ctl)), marks.filter(|_| info.between_batches))
+    } else {
+        (None, None)
+    };
+    // With -f: the JSON form of the history records printed that may come
+    // live too, to skip their live copies.
     let mut printed: HashSet<String> = HashSet::new();
+    let mut history = 0u64;
     if last != Some(0) {
-        match store::query(&store_dir, &filter, &q, |r| {
-            if live.is_some() {
+        match store::query_rows(&store_dir, &filter, &q, |r, at| {
+            history += 1;
+            let later = || {
+                marks.as_ref().is_none_or(|m| {
+                    m.get(at.partition)
+                        .is_none_or(|&(inode, max)| inode != at.inode || at.id > max)
+                })
+            };
+            if live.is_some() && later() {
                 printed.insert(r.to_json_line());
             }
             match printer.print(&r, &mut out) {
@@ -140,6 +193,13 @@ pub fn run(args: &TailArgs) -> anyhow::Result<()> {
             Err(store::StoreError::NoStore(_)) if args.follow => {}
             Err(e) => return Err(e.into()),
         }
+    }
+    if live.is_some() && std::env::var_os("DISTLOG_TAIL_STATS").is_some() {
+        // For tests and diagnosis: how many history records are held.
+        diag!(
+            "tail: {history} history records printed, {} kept to skip their live copies",
+            printed.len()
+        );
     }
     if let Some(e) = write_err {
         return if e.kind() == io::ErrorKind::BrokenPipe {

@@ -159,42 +159,10 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
     let d = Daemon::start("tail-switch");
     let c = d.looping("switch", 1);
     d.wait_for("ticks", |r| ticks(r, "switch", "INFO").count() > 50);
-    let data = d.socket.parent().unwrap().join("data");
     let mut tails = Vec::new();
     for _ in 0..3 {
         std::thread::sleep(Duration::from_millis(70));
-        let mut t = std::process::Command::new(distlogd())
-            .args([
-                "tail",
-                "-f",
-                "-n",
-                "all",
-                "-o",
-                "json",
-                "--service",
-                "switch",
-            ])
-            .arg("--data-dir")
-            .arg(&data)
-            .arg("--socket")
-            .arg(&d.socket)
-            .env_remove("DISTLOG_CTL_SOCKET")
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let out = t.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel::<Value>();
-        std::thread::spawn(move || {
-            use std::io::BufRead;
-            for line in std::io::BufReader::new(out).lines() {
-                let Ok(line) = line else { break };
-                let v: Value = serde_json::from_str(&line).expect("tail -o json prints JSON");
-                if tx.send(v).is_err() {
-                    break;
-                }
-            }
-        });
-        tails.push((Proc(t), rx));
+        tails.push(spawn_tail(&d, &["-n", "all", "--service", "switch"]));
     }
     std::thread::sleep(Duration::from_millis(200));
     drop(c);
@@ -216,7 +184,7 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
         v
     };
     let last = last.unwrap();
-    for (i, (_t, rx)) in tails.iter().enumerate() {
+    for (i, (_t, rx, _err)) in tails.iter().enumerate() {
         let mut seen = Vec::new();
         loop {
             let v = rx
@@ -237,4 +205,221 @@ fn follow_switches_from_history_to_live_without_gaps_or_repeats() {
             d.stderr()
         );
     }
+}
+
+/// `distlogd tail -f ARGS... -o json` on `d`'s store and sockets: the
+/// process and its records as they come.
+fn spawn_tail(
+    d: &Daemon,
+    args: &[&str],
+) -> (Proc, mpsc::Receiver<Value>, std::process::ChildStderr) {
+    let data = d.socket.parent().unwrap().join("data");
+    let mut t = std::process::Command::new(distlogd())
+        .args(["tail", "-f", "-o", "json"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(&data)
+        .arg("--socket")
+        .arg(&d.socket)
+        .env_remove("DISTLOG_CTL_SOCKET")
+        .env("DISTLOG_TAIL_STATS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = t.stdout.take().unwrap();
+    let err = t.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<Value>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            let v: Value = serde_json::from_str(&line).expect("tail -o json prints JSON");
+            if tx.send(v).is_err() {
+                break;
+            }
+        }
+    });
+    (Proc(t), rx, err)
+}
+
+/// Wait until the records of `service` the sidecar drained stop changing.
+fn wait_settled(d: &Daemon, service: &str) -> Vec<Value> {
+    let of = |v: &[Value]| -> Vec<Value> {
+        v.iter()
+            .filter(|r| r["service"] == service)
+            .cloned()
+            .collect()
+    };
+    let end = Instant::now() + DEADLINE;
+    let mut last = of(&d.snapshot());
+    loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let now = of(&d.snapshot());
+        if now.len() == last.len() {
+            return now;
+        }
+        assert!(Instant::now() < end, "records of {service} kept coming");
+        last = now;
+    }
+}
+
+/// `tail -f --class usage`: only records the sidecar classifies `usage`,
+/// in the history and in the live part.
+#[test]
+fn follow_with_class_prints_only_that_class_history_and_live() {
+    let dir = temp_dir("tail-class");
+    let cfg = dir.join("distlogd.toml");
+    std::fs::write(
+        &cfg,
+        "[[classify]]\nclass = \"usage\"\nservice = \"metered\"\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with(
+        &dir,
+        Default::default(),
+        &["--config".as_ref(), cfg.as_os_str()],
+    );
+    let _metered = d.looping("metered", 1);
+    let _plain = d.looping("plain", 1);
+    let recs = d.wait_for("ticks of both", |r| {
+        ticks(r, "metered", "INFO").count() > 20 && ticks(r, "plain", "INFO").count() > 20
+    });
+    let before = last_tick(&recs, "metered", "INFO").unwrap();
+    let (_t, rx, _err) = spawn_tail(&d, &["-n", "all", "--class", "usage"]);
+    let end = Instant::now() + DEADLINE;
+    let mut seen = Vec::new();
+    // Until well into the live part (the plain service logs as often).
+    while seen.last().is_none_or(|&n| n < before + 200) {
+        let v = rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("{e}; got up to {:?}: {}", seen.last(), d.stderr()));
+        assert_eq!(
+            v["service"], "metered",
+            "only usage records, history and live: {v}"
+        );
+        seen.extend(ticks(std::slice::from_ref(&v), "metered", "INFO"));
+    }
+    assert_eq!(seen.first(), Some(&0), "the history part was printed");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `tail -f -n all` keeps no history record in memory that was stored
+/// before it subscribed (none of them can come live), and still prints
+/// the history once and the live records after it.
+#[test]
+fn follow_keeps_only_records_stored_after_it_subscribed() {
+    let d = Daemon::start("tail-keep");
+    let c = d.looping("keep", 1);
+    d.wait_for("ticks", |r| ticks(r, "keep", "INFO").count() > 100);
+    drop(c);
+    let stored = wait_settled(&d, "keep");
+    let (_t, rx, err) = spawn_tail(&d, &["-n", "all", "--service", "keep"]);
+    let (etx, erx) = mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(err).lines().map_while(Result::ok) {
+            if etx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let end = Instant::now() + DEADLINE;
+    let line = loop {
+        let l = erx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("no history line from tail on stderr: {e}"));
+        if l.contains("history records printed") {
+            break l;
+        }
+    };
+    assert!(
+        line.contains(&format!(
+            "tail: {} history records printed, 0 kept",
+            stored.len()
+        )),
+        "{line} ({} stored)",
+        stored.len()
+    );
+    // A new client's records come live after the history, every stored one once.
+    let c2 = d.looping("keep", 1);
+    let pid = c2.0.id();
+    let end = Instant::now() + DEADLINE;
+    let mut history = Vec::new();
+    loop {
+        let v = rx
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+            .unwrap_or_else(|e| panic!("{e}: {}", d.stderr()));
+        if v["pid"] == pid {
+            break;
+        }
+        history.push(v.to_string());
+    }
+    let mut stored: Vec<String> = stored.iter().map(Value::to_string).collect();
+    stored.sort();
+    history.sort();
+    assert_eq!(history, stored, "the history, each record once");
+}
+
+/// A sidecar of the previous version on a control socket: answers one
+/// subscription with `reply` (what it said: an `unknown field` refusal for
+/// a filter with classes, a bare `subscribed` otherwise).
+fn old_sidecar(tag: &str, reply: &'static str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let dir = temp_dir(tag);
+    let path = dir.join("distlogd.ctl.sock");
+    let l = std::os::unix::net::UnixListener::bind(&path).unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        let (s, _) = l.accept().unwrap();
+        let mut rd = std::io::BufReader::new(s);
+        let mut line = String::new();
+        rd.read_line(&mut line).unwrap();
+        rd.get_mut().write_all(reply.as_bytes()).unwrap();
+    });
+    (dir, path)
+}
+
+/// `tail -f --class` against an older sidecar: a clear error, never
+/// unfiltered records; without classes it subscribes as before, and is
+/// told nothing of subscribing between batches (so it keeps every history
+/// record for its dedupe, as before).
+#[test]
+fn class_against_an_older_sidecar_is_a_clear_error() {
+    use distlogd::ctl::command::subscribe;
+    let classes = Filter {
+        classes: vec!["usage".into()],
+        ..Filter::default()
+    };
+    let (dir, path) = old_sidecar(
+        "tail-old-refuses",
+        "{\"ok\":false,\"error\":\"not a request this distlogd understands (unknown field `classes`, expected one of `services`, `kinds` at line 1 column 60); is distlogd older than this distlogd ctl?\"}\n",
+    );
+    let e = subscribe(&path, classes.clone()).unwrap_err().to_string();
+    assert!(e.contains("too old to filter live records by class"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    // One that took the request without saying it filtered.
+    let (dir, path) = old_sidecar(
+        "tail-old-ignores",
+        "{\"ok\":true,\"message\":\"subscribed\"}\n",
+    );
+    let e = subscribe(&path, classes).unwrap_err().to_string();
+    assert!(e.contains("too old to filter live records by class"), "{e}");
+    let _ = std::fs::remove_dir_all(&dir);
+    let (dir, path) = old_sidecar(
+        "tail-old-plain",
+        "{\"ok\":true,\"message\":\"subscribed\"}\n",
+    );
+    let (_, info) = subscribe(&path, Filter::default()).unwrap();
+    assert!(!info.between_batches && !info.classes);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A new sidecar says what it does.
+#[test]
+fn subscription_reply_says_classes_and_between_batches() {
+    let d = Daemon::start("tail-info");
+    let (_, info) =
+        distlogd::ctl::command::subscribe(&ctl_path(Some(&d.socket), None), Filter::default())
+            .unwrap();
+    assert!(info.classes && info.between_batches, "{info:?}");
 }

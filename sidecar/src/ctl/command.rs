@@ -9,7 +9,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 use serde_json::Value;
 
-use super::{Reply, Request};
+use super::{Reply, Request, SubscribeInfo};
 use crate::directives::{human_duration, parse_ttl, Scope};
 use crate::record::{Record, TraceId};
 use crate::subscribe::Filter;
@@ -392,21 +392,48 @@ pub fn follow(
     filter: Filter,
     each: impl FnMut(&Record) -> std::io::Result<()>,
 ) -> Result<(), CtlError> {
-    let rd = subscribe(ctl_socket, filter)?;
+    let (rd, _) = subscribe(ctl_socket, filter)?;
     follow_on(ctl_socket, rd, each)
 }
 
 /// Subscribe to the live records matching `filter`; when this returns, the
 /// sidecar publishes every record it drains from then on to the returned
-/// stream (read it with [`follow_on`]).
-pub fn subscribe(ctl_socket: &Path, filter: Filter) -> Result<BufReader<UnixStream>, CtlError> {
-    let (reply, rd) = request(ctl_socket, &Request::Subscribe { filter })?;
+/// stream (read it with [`follow_on`]), and has said what it guarantees.
+///
+/// A filter with classes fails with a clear error on a sidecar that cannot
+/// filter by class (older than the field): the records it would send are
+/// unfiltered, and only the sidecar's router knows a record's class (its
+/// `--config`), so they cannot be filtered here.
+pub fn subscribe(
+    ctl_socket: &Path,
+    filter: Filter,
+) -> Result<(BufReader<UnixStream>, SubscribeInfo), CtlError> {
+    let classes = !filter.classes.is_empty();
+    let (reply, rd) = request(
+        ctl_socket,
+        &Request::Subscribe {
+            filter: Box::new(filter),
+        },
+    )?;
+    let info = SubscribeInfo::from_reply(&reply);
+    let too_old = || {
+        CtlError::Refused(
+            "the running distlogd is too old to filter live records by class (--class); \
+             upgrade it, or follow without --class"
+                .into(),
+        )
+    };
     if !reply.ok {
-        return Err(CtlError::Refused(
-            reply.error.unwrap_or_else(|| "refused".into()),
-        ));
+        let error = reply.error.unwrap_or_else(|| "refused".into());
+        if classes && error.contains("unknown field `classes`") {
+            return Err(too_old());
+        }
+        return Err(CtlError::Refused(error));
     }
-    Ok(rd)
+    if classes && !info.classes {
+        return Err(too_old());
+    }
+    Ok((rd, info))
 }
 
 /// [`follow`] on a stream [`subscribe`] returned.

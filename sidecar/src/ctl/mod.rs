@@ -18,6 +18,10 @@
 //! then by records, one JSON line each in the record schema, as the drain
 //! thread hands them to the sinks (see [`crate::subscribe`]).
 //!
+//! The reply to a subscription says what this sidecar guarantees
+//! ([`SubscribeInfo`], in `data`; a sidecar older than it sends none):
+//! clients check it rather than assume.
+//!
 //! # Verbosity
 //!
 //! Each connected client gets a control segment (see
@@ -71,10 +75,44 @@ pub enum Request {
     /// Stream the records that match `filter` (see
     /// [`crate::subscribe::Filter`]).
     Subscribe {
-        /// Which records.
+        /// Which records (boxed: the largest request by far; the wire
+        /// form is the same).
         #[serde(default)]
-        filter: crate::subscribe::Filter,
+        filter: Box<crate::subscribe::Filter>,
     },
+}
+
+/// What a sidecar tells a subscriber about its subscription (the `data`
+/// of the [`Reply`] to [`Request::Subscribe`]). Every flag is false when
+/// absent: what an older sidecar's empty `data` means.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct SubscribeInfo {
+    /// It filtered by `classes` (the field of
+    /// [`crate::subscribe::Filter`]).
+    pub classes: bool,
+    /// It accepted the subscription between two batches: every stored
+    /// record was published before it or committed after it (see
+    /// [`crate::subscribe`]).
+    pub between_batches: bool,
+}
+
+impl SubscribeInfo {
+    /// What this sidecar does.
+    pub const CURRENT: SubscribeInfo = SubscribeInfo {
+        classes: true,
+        between_batches: true,
+    };
+
+    /// As the `data` of a reply.
+    pub fn to_value(self) -> serde_json::Value {
+        serde_json::to_value(self).unwrap_or_default()
+    }
+
+    /// From the `data` of a reply (an older sidecar's: all false).
+    pub fn from_reply(r: &Reply) -> SubscribeInfo {
+        serde_json::from_value(r.data.clone()).unwrap_or_default()
+    }
 }
 
 /// The answer to a [`Request`].

@@ -211,6 +211,7 @@ async fn connection(
         Request::LevelReset { scope, everything } => control.reset(peer, scope, everything),
         Request::Status => status(&control).await,
         Request::Subscribe { filter } => {
+            let classes = filter.classes.clone();
             let filter = match filter.to_query() {
                 Ok(f) => f,
                 Err(e) => {
@@ -218,12 +219,20 @@ async fn connection(
                     return;
                 }
             };
-            let mut sub = hub.subscribe(filter);
-            if wr
-                .write_all(Reply::done("subscribed").to_line().as_bytes())
-                .await
-                .is_err()
-            {
+            // Not while the drain thread is between a batch's store commit
+            // and its publication (a commit takes milliseconds).
+            let mut sub = loop {
+                if let Some(s) = hub.try_subscribe(filter.clone(), classes.clone()) {
+                    break s;
+                }
+                tokio::select! {
+                    _ = shutdown.triggered() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(1)) => {}
+                }
+            };
+            let mut reply = Reply::done("subscribed");
+            reply.data = super::SubscribeInfo::CURRENT.to_value();
+            if wr.write_all(reply.to_line().as_bytes()).await.is_err() {
                 return;
             }
             let mut buf = Vec::with_capacity(64 << 10);

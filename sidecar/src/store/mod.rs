@@ -99,7 +99,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
-pub use reader::{query, QueryOptions};
+pub use reader::{marks, query, query_rows, QueryOptions, Stored};
 pub use writer::StoreWriter;
 
 const NS_PER_SEC: u64 = 1_000_000_000;
@@ -536,6 +536,41 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, 2);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rows stored after `marks` are the ones `query_rows` finds above
+    /// their file's mark; a file created after it has none.
+    #[test]
+    fn marks_split_earlier_rows_from_later_ones() {
+        let dir = std::env::temp_dir().join(format!("distlogd-marks-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let store = store_dir(&dir);
+        let t0 = 1_764_104_400 * NS_PER_SEC;
+        let mut w = writer::hourly_writer(&store);
+        let early: Vec<_> = (0..4).map(|i| rec(i, t0)).collect();
+        assert_eq!(w.write(early.iter().map(|r| (r, "log"))).stored, 4);
+        let q = QueryOptions::default();
+        let m = marks(&store, &Default::default(), &q).unwrap();
+        assert_eq!(m.len(), 1);
+        // Later: the same file, and a file of the next hour.
+        let late: Vec<_> = (4..6)
+            .map(|i| rec(i, t0))
+            .chain((6..8).map(|i| rec(i, t0 + 3600 * NS_PER_SEC)))
+            .collect();
+        assert_eq!(w.write(late.iter().map(|r| (r, "log"))).stored, 4);
+        w.close_all();
+        let mut later = Vec::new();
+        query_rows(&store, &Default::default(), &q, |r, at| {
+            if m.get(at.partition)
+                .is_none_or(|&(inode, max)| inode != at.inode || at.id > max)
+            {
+                later.push(r.message.unwrap_or_default());
+            }
+            true
+        })
+        .unwrap();
+        assert_eq!(later, ["m4", "m5", "m6", "m7"]);
         let _ = std::fs::remove_dir_all(&dir);
     }
 

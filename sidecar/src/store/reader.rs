@@ -14,8 +14,9 @@
 //! For the last `n` records the groups are read newest first and reading
 //! stops after `n` matches.
 
-use std::collections::VecDeque;
-use std::path::Path;
+use std::collections::{HashMap, VecDeque};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use rusqlite::types::{Value, ValueRef};
@@ -75,31 +76,54 @@ pub fn query(
     opts: &QueryOptions,
     mut each: impl FnMut(Record) -> bool,
 ) -> Result<QueryStats, StoreError> {
-    if !store.is_dir() {
-        return Err(StoreError::NoStore(store.to_owned()));
-    }
-    let mut parts: Vec<Partition> = list_partitions(store)?
-        .into_iter()
-        .filter(|p| opts.classes.is_empty() || opts.classes.contains(&p.class))
-        .filter(|p| filter.since.is_none_or(|s| p.end_ns > s.0))
-        .filter(|p| filter.until.is_none_or(|u| p.start_ns <= u.0))
-        .collect();
-    parts.sort_by_key(|p| (p.start_ns, p.end_ns));
+    query_rows(store, filter, opts, |r, _| each(r))
+}
+
+/// Where a record read from the store is: its partition file and row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Stored<'a> {
+    /// The partition file.
+    pub partition: &'a Path,
+    /// Its inode when it was opened (a file renamed aside and started
+    /// again under the same name is another file).
+    pub inode: u64,
+    /// The row id: the writer appends rows with increasing ids and never
+    /// deletes one, so a larger id was committed later.
+    pub id: i64,
+}
+
+/// [`query`], telling `each` where every record is stored.
+pub fn query_rows(
+    store: &Path,
+    filter: &Filter,
+    opts: &QueryOptions,
+    mut each: impl FnMut(Record, Stored<'_>) -> bool,
+) -> Result<QueryStats, StoreError> {
+    let parts = selected(store, filter, opts)?;
     let groups = overlapping_groups(&parts);
     let desc = opts.last.is_some();
     let mut stats = QueryStats::default();
     let where_sql = Where::new(filter);
-    let mut kept: Vec<Record> = Vec::new();
+    // (record, partition index, inode, id)
+    let mut kept: Vec<(Record, usize, u64, i64)> = Vec::new();
     let order: Box<dyn Iterator<Item = &std::ops::Range<usize>>> = if desc {
         Box::new(groups.iter().rev())
     } else {
         Box::new(groups.iter())
     };
+    let at = |p: usize, inode: u64, id: i64| Stored {
+        partition: &parts[p].path,
+        inode,
+        id,
+    };
     'groups: for g in order {
         let mut cursors = Vec::new();
-        for p in &parts[g.clone()] {
+        for (pi, p) in parts.iter().enumerate().take(g.end).skip(g.start) {
             match Cursor::open(p, &where_sql, desc) {
-                Ok(Some(c)) => cursors.push(c),
+                Ok(Some(mut c)) => {
+                    c.part = pi;
+                    cursors.push(c)
+                }
                 Ok(None) => {}
                 Err(why) => stats.skipped.push(why),
             }
@@ -133,7 +157,8 @@ pub fn query(
                 }
             }
             let Some((i, _)) = best else { break };
-            let Some((_, _, r)) = cursors[i].buf.pop_front() else {
+            let (part, inode) = (cursors[i].part, cursors[i].inode);
+            let Some((_, id, r)) = cursors[i].buf.pop_front() else {
                 break;
             };
             // A row neither form decodes is skipped (as if filtered out).
@@ -145,23 +170,80 @@ pub fn query(
             }
             stats.matched += 1;
             if let Some(n) = opts.last {
-                kept.push(r);
+                kept.push((r, part, inode, id));
                 if kept.len() >= n {
                     break 'groups;
                 }
-            } else if !each(r) {
+            } else if !each(r, at(part, inode, id)) {
                 break 'groups;
             }
         }
     }
     if desc {
-        for r in kept.into_iter().rev() {
-            if !each(r) {
+        for (r, part, inode, id) in kept.into_iter().rev() {
+            if !each(r, at(part, inode, id)) {
                 break;
             }
         }
     }
     Ok(stats)
+}
+
+/// The partitions a query reads, sorted by start.
+fn selected(
+    store: &Path,
+    filter: &Filter,
+    opts: &QueryOptions,
+) -> Result<Vec<Partition>, StoreError> {
+    if !store.is_dir() {
+        return Err(StoreError::NoStore(store.to_owned()));
+    }
+    let mut parts: Vec<Partition> = list_partitions(store)?
+        .into_iter()
+        .filter(|p| opts.classes.is_empty() || opts.classes.contains(&p.class))
+        .filter(|p| filter.since.is_none_or(|s| p.end_ns > s.0))
+        .filter(|p| filter.until.is_none_or(|u| p.start_ns <= u.0))
+        .collect();
+    parts.sort_by_key(|p| (p.start_ns, p.end_ns));
+    Ok(parts)
+}
+
+/// The rows the partitions a query would read hold now: by file, its
+/// inode and largest row id. A row [`query_rows`] reads later with an id
+/// above its file's mark (or from a file not here, or another file under
+/// the same name) was committed after this call. A file that cannot be
+/// read is left out (as if empty: the conservative answer).
+pub fn marks(
+    store: &Path,
+    filter: &Filter,
+    opts: &QueryOptions,
+) -> Result<HashMap<PathBuf, (u64, i64)>, StoreError> {
+    let mut out = HashMap::new();
+    let inode = |p: &Path| std::fs::metadata(p).map(|m| m.ino()).ok();
+    for p in selected(store, filter, opts)? {
+        let Some(before) = inode(&p.path) else {
+            continue;
+        };
+        let Ok(conn) = Connection::open_with_flags(
+            &p.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        ) else {
+            continue;
+        };
+        let _ = conn.busy_timeout(Duration::from_secs(5));
+        // No `records` table yet: an error, left out like an empty file.
+        let Ok(max) = conn.query_row("SELECT max(id) FROM records", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        }) else {
+            continue;
+        };
+        // Renamed aside and started again meanwhile: which file the mark
+        // is of is unknown.
+        if inode(&p.path) == Some(before) {
+            out.insert(p.path, (before, max.unwrap_or(0)));
+        }
+    }
+    Ok(out)
 }
 
 /// Ranges of `parts` (sorted by start) whose time ranges overlap.
@@ -287,6 +369,10 @@ struct Cursor {
     /// The first query returns everything (trace lookups).
     single_page: bool,
     path: String,
+    /// Index of its partition in the query's list.
+    part: usize,
+    /// The file's inode, just after it was opened.
+    inode: u64,
 }
 
 impl Cursor {
@@ -300,6 +386,9 @@ impl Cursor {
         )
         .map_err(|e| format!("{show}: {e}"))?;
         let _ = conn.busy_timeout(Duration::from_secs(5));
+        let inode = std::fs::metadata(path)
+            .map(|m| m.ino())
+            .map_err(|e| format!("{show}: {e}"))?;
         // Which schema: no `records` table yet (a file being created), the
         // trace index of schema 2 (by row segment) or of schema 1 (by second).
         let names: Result<Vec<String>, _> = conn
@@ -360,6 +449,8 @@ impl Cursor {
                 done: false,
                 single_page: true,
                 path: show,
+                part: 0,
+                inode,
             }));
         }
         let (cmp, dir) = if desc { ("<", "DESC") } else { (">", "ASC") };
@@ -385,6 +476,8 @@ impl Cursor {
             done: false,
             single_page: false,
             path: show,
+            part: 0,
+            inode,
         }))
     }
 

@@ -92,9 +92,20 @@ impl Daemon {
 
     /// Start in `dir` (socket `dir/distlogd.sock`, data `dir/data`).
     pub fn start_in(dir: &Path, records: Arc<Mutex<Vec<Value>>>) -> Daemon {
+        Self::start_with(dir, records, &[])
+    }
+
+    /// [`Daemon::start_in`] with more arguments for `distlogd run`.
+    pub fn start_with(
+        dir: &Path,
+        records: Arc<Mutex<Vec<Value>>>,
+        extra: &[&std::ffi::OsStr],
+    ) -> Daemon {
         let socket = dir.join("distlogd.sock");
         let mut child = Command::new(distlogd())
-            .args(["run", "--stdout", "--socket"])
+            .args(["run", "--stdout"])
+            .args(extra)
+            .arg("--socket")
             .arg(&socket)
             .arg("--data-dir")
             .arg(dir.join("data"))
