@@ -193,12 +193,6 @@ impl Hub {
         classes: Vec<String>,
     ) -> Option<Subscription> {
         let mut subs = self.subs.lock().unwrap_or_else(|e| e.into_inner());
-        // SeqCst, pairs with `begin_batch`: reading `false` here means the
-        // store(true) of any batch not yet published comes later in the
-        // single total order, so that batch commits after this check.
-        if self.in_flight.load(Ordering::SeqCst) {
-            return None;
-        }
         let (tx, rx) = mpsc::channel(QUEUE);
         let lost = Arc::new(AtomicU64::new(0));
         subs.push(Subscriber {
@@ -207,11 +201,22 @@ impl Hub {
             tx,
             lost: lost.clone(),
         });
-        // Relaxed: a hint for the drain thread's fast path; a batch that
-        // misses a new subscriber by a moment is fine (it subscribed "now"):
-        // that batch was committed before the subscription was answered,
-        // so a reader of the store that starts after the answer has it.
-        self.count.store(subs.len(), Ordering::Relaxed);
+        // The subscriber counts first, then the batch flag is read; the
+        // router sets the flag first, then reads the count (`publish`).
+        // All four SeqCst: in their single total order one side sees the
+        // other's store. Reading `false` here puts the next batch's
+        // `begin_batch` later in that order, so its `publish` reads this
+        // count (not 0) and then finds this subscriber under the lock: a
+        // batch committed after this check is delivered live. (Checking
+        // the flag before counting would let that batch's `publish` read
+        // the old count 0 and skip it, while its commit could land after
+        // the subscriber's reader of the store had looked.)
+        self.count.store(subs.len(), Ordering::SeqCst);
+        if self.in_flight.load(Ordering::SeqCst) {
+            subs.pop();
+            self.count.store(subs.len(), Ordering::SeqCst);
+            return None;
+        }
         Some(Subscription { rx, lost })
     }
 
@@ -234,8 +239,8 @@ impl Hub {
     /// `batch[i]` (`r`), looked up only for subscribers that want classes.
     /// Ends a [`Hub::begin_batch`].
     pub fn publish<'c>(&self, batch: &[Record], class_of: impl Fn(usize, &Record) -> &'c str) {
-        // Relaxed: see `try_subscribe`.
-        if self.count.load(Ordering::Relaxed) == 0 {
+        // SeqCst: see `try_subscribe` (a plain load on x86).
+        if self.count.load(Ordering::SeqCst) == 0 {
             // SeqCst: see `try_subscribe` (the batch is published: nobody
             // to give it to).
             self.in_flight.store(false, Ordering::SeqCst);
