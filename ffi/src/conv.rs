@@ -177,11 +177,12 @@ impl CField for distlog_kv {
     unsafe fn bytes<'a>(&self) -> Option<&'a [u8]> {
         // SAFETY: the field is a string field (our caller).
         let p = unsafe { self.value.str };
-        // SAFETY: non-null, `len` readable bytes valid for 'a (our caller),
-        // which fit an isize: `len` is a u32 and usize has 64 bits here
-        // (the `u32` length cannot describe a larger object anyway).
-        (!p.is_null())
-            .then(|| unsafe { std::slice::from_raw_parts(p.cast::<u8>(), self.len as usize) })
+        if p.is_null() {
+            return None;
+        }
+        // SAFETY: non-null, `len` readable bytes valid for 'a (our caller);
+        // a u32 length fits an isize.
+        Some(unsafe { std::slice::from_raw_parts(p.cast::<u8>(), self.len as usize) })
     }
 }
 

@@ -633,10 +633,8 @@ unsafe fn event_kv<const CACHED: bool>(
                 // SAFETY: the caller's cache (contract).
                 let state = unsafe { cached_state(tl) };
                 if !state.is_null() {
-                    // SAFETY: `state` is what `thread_state` returned on this
-                    // thread (now, or into the cache, which the contract says
-                    // only we write); the strings are valid for the call, `len`
-                    // bytes (contract).
+                    // SAFETY: `state` is this thread's `thread_state` (the cache
+                    // only we write); strings valid for the call (contract).
                     let done = unsafe {
                         distlog::raw::try_event_compact_in(
                             state.cast(),
