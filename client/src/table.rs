@@ -13,7 +13,7 @@
 //! definition is there. An id the table does not hold is a protocol error.
 //!
 //! Layout: [`TableHeader`] (64 bytes), then entries from offset 64, each a
-//! `u32` length and a `postcard` [`CallsiteDef`](crate::wire::CallsiteDef),
+//! `u32` length and a `postcard` [`CallsiteDef`],
 //! padded to 8 bytes. Entry `i` defines call site id `i`.
 
 use crate::ring::Memory;

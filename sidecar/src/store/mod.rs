@@ -36,13 +36,13 @@
 //! ```
 //!
 //! The columns are what SQL filters on; `json` (named for schema 1) holds
-//! the rest of the record as a compact blob ([`compact`]): schema 1 files
+//! the rest of the record as a compact blob (`store::compact`): schema 1 files
 //! held the whole record as JSON text there, and are still read (a row's
 //! value type says which form it is) and converted when the writer opens
 //! one (its per-second trace index is replaced). `trace` is the first 64
 //! bits of the trace id (a small index; the exact id is checked on the
 //! decoded record). The trace index leads with the row's segment of 16384
-//! rows ([`TRACE_SEGMENT`]): a commit then dirties only the index pages of
+//! rows (`TRACE_SEGMENT`): a commit then dirties only the index pages of
 //! the last segment (≤ ~100), not a random page per record (which made
 //! every commit rewrite thousands of pages into the WAL); a lookup seeks
 //! once per segment (611 seeks among 10 M records: 4-8 ms; 4096-row

@@ -73,7 +73,7 @@ pub struct StoreWriter {
     /// Partitions a background check found damaged.
     condemned: Arc<Mutex<HashSet<PathBuf>>>,
     /// Files up to this size are checked before the first write, bigger
-    /// ones in the background ([`SYNC_CHECK_BYTES`]).
+    /// ones in the background (`SYNC_CHECK_BYTES`).
     pub sync_check_bytes: u64,
 }
 
