@@ -29,6 +29,17 @@ pub(crate) struct Current {
     /// Records up to this level are written in this scope whatever the
     /// directives say (0 = no boost); see [`crate::filter`].
     pub boost: u8,
+    /// The [`crate::Subscriber`] that pushed it (its `current_span` looks
+    /// for its own entries); 0 for everyone else.
+    pub owner: u32,
+}
+
+/// The innermost scope of a stack. A span that has no scope (no runtime,
+/// or the call-site table was full) is pushed as a copy of the entry below
+/// it, or with scope 0 on an empty stack: none then.
+#[inline(always)]
+pub(crate) fn top(stack: &[Current]) -> Option<Current> {
+    stack.last().copied().filter(|c| c.scope != 0)
 }
 
 /// Encoded field bytes a scope keeps without a heap allocation.
@@ -145,6 +156,7 @@ impl ScopeData {
             scope: self.scope,
             trace: self.trace(),
             boost: self.boost(),
+            owner: 0,
         }
     }
 
@@ -191,7 +203,7 @@ pub(crate) fn current() -> Option<Current> {
             // SAFETY: the stack is only touched by this thread, and never
             // while another borrow of it is live (push/pop/top are short
             // and do not call out).
-            unsafe { (*l.scopes.get()).last().copied() }
+            top(unsafe { &*l.scopes.get() })
         })
         .ok()
         .flatten()
@@ -216,6 +228,18 @@ pub(crate) fn pop(key: u64) {
             v.remove(i);
         }
     });
+}
+
+/// The key of the innermost entry `owner` pushed.
+pub(crate) fn top_key(owner: u32) -> Option<u64> {
+    LOCAL
+        .try_with(|l| {
+            // SAFETY: see `current`.
+            let v = unsafe { &*l.scopes.get() };
+            v.iter().rev().find(|c| c.owner == owner).map(|c| c.key)
+        })
+        .ok()
+        .flatten()
 }
 
 /// What a new scope takes from its thread, read in one thread-local
@@ -247,7 +271,7 @@ pub(crate) fn fresh(contextual: bool, has_parent: bool) -> Fresh {
         .try_with(|l| {
             let cur = if contextual {
                 // SAFETY: see `current`.
-                unsafe { (*l.scopes.get()).last().copied() }
+                top(unsafe { &*l.scopes.get() })
             } else {
                 None
             };
