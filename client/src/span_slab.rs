@@ -31,10 +31,8 @@
 
 use std::mem::MaybeUninit;
 
+use crate::span_table::Readers;
 use crate::sync::{AtomicPtr, AtomicU32, AtomicU64, Mutex, Ordering, UnsafeCell};
-
-/// The reader count's bit that says the slot's span is closing.
-const CLOSING: u32 = 1 << 31;
 
 /// Buckets: bucket `b` holds `FIRST << b` slots, so 24 buckets of a
 /// 256-slot first one reach 2^32 − 256 slots, every index + 1 a `u32`.
@@ -54,8 +52,8 @@ pub(crate) struct SpanSlab<T, const FIRST: usize = 256> {
 struct Slot<T> {
     /// Generation (high 32 bits) and handles (low 32).
     state: AtomicU64,
-    /// Readers in the slot now, and [`CLOSING`].
-    readers: AtomicU32,
+    /// Readers without a handle in the slot now, and whether it closes.
+    readers: Readers,
     /// The next free slot's index + 1 while this one is free.
     next: AtomicU32,
     value: UnsafeCell<MaybeUninit<T>>,
@@ -85,7 +83,7 @@ impl<T> Slot<T> {
     fn new() -> Self {
         Slot {
             state: AtomicU64::new(0),
-            readers: AtomicU32::new(0),
+            readers: Readers::new(),
             next: AtomicU32::new(0),
             value: UnsafeCell::new(MaybeUninit::uninit()),
         }
@@ -299,24 +297,7 @@ impl<T, const FIRST: usize> SpanSlab<T, FIRST> {
         // SAFETY: the value was published with the handle just taken away;
         // readers only read it.
         s.value.with(|p| last(unsafe { (*p).assume_init_ref() }));
-        // Acquire: a reader counted before this that has already left
-        // (Release decrement) read the value before the drop below. An
-        // add: the bit is clear (only a close sets it, and clears it before
-        // the slot is free).
-        let mut n = s.readers.fetch_add(CLOSING, Ordering::Acquire);
-        let mut spins = 0u32;
-        while n & !CLOSING != 0 {
-            // A reader is in for a few hundred instructions; one that was
-            // preempted in there gets the core back instead of a spin.
-            spins += 1;
-            if spins < 64 {
-                crate::sync::spin_loop();
-            } else {
-                crate::sync::yield_now();
-            }
-            // Acquire pairs with the readers' Release decrements.
-            n = s.readers.load(Ordering::Acquire);
-        }
+        s.readers.close();
         // SAFETY: no reader is in the slot (counted ones left, new ones
         // back off on `CLOSING`), and no handle is left.
         s.value.with_mut(|p| unsafe { (*p).assume_init_drop() });
@@ -327,9 +308,9 @@ impl<T, const FIRST: usize> SpanSlab<T, FIRST> {
             (generation(id).wrapping_add(1) & 0xffff_ffff) << 32,
             Ordering::Relaxed,
         );
-        // Release: a reader whose increment comes after this sees the drop
-        // and the new generation.
-        s.readers.fetch_and(!CLOSING, Ordering::Release);
+        // A reader counted in after this sees the drop and the new
+        // generation.
+        s.readers.closed();
         self.push((id as u32) - 1, s);
     }
 
@@ -338,16 +319,15 @@ impl<T, const FIRST: usize> SpanSlab<T, FIRST> {
     #[inline]
     pub(crate) fn with<R>(&self, id: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
         let s = self.slot_of(id)?;
-        // On one location with the close's `CLOSING`: its modification
-        // order decides who waits (see the module docs). Acquire: after a
-        // close's Release clearing, its drop and generation are seen.
-        let prev = s.readers.fetch_add(1, Ordering::Acquire);
+        if !s.readers.enter() {
+            return None;
+        }
         let _left = Leave(&s.readers);
         // Acquire pairs with the Release store publishing the value in
         // `insert_with`. A handle count of 0: free, being filled, or
-        // closing (then `CLOSING` follows and this reader backs off).
+        // closing (that close waits for this reader).
         let st = s.state.load(Ordering::Acquire);
-        if prev & CLOSING != 0 || generation(st) != generation(id) || handles(st) == 0 {
+        if generation(st) != generation(id) || handles(st) == 0 {
             return None;
         }
         // SAFETY: published (a handle is counted, the generation is the
@@ -358,14 +338,12 @@ impl<T, const FIRST: usize> SpanSlab<T, FIRST> {
 
 /// Counts a reader out of a slot (also when its `f` unwinds: a close would
 /// wait for it for good).
-struct Leave<'a>(&'a AtomicU32);
+struct Leave<'a>(&'a Readers);
 
 impl Drop for Leave<'_> {
     #[inline(always)]
     fn drop(&mut self) {
-        // Release: this reader's reads happen-before the drop of a close
-        // that sees the count fall.
-        self.0.fetch_sub(1, Ordering::Release);
+        self.0.leave();
     }
 }
 
@@ -418,17 +396,9 @@ impl<T, const FIRST: usize> std::fmt::Debug for SpanSlab<T, FIRST> {
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+    use crate::span_table::Counted;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
-
-    /// Counts its drops, so a test sees each value dropped exactly once.
-    struct Counted(u64, Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 
     #[test]
     fn handles_close_once_and_ids_do_not_come_back() {
