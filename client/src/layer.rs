@@ -1,8 +1,10 @@
-//! The `tracing` side: a [`Layer`] that writes events and spans into the
-//! rings, and takes `log` records through `tracing-log`.
+//! The `tracing` side: the record writing for spans and events (one set of
+//! functions behind [`Spans`], used by [`crate::Subscriber`] and by
+//! [`DistlogLayer`], a [`Layer`] for `Registry` stacks), and `log` records
+//! through `tracing-log`.
 //!
 //! Filtering is not done here: [`crate::init`] puts the filter (an
-//! `EnvFilter`) in front, so a disabled call site never reaches this layer
+//! `EnvFilter`) in front, so a disabled call site never reaches this code
 //! and costs what `tracing`'s interest cache costs.
 
 use std::fmt::Write as _;
@@ -25,8 +27,10 @@ use smallvec::SmallVec;
 /// marked, so one giant field cannot cost the record.
 pub(crate) const MAX_STR: usize = 16 << 10;
 
-/// The distlog layer. Add it to a `tracing_subscriber::Registry` stack, or
-/// let [`crate::init`] build the whole subscriber.
+/// The distlog layer, for a `tracing_subscriber::Registry` stack of one's
+/// own (other layers beside it). [`crate::init`] installs
+/// [`crate::Subscriber`] instead: the same records, without the
+/// `Registry`'s span bookkeeping.
 ///
 /// # Examples
 ///
