@@ -189,3 +189,57 @@ impl tracing_core::Subscriber for Subscriber {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tracing::Span;
+
+    /// The `Registry`'s duties without a runtime too (no scope data: the
+    /// spans are kept, entered and closed, and record nothing), and ids
+    /// that name no open span refused without a panic.
+    #[test]
+    fn spans_are_current_closed_once_and_stale_ids_refused() {
+        let dispatch = tracing::Dispatch::new(Subscriber::new());
+        tracing::dispatcher::with_default(&dispatch, || {
+            let a = tracing::info_span!("a");
+            let b = tracing::info_span!(parent: &a, "b");
+            assert!(Span::current().is_none());
+            a.in_scope(|| {
+                assert_eq!(Span::current().id(), a.id());
+                b.in_scope(|| {
+                    assert_eq!(Span::current().metadata().map(|m| m.name()), Some("b"));
+                    // Another distlog subscriber on this thread: none of
+                    // these spans are its own.
+                    let other = tracing::Dispatch::new(Subscriber::new());
+                    tracing::dispatcher::with_default(&other, || {
+                        assert!(Span::current().is_none());
+                    });
+                });
+                assert_eq!(Span::current().id(), a.id());
+            });
+            let id = a.id().expect("enabled");
+            let kept = a.clone();
+            drop(a);
+            // A handle left: still open.
+            assert!(dispatch.clone_span(&id) == id);
+            assert!(!dispatch.try_close(id.clone()));
+            drop(kept);
+            // Closed now: every entry point takes the stale id quietly.
+            assert!(!dispatch.try_close(id.clone()));
+            dispatch.enter(&id);
+            assert!(Span::current().is_none());
+            dispatch.exit(&id);
+            let _ = dispatch.clone_span(&id);
+            for made_up in [1, u64::MAX, 1 << 40 | 3] {
+                let id = Id::from_u64(made_up);
+                dispatch.enter(&id);
+                dispatch.exit(&id);
+                assert!(!dispatch.try_close(id));
+            }
+            // The slot comes back under another id.
+            let c = tracing::info_span!("c");
+            assert_ne!(c.id(), Some(id));
+        });
+    }
+}
