@@ -216,15 +216,26 @@ pub(crate) fn push(c: Current) {
     });
 }
 
+/// Take the innermost entry of `key` pushed by anyone but a
+/// [`crate::Subscriber`] (the layer, a C scope) off the stack.
 pub(crate) fn pop(key: u64) {
+    pop_owned(key, 0);
+}
+
+/// Take the innermost entry of `key` pushed by `owner` off the stack: two
+/// distlog subscribers on one thread (one global, one scoped) hand out the
+/// same ids.
+#[inline]
+pub(crate) fn pop_owned(key: u64, owner: u32) {
     let _ = LOCAL.try_with(|l| {
         // SAFETY: see `current`.
         let v = unsafe { &mut *l.scopes.get() };
+        let mine = |c: &Current| c.key == key && c.owner == owner;
         // Usually the top (a pop, not `remove`'s call to memmove for no
         // bytes); async code may exit out of order.
-        if v.last().is_some_and(|c| c.key == key) {
+        if v.last().is_some_and(mine) {
             v.pop();
-        } else if let Some(i) = v.iter().rposition(|c| c.key == key) {
+        } else if let Some(i) = v.iter().rposition(mine) {
             v.remove(i);
         }
     });

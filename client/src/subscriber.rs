@@ -158,7 +158,7 @@ impl tracing_core::Subscriber for Subscriber {
 
     #[inline]
     fn exit(&self, id: &Id) {
-        scope::pop(id.into_u64());
+        scope::pop_owned(id.into_u64(), self.owner);
     }
 
     fn clone_span(&self, id: &Id) -> Id {
@@ -211,9 +211,20 @@ mod tests {
                     assert_eq!(Span::current().metadata().map(|m| m.name()), Some("b"));
                     // Another distlog subscriber on this thread: none of
                     // these spans are its own.
+                    // Its first span has the id of our first (`a`): its exit
+                    // takes its own entry off the stack, not ours.
                     let other = tracing::Dispatch::new(Subscriber::new());
                     tracing::dispatcher::with_default(&other, || {
                         assert!(Span::current().is_none());
+                        let o = tracing::info_span!("o");
+                        assert_eq!(o.id(), a.id());
+                        o.in_scope(|| {
+                            assert_eq!(Span::current().metadata().map(|m| m.name()), Some("o"))
+                        });
+                        assert!(Span::current().is_none());
+                        // An exit of an id it never entered leaves our
+                        // entry of that id alone (checked below).
+                        other.exit(&o.id().expect("enabled"));
                     });
                 });
                 assert_eq!(Span::current().id(), a.id());
