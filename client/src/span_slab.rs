@@ -147,6 +147,10 @@ impl<T, const FIRST: usize> SpanSlab<T, FIRST> {
             // changed tag, and the exchange below fails.
             let next = s.next.load(Ordering::Relaxed);
             let new = (generation(head).wrapping_add(1) << 32) | u64::from(next);
+            // Acquire on success: the head this takes was put there by a
+            // push (or this RMW continues its release sequence), so that
+            // push's emptying of the slot happens-before the caller fills
+            // it; on failure, as the load above.
             match self
                 .free
                 .compare_exchange_weak(head, new, Ordering::Acquire, Ordering::Acquire)
