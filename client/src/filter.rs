@@ -24,7 +24,6 @@ use std::sync::{Arc, OnceLock, RwLock};
 use tracing_core::{Interest, LevelFilter, Metadata, Subscriber};
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::layer::{Context, Layer};
-use tracing_subscriber::registry::LookupSpan;
 
 use crate::control::Directives;
 use crate::wire::{Level, TraceId};
@@ -324,9 +323,11 @@ impl Verbosity {
     }
 }
 
+// No `LookupSpan` bound: the `EnvFilter` keeps its own span state, so
+// the filter sits on distlog's `Subscriber` as well as on a `Registry`.
 impl<S> Layer<S> for Verbosity
 where
-    S: Subscriber + for<'a> LookupSpan<'a>,
+    S: Subscriber,
 {
     fn register_callsite(&self, meta: &'static Metadata<'static>) -> Interest {
         let i = <EnvFilter as Layer<S>>::register_callsite(&self.env(), meta);

@@ -1,8 +1,10 @@
-//! The `tracing` side: a [`Layer`] that writes events and spans into the
-//! rings, and takes `log` records through `tracing-log`.
+//! The `tracing` side: the record writing for spans and events (one set of
+//! functions behind [`Spans`], used by [`crate::Subscriber`] and by
+//! [`DistlogLayer`], a [`Layer`] for `Registry` stacks), and `log` records
+//! through `tracing-log`.
 //!
 //! Filtering is not done here: [`crate::init`] puts the filter (an
-//! `EnvFilter`) in front, so a disabled call site never reaches this layer
+//! `EnvFilter`) in front, so a disabled call site never reaches this code
 //! and costs what `tracing`'s interest cache costs.
 
 use std::fmt::Write as _;
@@ -25,8 +27,10 @@ use smallvec::SmallVec;
 /// marked, so one giant field cannot cost the record.
 pub(crate) const MAX_STR: usize = 16 << 10;
 
-/// The distlog layer. Add it to a `tracing_subscriber::Registry` stack, or
-/// let [`crate::init`] build the whole subscriber.
+/// The distlog layer, for a `tracing_subscriber::Registry` stack of one's
+/// own (other layers beside it). [`crate::init`] installs
+/// [`crate::Subscriber`] instead: the same records, without the
+/// `Registry`'s span bookkeeping.
 ///
 /// # Examples
 ///
@@ -82,42 +86,63 @@ impl DistlogLayer {
     }
 }
 
-impl DistlogLayer {
-    /// An event through [`runtime::write_event`]: an explicit parent, the
-    /// thread's first record, a nested call, a `log` record, the postcard
-    /// layout (`try_compact` false: a `log` record or a value with no
-    /// compact form; or the sidecar does not read it).
-    #[inline]
-    fn write_event_general(
-        &self,
-        event: &Event<'_>,
-        ts: u64,
-        callsite: u32,
-        log: bool,
-        explicit: Option<Option<scope::Current>>,
-        try_compact: bool,
-    ) {
-        runtime::write_event(|ctx| {
-            let (scope, trace) = match explicit.unwrap_or(ctx.cur) {
-                Some(c) => (c.scope, Some(c.trace)),
-                None => (0, None),
-            };
-            if try_compact && ctx.compact {
-                let mut w =
-                    compact::Writer::new(ctx.buf, callsite, ts, ctx.tid, scope, trace.as_ref());
-                if visit_compact(&mut w, event) {
-                    return w.finish();
-                }
+/// An event through [`runtime::write_event`]: an explicit parent, the
+/// thread's first record, a nested call, a `log` record, the postcard
+/// layout (`try_compact` false: a `log` record or a value with no compact
+/// form; or the sidecar does not read it).
+#[inline]
+fn write_event_general(
+    event: &Event<'_>,
+    ts: u64,
+    callsite: u32,
+    log: bool,
+    explicit: Option<Option<scope::Current>>,
+    try_compact: bool,
+) {
+    runtime::write_event(|ctx| {
+        let (scope, trace) = match explicit.unwrap_or(ctx.cur) {
+            Some(c) => (c.scope, Some(c.trace)),
+            None => (0, None),
+        };
+        if try_compact && ctx.compact {
+            let mut w = compact::Writer::new(ctx.buf, callsite, ts, ctx.tid, scope, trace.as_ref());
+            if visit_compact(&mut w, event) {
+                return w.finish();
             }
-            let head = Head::Event {
-                callsite,
-                ts,
-                tid: ctx.tid,
-                scope,
-                trace,
-            };
-            encode(ctx, &head, log, &|v| event.record(v))
-        });
+        }
+        let head = Head::Event {
+            callsite,
+            ts,
+            tid: ctx.tid,
+            scope,
+            trace,
+        };
+        encode(ctx, &head, log, &|v| event.record(v))
+    });
+}
+
+/// Span data found by id: the layer's table (the `Registry`'s extensions
+/// behind it) or [`crate::Subscriber`]'s slab. The record writing below
+/// is the same for both.
+pub(crate) trait Spans {
+    /// `f` on the data of span `id`, which may be closing on another
+    /// thread meanwhile; `None` when it has none.
+    fn with<R>(&self, id: &Id, f: impl FnOnce(&ScopeData) -> R) -> Option<R>;
+}
+
+/// The layer's view of its spans inside one callback.
+struct InLayer<'a, 'c, S> {
+    layer: &'a DistlogLayer,
+    ctx: &'a Context<'c, S>,
+}
+
+impl<S> Spans for InLayer<'_, '_, S>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    #[inline(always)]
+    fn with<R>(&self, id: &Id, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
+        self.layer.with_data(id, self.ctx, Held::Maybe, f)
     }
 }
 
@@ -470,7 +495,7 @@ fn write_open(d: &ScopeData) {
     }
 }
 
-fn close_record(d: &ScopeData) {
+pub(crate) fn close_record(d: &ScopeData) {
     ensure_open(d);
     let outcome = if d.error.load(Ordering::Relaxed) {
         Outcome::Error
@@ -523,32 +548,52 @@ fn event_site_slow(p: &Process, event: &Event<'_>) -> Option<(u32, bool)> {
     found
 }
 
-impl<S> Layer<S> for DistlogLayer
-where
-    S: Subscriber + for<'a> LookupSpan<'a>,
-{
-    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
-        if let Some(p) = runtime::process() {
-            let _ = callsite_id(p, meta);
-        }
-        tracing_core::Interest::always()
+/// A call site seen for the first time: its id made now, off the hot path.
+pub(crate) fn register(meta: &'static Metadata<'static>) -> tracing_core::Interest {
+    if let Some(p) = runtime::process() {
+        let _ = callsite_id(p, meta);
     }
+    tracing_core::Interest::always()
+}
 
-    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
-        let Some(p) = runtime::process_fast() else {
-            return;
-        };
+/// What a new span's data takes from its parent: scope id, trace, boost.
+pub(crate) type Parent = (u64, scope::Halves, u8);
+
+/// [`Parent`] of a span that gets a child (its open record first: the
+/// child's names it).
+#[inline(always)]
+pub(crate) fn as_parent(d: &ScopeData) -> Parent {
+    ensure_open(d);
+    (d.scope, d.trace_halves(), d.boost())
+}
+
+/// A new span's data before it has a place: [`NewScope::make`] and
+/// [`NewScope::fill`] build it where it stays (no copy of bytes just
+/// written: a store-forwarding stall each).
+pub(crate) struct NewScope {
+    scope: u64,
+    trace: scope::Halves,
+    parent: u64,
+    callsite: u32,
+    created: u64,
+    tid: u32,
+    boost: u8,
+}
+
+impl NewScope {
+    /// `None` without a runtime, or when the call-site table is full (the
+    /// open is dropped and counted). `parent` looks up an explicit parent.
+    #[inline(always)]
+    pub(crate) fn of(
+        attrs: &Attributes<'_>,
+        parent: impl FnOnce(&Id) -> Option<Parent>,
+    ) -> Option<NewScope> {
+        let p = runtime::process_fast()?;
         let Some(callsite) = callsite_id(p, attrs.metadata()) else {
-            // The call-site table is full: the open is dropped and counted.
             runtime::count_dropped();
-            return;
+            return None;
         };
-        let explicit = attrs.parent().and_then(|pid| {
-            self.with_data(pid, &ctx, Held::Open, |d| {
-                ensure_open(d);
-                (d.scope, d.trace_halves(), d.boost())
-            })
-        });
+        let explicit = attrs.parent().and_then(parent);
         let contextual = attrs.parent().is_none() && attrs.is_contextual();
         let fresh = scope::fresh(contextual, explicit.is_some());
         let (parent, trace, boost) = explicit
@@ -557,27 +602,151 @@ where
                 .map(|c| (c.scope, scope::split_trace(&c.trace), c.boost)))
             .unwrap_or((0, fresh.trace, 0));
         let boost = boost.max(crate::filter::trace_boost_halves(trace));
-        let created = crate::clock::now();
-        let make = || {
-            ScopeData::new(
-                fresh.scope,
-                trace,
-                parent,
-                callsite,
-                created,
-                fresh.tid,
-                SmallVec::new(),
-                boost,
-            )
+        Some(NewScope {
+            scope: fresh.scope,
+            trace,
+            parent,
+            callsite,
+            created: crate::clock::now(),
+            tid: fresh.tid,
+            boost,
+        })
+    }
+
+    #[inline(always)]
+    pub(crate) fn make(&self) -> ScopeData {
+        ScopeData::new(
+            self.scope,
+            self.trace,
+            self.parent,
+            self.callsite,
+            self.created,
+            self.tid,
+            SmallVec::new(),
+            self.boost,
+        )
+    }
+
+    /// The span's fields, encoded into its data.
+    #[inline(always)]
+    pub(crate) fn fill(d: &mut ScopeData, attrs: &Attributes<'_>) {
+        if !attrs.fields().is_empty() {
+            encode_fields(&mut d.fields, &|v| attrs.record(v));
+        }
+    }
+}
+
+/// `Dispatch::record` on span `id`.
+pub(crate) fn record(spans: &impl Spans, id: &Id, values: &Record<'_>) {
+    // Visited before the lookup: nothing but our own code runs while a
+    // slot is read (its close waits for the reader).
+    let mut m = ErrorMark(false);
+    values.record(&mut m);
+    let Some(scope) = spans.with(id, |d| {
+        ensure_open(d);
+        if m.0 {
+            d.error.store(true, Ordering::Relaxed);
+        }
+        d.scope
+    }) else {
+        return;
+    };
+    runtime::write_record(|ctx| {
+        let head = Head::ScopeRecord {
+            scope,
+            ts: crate::clock::now(),
         };
-        // The fields straight into the span's data where it stays: no
-        // copy of bytes just written (a store-forwarding stall each).
-        let fill = |d: &mut ScopeData| {
-            if !attrs.fields().is_empty() {
-                encode_fields(&mut d.fields, &|v| attrs.record(v));
-            }
+        encode(ctx, &head, false, &|v| values.record(v))
+    });
+}
+
+/// An event.
+#[inline(always)]
+pub(crate) fn event(spans: &impl Spans, event: &Event<'_>) {
+    // The TSC first: read here, before the lookups and the ring
+    // write, it costs the event ~5 ns less than in the middle of
+    // them (paired rounds, 53.2 -> 48.4 ns).
+    let ts = crate::clock::now();
+    let Some(p) = runtime::process_fast() else {
+        return;
+    };
+    let meta = event.metadata();
+    // A `tracing` call site is in the static map after its first event;
+    // tracing-log's metadata never is (its call sites are not
+    // registered, so `register_callsite` never sees them), so asking
+    // `is_log` only on a miss keeps it off the hot path.
+    let (callsite, log) = match p.statics.get(meta as *const _ as usize) {
+        Some(id) => (id, false),
+        None => match event_site_slow(p, event) {
+            Some(x) => x,
+            None => return,
+        },
+    };
+    // The scope an explicit parent names (`None` for an explicit
+    // root); for a contextual event (the common case) the thread's
+    // current scope, which `write_event` reads in its own thread-local
+    // access.
+    let explicit = if let Some(pid) = event.parent() {
+        Some(spans.with(pid, |d| {
+            ensure_open(d);
+            d.current(pid.into_u64())
+        }))
+    } else if event.is_contextual() {
+        None
+    } else {
+        Some(None)
+    };
+    // The common case (a contextual `tracing` event, the sidecar reads
+    // the compact layout) in one thread-local access, without a `Ctx`.
+    // `false` from it: the general path below takes the event, and
+    // skips the compact layout when a value had no compact form.
+    let mut compact = !log && p.compact();
+    let done = compact
+        && explicit.is_none()
+        && runtime::write_compact(
+            callsite,
+            || ts,
+            |w| {
+                compact = visit_compact(w, event);
+                compact
+            },
+        );
+    if !done {
+        write_event_general(event, ts, callsite, log, explicit, compact);
+    }
+    if *meta.level() == tracing_core::Level::ERROR {
+        if let Some(c) = explicit.unwrap_or_else(scope::current) {
+            spans.with(&Id::from_u64(c.key), |d| {
+                d.error.store(true, Ordering::Relaxed)
+            });
+        }
+    }
+}
+
+/// What entering a span pushes on the thread's scope stack (its open
+/// record first).
+#[inline(always)]
+pub(crate) fn entered(d: &ScopeData, key: u64) -> scope::Current {
+    ensure_open(d);
+    d.current(key)
+}
+
+impl<S> Layer<S> for DistlogLayer
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn register_callsite(&self, meta: &'static Metadata<'static>) -> tracing_core::Interest {
+        register(meta)
+    }
+
+    fn on_new_span(&self, attrs: &Attributes<'_>, id: &Id, ctx: Context<'_, S>) {
+        let Some(new) = NewScope::of(attrs, |pid| {
+            self.with_data(pid, &ctx, Held::Open, as_parent)
+        }) else {
+            return;
         };
-        if let Some(data) = self.scopes.insert_with(id.into_u64(), make, fill) {
+        let fill = |d: &mut ScopeData| NewScope::fill(d, attrs);
+        if let Some(data) = self.scopes.insert_with(id.into_u64(), || new.make(), fill) {
             if let Some(span) = ctx.span(id) {
                 span.extensions_mut().insert(data);
             }
@@ -585,96 +754,30 @@ where
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {
-        // Visited before the lookup: nothing but our own code runs while a
-        // slot is read (its close waits for the reader).
-        let mut m = ErrorMark(false);
-        values.record(&mut m);
-        let Some(scope) = self.with_data(id, &ctx, Held::Maybe, |d| {
-            ensure_open(d);
-            if m.0 {
-                d.error.store(true, Ordering::Relaxed);
-            }
-            d.scope
-        }) else {
-            return;
-        };
-        runtime::write_record(|ctx| {
-            let head = Head::ScopeRecord {
-                scope,
-                ts: crate::clock::now(),
-            };
-            encode(ctx, &head, false, &|v| values.record(v))
-        });
+        record(
+            &InLayer {
+                layer: self,
+                ctx: &ctx,
+            },
+            id,
+            values,
+        );
     }
 
-    fn on_event(&self, event: &Event<'_>, ctx: Context<'_, S>) {
-        // The TSC first: read here, before the lookups and the ring
-        // write, it costs the event ~5 ns less than in the middle of
-        // them (paired rounds, 53.2 -> 48.4 ns).
-        let ts = crate::clock::now();
-        let Some(p) = runtime::process_fast() else {
-            return;
-        };
-        let meta = event.metadata();
-        // A `tracing` call site is in the static map after its first event;
-        // tracing-log's metadata never is (its call sites are not
-        // registered, so `register_callsite` never sees them), so asking
-        // `is_log` only on a miss keeps it off the hot path.
-        let (callsite, log) = match p.statics.get(meta as *const _ as usize) {
-            Some(id) => (id, false),
-            None => match event_site_slow(p, event) {
-                Some(x) => x,
-                None => return,
+    fn on_event(&self, e: &Event<'_>, ctx: Context<'_, S>) {
+        event(
+            &InLayer {
+                layer: self,
+                ctx: &ctx,
             },
-        };
-        // The scope an explicit parent names (`None` for an explicit
-        // root); for a contextual event (the common case) the thread's
-        // current scope, which `write_event` reads in its own thread-local
-        // access.
-        let explicit = if let Some(pid) = event.parent() {
-            Some(self.with_data(pid, &ctx, Held::Maybe, |d| {
-                ensure_open(d);
-                d.current(pid.into_u64())
-            }))
-        } else if event.is_contextual() {
-            None
-        } else {
-            Some(None)
-        };
-        // The common case (a contextual `tracing` event, the sidecar reads
-        // the compact layout) in one thread-local access, without a `Ctx`.
-        // `false` from it: the general path below takes the event, and
-        // skips the compact layout when a value had no compact form.
-        let mut compact = !log && p.compact();
-        let done = compact
-            && explicit.is_none()
-            && runtime::write_compact(
-                callsite,
-                || ts,
-                |w| {
-                    compact = visit_compact(w, event);
-                    compact
-                },
-            );
-        if !done {
-            self.write_event_general(event, ts, callsite, log, explicit, compact);
-        }
-        if *meta.level() == tracing_core::Level::ERROR {
-            if let Some(c) = explicit.unwrap_or_else(scope::current) {
-                self.with_data(&Id::from_u64(c.key), &ctx, Held::Maybe, |d| {
-                    d.error.store(true, Ordering::Relaxed)
-                });
-            }
-        }
+            e,
+        );
     }
 
     fn on_enter(&self, id: &Id, ctx: Context<'_, S>) {
         // Maybe: the Registry's `enter` takes no reference, and
         // `Dispatch::enter` takes any id, even a closed span's.
-        if let Some(c) = self.with_data(id, &ctx, Held::Maybe, |d| {
-            ensure_open(d);
-            d.current(id.into_u64())
-        }) {
+        if let Some(c) = self.with_data(id, &ctx, Held::Maybe, |d| entered(d, id.into_u64())) {
             scope::push(c);
         }
     }
@@ -717,6 +820,9 @@ impl Visit for ErrorMark {
 /// built on a `tracing_subscriber::Registry`).
 pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
     span.with_subscriber(|(id, dispatch)| {
+        if let Some(sub) = dispatch.downcast_ref::<crate::Subscriber>() {
+            return sub.with_data(id, f);
+        }
         if let Some(layer) = dispatch.downcast_ref::<DistlogLayer>() {
             // SAFETY: `span` is a handle to the span: it stays open.
             if let Some(d) = unsafe { layer.scopes.get(id.into_u64()) } {

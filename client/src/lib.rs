@@ -12,8 +12,8 @@
 //! }
 //! ```
 //!
-//! [`init`] installs a global `tracing` subscriber (a `Registry` with an
-//! `EnvFilter` and [`DistlogLayer`]) and routes the `log` crate into it. It
+//! [`init`] installs a global `tracing` subscriber (distlog's own
+//! [`Subscriber`] under an `EnvFilter`) and routes the `log` crate into it. It
 //! succeeds when no sidecar runs yet: records wait in the rings (up to their
 //! size; beyond that they are dropped and counted) and a background thread
 //! connects, and reconnects whenever the sidecar restarts.
@@ -51,7 +51,9 @@ pub mod ring;
 mod runtime;
 pub mod scope;
 pub mod segment;
+mod span_slab;
 mod span_table;
+mod subscriber;
 pub(crate) mod sync;
 pub mod table;
 pub mod wire;
@@ -61,6 +63,7 @@ use std::time::Duration;
 
 pub use layer::DistlogLayer;
 pub use runtime::{DEFAULT_MAX_RINGS, DEFAULT_RING_BYTES};
+pub use subscriber::Subscriber;
 use tracing_subscriber::layer::SubscriberExt;
 
 /// Why the client could not start.
@@ -250,6 +253,15 @@ impl Builder {
         Ok(DistlogLayer::new())
     }
 
+    /// Start the runtime and return distlog's own subscriber (no
+    /// `Registry`; put a filter layer on it with
+    /// `tracing_subscriber::layer::SubscriberExt::with`). For other layers
+    /// next to distlog's, see [`Builder::layer`].
+    pub fn subscriber(self) -> Result<Subscriber, Error> {
+        self.start()?;
+        Ok(Subscriber::new())
+    }
+
     /// Start and install as the global `tracing` subscriber and `log`
     /// logger.
     pub fn install(self) -> Result<Guard, Error> {
@@ -258,7 +270,7 @@ impl Builder {
             directives: directives.clone(),
             msg,
         })?;
-        let layer = self.layer()?;
+        let sub = self.subscriber()?;
         let verbosity = filter::Verbosity::new(env);
         let cell = verbosity.clone();
         filter::set_reloader(Box::new(move |env| {
@@ -267,7 +279,7 @@ impl Builder {
             tracing_core::callsite::rebuild_interest_cache();
             Ok(())
         }));
-        let sub = tracing_subscriber::registry().with(verbosity).with(layer);
+        let sub = sub.with(verbosity);
         tracing::subscriber::set_global_default(sub)
             .map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
         // Route `log` records into tracing; a logger installed before us is

@@ -419,6 +419,7 @@ impl Scope {
             scope: s.scope,
             trace: s.trace,
             boost: s.boost,
+            owner: 0,
         });
         s
     }

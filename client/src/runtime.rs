@@ -921,7 +921,7 @@ pub(crate) fn write_compact_in(
         let _busy = Busy::enter(&l.busy);
         // SAFETY: as in `write_in` (only this thread touches its scope
         // stack, no borrow of it is live; the top is copied out).
-        let cur = unsafe { (*l.scopes.get()).last().copied() };
+        let cur = crate::scope::top(unsafe { &*l.scopes.get() });
         let tid = l.tid.get();
         // SAFETY: an exclusive ring is written only by the thread that
         // claimed it (its Local holds it until the thread exits).
@@ -978,7 +978,10 @@ fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             // SAFETY: only this thread touches its scope stack, and no
             // borrow of it is live here (push/pop/top are short and do not
             // call out); the top is copied out.
-            (unsafe { (*l.scopes.get()).last().copied() }, proc.compact())
+            (
+                crate::scope::top(unsafe { &*l.scopes.get() }),
+                proc.compact(),
+            )
         } else {
             // Scope heads have a compact form too (`wire::compact`).
             (None, proc.compact())

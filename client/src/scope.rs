@@ -29,6 +29,17 @@ pub(crate) struct Current {
     /// Records up to this level are written in this scope whatever the
     /// directives say (0 = no boost); see [`crate::filter`].
     pub boost: u8,
+    /// The [`crate::Subscriber`] that pushed it (its `current_span` looks
+    /// for its own entries); 0 for everyone else.
+    pub owner: u32,
+}
+
+/// The innermost scope of a stack. A span that has no scope (no runtime,
+/// or the call-site table was full) is pushed as a copy of the entry below
+/// it, or with scope 0 on an empty stack: none then.
+#[inline(always)]
+pub(crate) fn top(stack: &[Current]) -> Option<Current> {
+    stack.last().copied().filter(|c| c.scope != 0)
 }
 
 /// Encoded field bytes a scope keeps without a heap allocation.
@@ -145,6 +156,7 @@ impl ScopeData {
             scope: self.scope,
             trace: self.trace(),
             boost: self.boost(),
+            owner: 0,
         }
     }
 
@@ -191,7 +203,7 @@ pub(crate) fn current() -> Option<Current> {
             // SAFETY: the stack is only touched by this thread, and never
             // while another borrow of it is live (push/pop/top are short
             // and do not call out).
-            unsafe { (*l.scopes.get()).last().copied() }
+            top(unsafe { &*l.scopes.get() })
         })
         .ok()
         .flatten()
@@ -204,18 +216,41 @@ pub(crate) fn push(c: Current) {
     });
 }
 
+/// Take the innermost entry of `key` pushed by anyone but a
+/// [`crate::Subscriber`] (the layer, a C scope) off the stack.
 pub(crate) fn pop(key: u64) {
+    pop_owned(key, 0);
+}
+
+/// Take the innermost entry of `key` pushed by `owner` off the stack: two
+/// distlog subscribers on one thread (one global, one scoped) hand out the
+/// same ids.
+#[inline]
+pub(crate) fn pop_owned(key: u64, owner: u32) {
     let _ = LOCAL.try_with(|l| {
         // SAFETY: see `current`.
         let v = unsafe { &mut *l.scopes.get() };
+        let mine = |c: &Current| c.key == key && c.owner == owner;
         // Usually the top (a pop, not `remove`'s call to memmove for no
         // bytes); async code may exit out of order.
-        if v.last().is_some_and(|c| c.key == key) {
+        if v.last().is_some_and(mine) {
             v.pop();
-        } else if let Some(i) = v.iter().rposition(|c| c.key == key) {
+        } else if let Some(i) = v.iter().rposition(mine) {
             v.remove(i);
         }
     });
+}
+
+/// The key of the innermost entry `owner` pushed.
+pub(crate) fn top_key(owner: u32) -> Option<u64> {
+    LOCAL
+        .try_with(|l| {
+            // SAFETY: see `current`.
+            let v = unsafe { &*l.scopes.get() };
+            v.iter().rev().find(|c| c.owner == owner).map(|c| c.key)
+        })
+        .ok()
+        .flatten()
 }
 
 /// What a new scope takes from its thread, read in one thread-local
@@ -247,7 +282,7 @@ pub(crate) fn fresh(contextual: bool, has_parent: bool) -> Fresh {
         .try_with(|l| {
             let cur = if contextual {
                 // SAFETY: see `current`.
-                unsafe { (*l.scopes.get()).last().copied() }
+                top(unsafe { &*l.scopes.get() })
             } else {
                 None
             };

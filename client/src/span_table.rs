@@ -44,6 +44,74 @@ const BUSY: u64 = u64::MAX;
 /// guarded readers back off (see [`SpanTable::remove`]).
 const CLOSING: u32 = 1 << 31;
 
+/// A slot's guarded readers and its close, meeting on one atomic (the
+/// protocol in the module docs; [`crate::span_slab`] uses it too).
+pub(crate) struct Readers(AtomicU32);
+
+impl Readers {
+    pub(crate) fn new() -> Self {
+        Readers(AtomicU32::new(0))
+    }
+
+    /// Count a reader in; false (and counted out again) when the slot is
+    /// closing. All on one location, so its modification order decides,
+    /// with no store-load (Dekker) pattern: a close whose `CLOSING` comes
+    /// after this increment counts this reader and waits for it; one whose
+    /// `CLOSING` came before is seen here. Acquire: if this increment comes
+    /// after a close's clearing of `CLOSING` (a Release RMW), everything
+    /// that close did before (the drop, the slot's new id or generation)
+    /// happens-before the caller's checks of the slot.
+    #[inline(always)]
+    pub(crate) fn enter(&self) -> bool {
+        if self.0.fetch_add(1, Ordering::Acquire) & CLOSING == 0 {
+            return true;
+        }
+        // Relaxed: this reader read nothing of the slot's data.
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        false
+    }
+
+    /// Count a reader out.
+    #[inline(always)]
+    pub(crate) fn leave(&self) {
+        // Release: this reader's reads happen-before the drop of a close
+        // that sees the count fall.
+        self.0.fetch_sub(1, Ordering::Release);
+    }
+
+    /// Mark the slot closing and wait until the readers in it left: then
+    /// nobody reads its data until [`Readers::closed`].
+    pub(crate) fn close(&self) {
+        // Acquire: a reader counted before this that has already left
+        // (Release decrement) read the data before the caller's drop.
+        // An add, not an or: the bit is clear here (only a close sets it,
+        // and the last one cleared it before the slot was reused), and an
+        // add is one `lock xadd` where an or whose result is read is a
+        // compare-exchange loop.
+        let mut n = self.0.fetch_add(CLOSING, Ordering::Acquire);
+        // A reader is in for a few hundred instructions; one that was
+        // preempted in there gets the core back instead of a spin.
+        let mut spins = 0u32;
+        while n & !CLOSING != 0 {
+            spins += 1;
+            if spins < 64 {
+                crate::sync::spin_loop();
+            } else {
+                crate::sync::yield_now();
+            }
+            // Acquire pairs with the readers' Release decrements: their
+            // reads happen-before the caller's drop.
+            n = self.0.load(Ordering::Acquire);
+        }
+    }
+
+    /// The close is done: a reader whose increment comes after this sees
+    /// what the close did before it (Release; see [`Readers::enter`]).
+    pub(crate) fn closed(&self) {
+        self.0.fetch_and(!CLOSING, Ordering::Release);
+    }
+}
+
 /// `SLOTS` (a power of two) slots of `T`.
 pub(crate) struct SpanTable<T, const SLOTS: usize> {
     /// An array, not a slice: its length is known where a hash indexes
@@ -54,7 +122,7 @@ pub(crate) struct SpanTable<T, const SLOTS: usize> {
 struct Slot<T> {
     id: AtomicU64,
     /// Guarded readers in this slot now (see `with_guarded`).
-    readers: AtomicU32,
+    readers: Readers,
     data: UnsafeCell<MaybeUninit<T>>,
 }
 
@@ -91,7 +159,7 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
         let slots: Box<[Slot<T>]> = (0..SLOTS)
             .map(|_| Slot {
                 id: AtomicU64::new(0),
-                readers: AtomicU32::new(0),
+                readers: Readers::new(),
                 data: UnsafeCell::new(MaybeUninit::uninit()),
             })
             .collect();
@@ -179,29 +247,21 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
     #[inline]
     pub(crate) fn with_guarded<R>(&self, id: u64, f: impl FnOnce(&T) -> R) -> Option<R> {
         let s = self.slots_of(id).into_iter().find(|s| {
-            // All on one location (`readers`), so its modification order
-            // decides, with no store-load (Dekker) pattern: a `remove`
-            // whose `CLOSING` comes after this increment counts this reader
-            // and waits for it; one whose `CLOSING` came before is seen
-            // here. Acquire: if this increment comes after that close's
-            // clearing of `CLOSING` (a Release RMW), the close's `BUSY`
-            // and data drop happen-before the id check below, which then
-            // cannot see the old id.
-            let prev = s.readers.fetch_add(1, Ordering::Acquire);
-            // Acquire pairs with the Release publishing the id in `insert`.
-            let here = prev & CLOSING == 0 && s.id.load(Ordering::Acquire) == id;
+            if !s.readers.enter() {
+                return false;
+            }
+            // Acquire pairs with the Release publishing the id in `insert`;
+            // after a close, `enter` saw its `BUSY` (or the slot's next id).
+            let here = s.id.load(Ordering::Acquire) == id;
             if !here {
-                // Relaxed: this reader read nothing of the slot's data.
-                s.readers.fetch_sub(1, Ordering::Relaxed);
+                s.readers.leave();
             }
             here
         })?;
         // SAFETY: the id is published (data written), and `remove` drops it
         // only once the count of readers is back to 0.
         let r = s.data.with(|p| f(unsafe { (*p).assume_init_ref() }));
-        // Release: this reader's reads happen-before the drop of a `remove`
-        // that sees the count fall.
-        s.readers.fetch_sub(1, Ordering::Release);
+        s.readers.leave();
         Some(r)
     }
 
@@ -225,34 +285,13 @@ impl<T, const SLOTS: usize> SpanTable<T, SLOTS> {
             // Relaxed: ordered before the clearing of `CLOSING` (Release)
             // below, which is what a later reader synchronises with.
             s.id.store(BUSY, Ordering::Relaxed);
-            // Acquire: a reader counted before this that has already left
-            // (Release decrement) read the data before the drop below.
-            // An add, not an or: the bit is clear here (only this close
-            // sets it, and the last one cleared it before freeing the id),
-            // so both set it, and an add is one `lock xadd` where an or
-            // whose result is read is a compare-exchange loop.
-            let mut n = s.readers.fetch_add(CLOSING, Ordering::Acquire);
-            // A reader is in for a few hundred instructions; one that was
-            // preempted in there gets the core back instead of a spin.
-            let mut spins = 0u32;
-            while n & !CLOSING != 0 {
-                spins += 1;
-                if spins < 64 {
-                    crate::sync::spin_loop();
-                } else {
-                    crate::sync::yield_now();
-                }
-                // Acquire pairs with the readers' Release decrements: their
-                // reads happen-before the drop below.
-                n = s.readers.load(Ordering::Acquire);
-            }
+            s.readers.close();
             // SAFETY: no reader is in the slot (guarded ones left and new
             // ones back off on `CLOSING`; the others need the span open).
             s.data.with_mut(|p| unsafe { (*p).assume_init_drop() });
-            // Release: a reader whose increment comes after this sees the
-            // drop and `BUSY` done (see `with_guarded`). Before the id is
-            // freed, so a new span's readers never see a stale `CLOSING`.
-            s.readers.fetch_and(!CLOSING, Ordering::Release);
+            // Before the id is freed, so a new span's readers never see a
+            // stale `CLOSING`.
+            s.readers.closed();
             // Release pairs with the Acquire claim in `insert`.
             s.id.store(0, Ordering::Release);
             return true;
@@ -295,20 +334,23 @@ impl<T, const SLOTS: usize> std::fmt::Debug for SpanTable<T, SLOTS> {
     }
 }
 
+/// Counts its drops, so a test sees each value dropped exactly once (the
+/// span table's and the span slab's tests).
+#[cfg(all(test, not(loom)))]
+pub(crate) struct Counted(pub u64, pub std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+#[cfg(all(test, not(loom)))]
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.1.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
 #[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
     use std::sync::Arc;
-
-    /// Counts its drops, so a test sees each value dropped exactly once.
-    struct Counted(u64, Arc<AtomicUsize>);
-
-    impl Drop for Counted {
-        fn drop(&mut self) {
-            self.1.fetch_add(1, Ordering::Relaxed);
-        }
-    }
 
     #[test]
     fn insert_get_remove() {

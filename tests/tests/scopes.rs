@@ -187,9 +187,9 @@ fn async_tasks_hopping_threads_keep_their_scope() {
     assert!(tids.len() >= 2, "tasks ran on more than one worker thread");
 }
 
-/// More spans open at once than the layer's table holds (the rest live in
-/// the Registry's extensions): every one opens and closes once, with its
-/// child and its event under it, failed exactly where it was marked.
+/// More spans open at once than the subscriber's first slab buckets hold
+/// (the slab grows): every one opens and closes once, with its child and
+/// its event under it, failed exactly where it was marked.
 #[test]
 fn many_open_scopes_keep_parents_and_outcomes() {
     let dir = TempDir::new("many");
@@ -241,4 +241,119 @@ fn many_open_scopes_keep_parents_and_outcomes() {
         bad["fields"]["distlog.bad_traceparent"], "00-not-a-traceparent",
         "{bad}"
     );
+}
+
+/// What the `Registry` did for distlog, done by distlog's own subscriber
+/// (the client asserts `Span::current` and id reuse itself): a span
+/// cloned and closed on another thread closes once, from there, when its
+/// last handle goes; re-entries, exits out of order, nested `in_scope`,
+/// `follows_from` and disabled spans put each event in the right scope.
+#[test]
+fn the_subscriber_keeps_spans_as_the_registry_did() {
+    let dir = TempDir::new("semantics");
+    let sc = Sidecar::start(&dir.join("s.sock"));
+    let out = run_ok(sc.client(&["span-semantics"]));
+    assert_eq!(out.trim(), "ok");
+    let recs = sc.wait_for("the churned scopes closed", |r| {
+        by_kind(r, "scope_open")
+            .filter(|o| o["name"] == "churn")
+            .count()
+            == 1000
+            && by_kind(r, "scope_close").count() >= 1000 + 8
+    });
+    assert_eq!(by_kind(&recs, "loss").count(), 0);
+    let open_of = |name: &str| {
+        let v: Vec<_> = by_kind(&recs, "scope_open")
+            .filter(|o| o["name"] == name)
+            .collect();
+        assert_eq!(v.len(), 1, "one open of {name}");
+        v[0]
+    };
+    let id_of = |name: &str| open_of(name)["scope_id"].as_str().unwrap().to_owned();
+    let closes_of = |id: &str| {
+        by_kind(&recs, "scope_close")
+            .filter(|c| c["scope_id"] == id)
+            .collect::<Vec<_>>()
+    };
+    let event = |msg: &str| {
+        let v: Vec<_> = by_kind(&recs, "event")
+            .filter(|e| e["message"] == msg)
+            .collect();
+        assert_eq!(v.len(), 1, "one event {msg:?}");
+        v[0]
+    };
+    let scope_of = |msg: &str| event(msg)["scope_id"].as_str().map(str::to_owned);
+
+    let shared = id_of("shared");
+    let late = event("after the first handle dropped");
+    assert_eq!(late["scope_id"], shared.as_str());
+    let closes = closes_of(&shared);
+    assert_eq!(closes.len(), 1, "closed once: {closes:?}");
+    assert_eq!(
+        closes[0]["tid"], late["tid"],
+        "closed by the last handle's thread"
+    );
+    assert_ne!(closes[0]["tid"], open_of("shared")["tid"]);
+
+    let re = id_of("reentered");
+    assert_eq!(scope_of("twice in").as_deref(), Some(re.as_str()));
+    assert_eq!(scope_of("once in").as_deref(), Some(re.as_str()));
+    assert_eq!(scope_of("out of reentered"), None);
+    assert_eq!(closes_of(&re).len(), 1);
+
+    assert_eq!(scope_of("in y after x exited"), Some(id_of("y")));
+    assert_eq!(scope_of("after out of order"), None);
+
+    let inner = open_of("nest_inner");
+    assert_eq!(inner["parent_id"], id_of("nest_outer").as_str());
+    assert_eq!(scope_of("nested").as_deref(), inner["scope_id"].as_str());
+
+    let follower = open_of("follower");
+    assert!(follower["parent_id"].is_null(), "{follower}");
+    assert_eq!(
+        scope_of("in follower").as_deref(),
+        follower["scope_id"].as_str()
+    );
+
+    assert_eq!(scope_of("in a disabled span"), None);
+    assert_eq!(
+        by_kind(&recs, "scope_open")
+            .filter(|o| o["name"] == "disabled_span")
+            .count(),
+        0
+    );
+    for name in ["x", "y", "nest_outer", "nest_inner", "follower", "probe"] {
+        assert_eq!(closes_of(&id_of(name)).len(), 1, "{name} closed once");
+    }
+}
+
+/// `Builder::layer` in a stack of one's own: a fmt layer beside distlog's
+/// both get the span and the event; the filter in front holds for both.
+#[test]
+fn the_layer_composes_with_a_fmt_layer() {
+    let dir = TempDir::new("composed");
+    let sc = Sidecar::start(&dir.join("s.sock"));
+    let mut cmd = sc.client(&["composed"]);
+    cmd.stderr(Stdio::piped());
+    let out = cmd.output().expect("run dl-client");
+    assert!(out.status.success(), "{out:?}");
+    let fmt = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        fmt.contains("through both layers") && fmt.contains("composed{order=42}"),
+        "{fmt}"
+    );
+    assert!(!fmt.contains("filtered out"), "{fmt}");
+    let tp = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let recs = sc.wait_for("the scope closed", |r| {
+        by_kind(r, "scope_close").count() >= 1
+    });
+    let open = by_kind(&recs, "scope_open").next().expect("an open");
+    assert_eq!(open["name"], "composed");
+    assert_eq!(open["fields"]["order"], 42);
+    assert_eq!(open["scope_id"], &tp[36..52]);
+    let e = by_kind(&recs, "event")
+        .find(|e| e["message"] == "through both layers")
+        .expect("the event");
+    assert_eq!(e["scope_id"], open["scope_id"]);
+    assert!(by_kind(&recs, "event").all(|e| e["message"] != "filtered out"));
 }

@@ -36,7 +36,16 @@ enum Cmd {
     Lines,
     /// Typed fields and the log crate.
     Fields,
-    /// SPANS spans open at once (more than the layer's table holds), each
+    /// What the `Registry` used to do for distlog, now its own subscriber's
+    /// work: a span cloned and closed on another thread, re-entered spans,
+    /// exits out of order, `Span::current`, nested `in_scope`,
+    /// `follows_from`, disabled spans, ids reused after closes. Asserts what
+    /// it sees in-process; the records say the rest.
+    SpanSemantics,
+    /// Through `Builder::layer` in a stack of one's own: a `Registry`, a
+    /// filter, a fmt layer (to stderr) and distlog's layer.
+    Composed,
+    /// SPANS spans open at once (more than the first slab buckets hold), each
     /// with a child by explicit parent, an event by explicit parent, a
     /// recorded field; every third marked failed (in turns: mark_error,
     /// `error = true`, an error event); one with a malformed traceparent;
@@ -336,7 +345,12 @@ fn rings_flood(conns: u32, rings: u32) -> ! {
 
 fn main() {
     let args = Args::parse();
-    let guard = distlog::init(&args.service).expect("distlog init");
+    let guard = if matches!(args.cmd, Cmd::Composed) {
+        composed(&args.service);
+        return;
+    } else {
+        distlog::init(&args.service).expect("distlog init")
+    };
     match args.cmd {
         Cmd::Burst {
             threads,
@@ -487,6 +501,8 @@ fn main() {
             }
         }
         Cmd::ManyScopes { spans } => many_scopes(spans),
+        Cmd::SpanSemantics => span_semantics(),
+        Cmd::Composed => unreachable!("handled before init"),
         Cmd::Async { tasks } => {
             use tracing::Instrument;
             let rt = tokio::runtime::Builder::new_multi_thread()
@@ -590,6 +606,121 @@ fn main() {
         }
     }
     drop(guard);
+}
+
+fn span_semantics() {
+    use tracing::Span;
+    // Cloned; the first handle dropped here, the last on another thread,
+    // which still records in it: the close comes from there, once.
+    let shared = tracing::info_span!("shared");
+    let clone = shared.clone();
+    let (tx, rx) = std::sync::mpsc::channel::<()>();
+    let other = std::thread::spawn(move || {
+        rx.recv().unwrap();
+        clone.in_scope(|| tracing::info!("after the first handle dropped"));
+        drop(clone);
+    });
+    drop(shared);
+    tx.send(()).unwrap();
+    other.join().unwrap();
+
+    // Re-entered: the inner exit leaves it entered.
+    let a = tracing::info_span!("reentered");
+    {
+        let _g1 = a.enter();
+        {
+            let _g2 = a.enter();
+            tracing::info!("twice in");
+        }
+        tracing::info!("once in");
+        assert_eq!(Span::current().id(), a.id());
+    }
+    assert!(Span::current().is_none());
+    tracing::info!("out of reentered");
+
+    // Exits out of order.
+    let x = tracing::info_span!("x");
+    let y = tracing::info_span!("y");
+    let gx = x.enter();
+    let gy = y.enter();
+    drop(gx);
+    assert_eq!(Span::current().id(), y.id());
+    tracing::info!("in y after x exited");
+    drop(gy);
+    assert!(Span::current().is_none());
+    tracing::info!("after out of order");
+
+    // Nested in_scope; Span::current names the innermost.
+    let outer = tracing::info_span!("nest_outer");
+    outer.in_scope(|| {
+        assert_eq!(
+            Span::current().metadata().map(|m| m.name()),
+            Some("nest_outer")
+        );
+        tracing::info_span!("nest_inner").in_scope(|| {
+            assert_eq!(
+                Span::current().metadata().map(|m| m.name()),
+                Some("nest_inner")
+            );
+            tracing::info!("nested");
+        });
+        assert_eq!(Span::current().id(), outer.id());
+    });
+    // follows_from: accepted, nothing recorded (a scope has one parent).
+    let f = tracing::info_span!("follower");
+    f.follows_from(&outer);
+    f.follows_from(Span::none());
+    drop(outer);
+    f.in_scope(|| tracing::info!("in follower"));
+    drop(f);
+
+    // Disabled by the filter: no span, no id; events go to the scope
+    // around it.
+    let d = tracing::debug_span!("disabled_span");
+    assert!(d.is_disabled() && d.id().is_none());
+    d.in_scope(|| {
+        assert!(Span::current().is_none());
+        tracing::info!("in a disabled span");
+    });
+
+    // Ids come back once closed: churning through spans does not grow the
+    // table (the low 32 bits are the slot).
+    let probe = tracing::info_span!("probe");
+    let slot = |s: &Span| s.id().map(|i| i.into_u64() as u32);
+    let first = slot(&probe);
+    drop(probe);
+    for i in 0..1000u64 {
+        let s = tracing::info_span!("churn", i);
+        assert_eq!(slot(&s), first, "a closed span's slot is reused");
+    }
+    println!("ok");
+}
+
+/// The `Composed` command: distlog's layer beside a fmt layer.
+fn composed(service: &str) {
+    use tracing_subscriber::prelude::*;
+    let layer = distlog::builder(service).layer().expect("distlog runtime");
+    tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new("info"))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(std::io::stderr),
+        )
+        .with(layer)
+        .init();
+    let span = tracing::info_span!("composed", order = 42);
+    span.in_scope(|| {
+        assert_eq!(
+            tracing::Span::current().metadata().map(|m| m.name()),
+            Some("composed")
+        );
+        println!("{}", distlog::traceparent().expect("a scope"));
+        tracing::info!(n = 1, "through both layers");
+    });
+    tracing::debug!("filtered out");
+    drop(span);
+    assert!(distlog::flush(Duration::from_secs(5)));
 }
 
 fn many_scopes(n: u64) {
