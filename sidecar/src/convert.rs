@@ -11,7 +11,7 @@
 //! connection went away with scopes open gets a `scope_close` with outcome
 //! `abandoned` for each.
 
-use distlog::wire::{self, Head, Key, Level, Value};
+use distlog::wire::{self, compact, Head, Key, Level, Value};
 
 use crate::client::{Context, CutOff, OpenScope, Scopes};
 use crate::clock::Clock;
@@ -78,32 +78,38 @@ fn set_message(rec: &mut Record, v: &Value<'_>) {
     push_text(m, v);
 }
 
+/// Overwrite the string `slot` holds with what `put` writes, reusing its
+/// allocation (a `String` made when it holds another kind).
+#[inline(always)]
+fn text(slot: &mut serde_json::Value, put: impl FnOnce(&mut String)) {
+    match slot {
+        serde_json::Value::String(s) => {
+            s.clear();
+            put(s);
+        }
+        _ => {
+            let mut s = String::new();
+            put(&mut s);
+            *slot = serde_json::Value::String(s);
+        }
+    }
+}
+
+/// Overwrite `slot` with the number `n`, in place when it holds one.
+#[inline(always)]
+fn number(slot: &mut serde_json::Value, n: serde_json::Number) {
+    match slot {
+        serde_json::Value::Number(x) => *x = n,
+        _ => *slot = serde_json::Value::Number(n),
+    }
+}
+
 /// Overwrite `slot` with `v` as JSON (as [`json_value`] makes it), reusing
 /// the slot's string when both are strings: a recycled record's fields
 /// allocate nothing. A number or string over one of its kind is written
 /// in place (no drop of the old value: ~40 instructions a field).
 fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
-    use serde_json::{Number, Value as J};
     use std::fmt::Write;
-    fn text(slot: &mut J, put: impl FnOnce(&mut String)) {
-        match slot {
-            J::String(s) => {
-                s.clear();
-                put(s);
-            }
-            _ => {
-                let mut s = String::new();
-                put(&mut s);
-                *slot = J::String(s);
-            }
-        }
-    }
-    fn number(slot: &mut J, n: Number) {
-        match slot {
-            J::Number(x) => *x = n,
-            _ => *slot = J::Number(n),
-        }
-    }
     match *v {
         Value::Str(s) | Value::Debug(s) => text(slot, |o| o.push_str(s)),
         Value::I64(n) => number(slot, n.into()),
@@ -117,6 +123,61 @@ fn set_json(slot: &mut serde_json::Value, v: &Value<'_>) {
             let _ = write!(o, "{n}");
         }),
         _ => *slot = json_value(v),
+    }
+}
+
+/// A compact value straight into a field's slot, as [`set_json`] writes it.
+struct JsonSlot<'s>(&'s mut serde_json::Value);
+
+impl<'a> compact::Visit<'a> for JsonSlot<'_> {
+    #[inline(always)]
+    fn i64(self, v: i64) {
+        number(self.0, v.into());
+    }
+    #[inline(always)]
+    fn u64(self, v: u64) {
+        number(self.0, v.into());
+    }
+    #[inline(always)]
+    fn f64(self, v: f64) {
+        set_json(self.0, &Value::F64(v));
+    }
+    #[inline(always)]
+    fn bool(self, v: bool) {
+        *self.0 = serde_json::Value::Bool(v);
+    }
+    #[inline(always)]
+    fn str(self, v: &'a str, _debug: bool) {
+        text(self.0, |o| o.push_str(v));
+    }
+}
+
+/// A compact value straight into the record's message, as [`set_message`]
+/// writes it.
+struct MessageText<'s>(&'s mut Record);
+
+impl<'a> compact::Visit<'a> for MessageText<'_> {
+    #[inline(always)]
+    fn i64(self, v: i64) {
+        set_message(self.0, &Value::I64(v));
+    }
+    #[inline(always)]
+    fn u64(self, v: u64) {
+        set_message(self.0, &Value::U64(v));
+    }
+    #[inline(always)]
+    fn f64(self, v: f64) {
+        set_message(self.0, &Value::F64(v));
+    }
+    #[inline(always)]
+    fn bool(self, v: bool) {
+        set_message(self.0, &Value::Bool(v));
+    }
+    #[inline(always)]
+    fn str(self, v: &'a str, _debug: bool) {
+        let m = self.0.message.get_or_insert_with(String::new);
+        m.clear();
+        m.push_str(v);
     }
 }
 
@@ -161,6 +222,34 @@ struct Put {
     full: bool,
 }
 
+/// [`put_fields`]' short way: the values of a compact record (by position)
+/// of the call site `layout` holds, in its order, each decoded straight
+/// into the slot the last record of that call site left it in (no key, no
+/// [`Value`], no layout compare per field). `None`, part written, when the
+/// record does not fit the layout (another count, an undecodable value):
+/// the long way then overwrites all of it and reports any error.
+#[inline]
+fn put_compact(rec: &mut Record, layout: &Layout, mut values: &[u8]) -> Option<bool> {
+    rec.fields.reuse(layout.live);
+    let mut message = false;
+    for (k, &(idx, pos)) in layout.entries.iter().enumerate() {
+        // A layout of this call site read from a postcard record may name
+        // its fields in another order.
+        if usize::from(idx) != k {
+            return None;
+        }
+        let b = &mut values;
+        let read = if pos == MESSAGE {
+            message = true;
+            compact::visit_value(b, MessageText(rec))
+        } else {
+            compact::visit_value(b, JsonSlot(rec.fields.value_mut(usize::from(pos))?))
+        };
+        read.ok()?;
+    }
+    values.is_empty().then_some(message)
+}
+
 /// Put the decoded `fields` of a record of call site `site` into `rec`,
 /// naming indexed ones from `names`, and record where they went in
 /// `layout`. When `layout` is of the same call site, fields in its order
@@ -172,9 +261,17 @@ fn put_fields(
     layout: &mut Layout,
     site: Site,
 ) -> Result<Put, CutOff> {
+    let mut in_place = layout.site == Some(site) && layout.ok;
+    if let Some(values) = start.compact_values().filter(|_| in_place) {
+        if let Some(message) = put_compact(rec, layout, values) {
+            return Ok(Put {
+                message,
+                full: layout.full,
+            });
+        }
+    }
     // One loop for both ways, with one call of the (inlined) decoder.
     let mut fields = start.clone();
-    let mut in_place = layout.site == Some(site) && layout.ok;
     let mut message;
     let mut seen;
     'again: loop {
