@@ -530,7 +530,10 @@ impl Context {
         // Borrowed where decode_head returned them: moving them out of the
         // `Result` copied them with wider loads than they were written
         // with (a store-forwarding stall, ~20% of this function's samples).
-        let decoded = wire::decode_head(payload);
+        let decoded = match payload.split_first() {
+            Some((&compact::KIND, head)) => compact::decode_head(head),
+            _ => wire::decode_head(payload),
+        };
         let (head, fields) = match &decoded {
             Ok((head, fields)) => (head, fields),
             Err(e) => return Err(e.clone().into()),
