@@ -423,6 +423,17 @@ pub(crate) struct Site {
     named: bool,
 }
 
+/// An event's head, as [`Head::Event`] (the trace borrowed: copied only in
+/// a scope).
+#[derive(Clone, Copy)]
+struct EventHead<'t> {
+    callsite: u32,
+    ts: u64,
+    tid: u32,
+    scope: u64,
+    trace: Option<&'t wire::TraceId>,
+}
+
 /// Fill what is known about a scope from its open and call site.
 /// `same`: as for [`set_site`].
 fn describe_scope(r: &mut Record, open: Option<OpenScope>, def: Option<&OwnedDef>, same: bool) {
@@ -507,6 +518,54 @@ impl Context {
         env.clock.to_timestamp(raw, self.identity.clock_tsc)
     }
 
+    /// An event into `r` (see [`Context::convert`]); `held`: whose strings
+    /// `r` holds.
+    #[inline(always)]
+    #[allow(clippy::too_many_arguments)]
+    fn event(
+        &mut self,
+        scopes: &Scopes,
+        env: &Env<'_>,
+        r: &mut Record,
+        slot: &mut Held,
+        held: Option<Site>,
+        head: EventHead<'_>,
+        fields: &wire::FieldIter<'_>,
+    ) -> Result<(), CutOff> {
+        let same_conn = held.is_some_and(|s| s.conn == self.id);
+        self.fill_base(
+            r,
+            env,
+            Kind::Event,
+            self.ts(env, head.ts),
+            Level::Info,
+            same_conn,
+        );
+        let now = Site {
+            conn: self.id,
+            callsite: Some(head.callsite),
+            named: false,
+        };
+        let def = self
+            .table
+            .def(head.callsite, env.limits.max_defs_per_client)?;
+        set_site(r, Some(def), false, held == Some(now));
+        r.tid = Some(head.tid);
+        let put = put_event_fields(r, &def.fields, fields, &mut slot.layout, now)?;
+        if !put.message {
+            set_opt_str(&mut r.message, def.message.as_deref());
+        }
+        r.route_key = self.route_key(put.full, head.callsite, Kind::Event);
+        if head.scope != 0 {
+            r.scope_id = Some(ScopeId(head.scope));
+            let open = scopes.open.get(&head.scope);
+            r.trace_id = head.trace.copied().or(open.map(|o| o.trace)).map(TraceId);
+            r.parent_id = open.and_then(|o| nonzero(o.parent));
+        }
+        slot.site = Some(now);
+        Ok(())
+    }
+
     /// Decode one payload (a private copy) into `r`, overwriting all of it
     /// (a recycled record: its strings' allocations are reused, and not
     /// even rewritten where `site` says they hold the same), and track the
@@ -521,6 +580,32 @@ impl Context {
         slot: &mut Held,
     ) -> Result<(), CutOff> {
         let held = slot.site.take();
+        // The common record, a compact event, decoded in line: its head
+        // goes from the bytes to the record in registers (through
+        // `decode_head`'s `Result` in memory, ~40 instructions a record).
+        // Anything else, an undecodable one too, takes the long way.
+        if let Some((&compact::KIND, b)) = payload.split_first() {
+            if let Ok((
+                Head::Event {
+                    callsite,
+                    ts,
+                    tid,
+                    scope,
+                    trace,
+                },
+                fields,
+            )) = compact::decode_head(b)
+            {
+                let head = EventHead {
+                    callsite,
+                    ts,
+                    tid,
+                    scope,
+                    trace: trace.as_ref(),
+                };
+                return self.event(scopes, env, r, slot, held, head, &fields);
+            }
+        }
         let same_conn = held.is_some_and(|s| s.conn == self.id);
         let key = |callsite: Option<u32>, named| Site {
             conn: self.id,
@@ -530,10 +615,7 @@ impl Context {
         // Borrowed where decode_head returned them: moving them out of the
         // `Result` copied them with wider loads than they were written
         // with (a store-forwarding stall, ~20% of this function's samples).
-        let decoded = match payload.split_first() {
-            Some((&compact::KIND, head)) => compact::decode_head(head),
-            _ => wire::decode_head(payload),
-        };
+        let decoded = wire::decode_head(payload);
         let (head, fields) = match &decoded {
             Ok((head, fields)) => (head, fields),
             Err(e) => return Err(e.clone().into()),
@@ -548,30 +630,14 @@ impl Context {
                 // Read only in a scope (its copy stalled like the head's).
                 ref trace,
             } => {
-                self.fill_base(
-                    r,
-                    env,
-                    Kind::Event,
-                    self.ts(env, ts),
-                    Level::Info,
-                    same_conn,
-                );
-                let now = key(Some(callsite), false);
-                let def = self.table.def(callsite, max_defs)?;
-                set_site(r, Some(def), false, held == Some(now));
-                r.tid = Some(tid);
-                let put = put_event_fields(r, &def.fields, fields, &mut slot.layout, now)?;
-                if !put.message {
-                    set_opt_str(&mut r.message, def.message.as_deref());
-                }
-                r.route_key = self.route_key(put.full, callsite, Kind::Event);
-                if scope != 0 {
-                    r.scope_id = Some(ScopeId(scope));
-                    let open = scopes.open.get(&scope);
-                    r.trace_id = trace.or(open.map(|o| o.trace)).map(TraceId);
-                    r.parent_id = open.and_then(|o| nonzero(o.parent));
-                }
-                slot.site = Some(now);
+                let head = EventHead {
+                    callsite,
+                    ts,
+                    tid,
+                    scope,
+                    trace: trace.as_ref(),
+                };
+                self.event(scopes, env, r, slot, held, head, fields)?;
             }
             Head::ScopeOpen {
                 callsite,
