@@ -72,8 +72,8 @@ fn push_text(out: &mut String, v: &Value<'_>) {
 }
 
 /// Overwrite the record's message with `v` as text.
-fn set_message(rec: &mut Record, v: &Value<'_>) {
-    let m = rec.message.get_or_insert_with(String::new);
+fn set_message(message: &mut Option<String>, v: &Value<'_>) {
+    let m = message.get_or_insert_with(String::new);
     m.clear();
     push_text(m, v);
 }
@@ -154,7 +154,7 @@ impl<'a> compact::Visit<'a> for JsonSlot<'_> {
 
 /// A compact value straight into the record's message, as [`set_message`]
 /// writes it.
-struct MessageText<'s>(&'s mut Record);
+struct MessageText<'s>(&'s mut Option<String>);
 
 impl<'a> compact::Visit<'a> for MessageText<'_> {
     #[inline(always)]
@@ -175,7 +175,7 @@ impl<'a> compact::Visit<'a> for MessageText<'_> {
     }
     #[inline(always)]
     fn str(self, v: &'a str, _debug: bool) {
-        set_str(self.0.message.get_or_insert_with(String::new), v);
+        set_str(self.0.get_or_insert_with(String::new), v);
     }
 }
 
@@ -196,6 +196,9 @@ pub(crate) struct Layout {
     live: usize,
     /// Usable: every field was named by a known index.
     ok: bool,
+    /// The k-th field read was `Idx(k)` for every k (a compact record's
+    /// fields are: [`put_compact`] reads them by position).
+    by_position: bool,
     /// Every field of the call site came, each at least once, and no other:
     /// the record's field names are the call site's.
     full: bool,
@@ -228,20 +231,20 @@ struct Put {
 /// the long way then overwrites all of it and reports any error.
 #[inline]
 fn put_compact(rec: &mut Record, layout: &Layout, mut values: &[u8]) -> Option<bool> {
-    rec.fields.reuse(layout.live);
+    // A layout of this call site read from a postcard record may name its
+    // fields in another order.
+    if !layout.by_position {
+        return None;
+    }
+    let mut slots = rec.fields.reuse(layout.live);
     let mut message = false;
-    for (k, &(idx, pos)) in layout.entries.iter().enumerate() {
-        // A layout of this call site read from a postcard record may name
-        // its fields in another order.
-        if usize::from(idx) != k {
-            return None;
-        }
+    for &(_, pos) in &layout.entries {
         let b = &mut values;
         let read = if pos == MESSAGE {
             message = true;
-            compact::visit_value(b, MessageText(rec))
+            compact::visit_value(b, MessageText(&mut rec.message))
         } else {
-            compact::visit_value(b, JsonSlot(rec.fields.value_mut(usize::from(pos))?))
+            compact::visit_value(b, JsonSlot(slots.get(usize::from(pos))?))
         };
         read.ok()?;
     }
@@ -318,7 +321,7 @@ fn put_fields(
                 let written = match (idx, want) {
                     (Some(i), Some((idx, pos))) if i == idx => {
                         if pos == MESSAGE {
-                            set_message(rec, v);
+                            set_message(&mut rec.message, v);
                             message = true;
                             true
                         } else if let Some(slot) = rec.fields.value_mut(usize::from(pos)) {
@@ -356,7 +359,7 @@ fn put_fields(
                 }
             };
             if name == "message" {
-                set_message(rec, v);
+                set_message(&mut rec.message, v);
                 message = true;
             } else {
                 set_json(rec.fields.slot(&name), v);
@@ -398,6 +401,7 @@ fn put_fields(
     // More than 64 names: not worth tracking which came.
     let all = 1u64.checked_shl(names.len() as u32).map(|b| b - 1);
     layout.full = layout.ok && all == Some(seen);
+    layout.by_position = (0..).zip(&layout.entries).all(|(k, e)| e.0 == k);
     layout.site = Some(site);
     Ok(Put {
         message,

@@ -149,10 +149,12 @@ impl Fields {
     /// Make the first `n` entries live again after [`Fields::clear`], with
     /// their keys as they were: for the drain's converter, which knows the
     /// record held exactly these keys (sorted, unique) before and
-    /// overwrites their values through [`Fields::value_mut`] without
-    /// comparing a key (see `convert.rs`, `Layout`).
-    pub(crate) fn reuse(&mut self, n: usize) {
+    /// overwrites their values through the returned [`ValuesMut`] or
+    /// [`Fields::value_mut`] without comparing a key (see `convert.rs`,
+    /// `Layout`).
+    pub(crate) fn reuse(&mut self, n: usize) -> ValuesMut<'_> {
         self.len = n.min(self.entries.len());
+        ValuesMut(&mut self.entries[..self.len])
     }
 
     /// The value of live entry `i` (in key order), to overwrite.
@@ -163,6 +165,18 @@ impl Fields {
     /// The fields in key order.
     pub fn iter(&self) -> FieldsIter<'_> {
         FieldsIter(self.live().iter())
+    }
+}
+
+/// The live values of [`Fields`] after [`Fields::reuse`], by position (one
+/// bounds check a value).
+pub(crate) struct ValuesMut<'f>(&'f mut [(String, serde_json::Value)]);
+
+impl ValuesMut<'_> {
+    /// The value of live entry `i` (in key order), to overwrite.
+    #[inline]
+    pub(crate) fn get(&mut self, i: usize) -> Option<&mut serde_json::Value> {
+        self.0.get_mut(i).map(|e| &mut e.1)
     }
 }
 
