@@ -420,11 +420,25 @@ fn nonzero(id: u64) -> Option<ScopeId> {
 /// (~200 instructions a record); a call site's definition never changes
 /// once read. `callsite` `None`: a scope's record whose call site is not
 /// known (those strings are absent).
+///
+/// The call site, whether it is known and `named` packed in one word: the
+/// drain compares a record's `Site` two or three times (~10 instructions
+/// a record fewer than comparing the three fields).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Site {
     conn: u64,
-    callsite: Option<u32>,
-    named: bool,
+    /// `callsite | known << 32 | named << 33`.
+    at: u64,
+}
+
+impl Site {
+    fn new(conn: u64, callsite: Option<u32>, named: bool) -> Site {
+        let known = callsite.map_or(0, |c| u64::from(c) | 1 << 32);
+        Site {
+            conn,
+            at: known | u64::from(named) << 33,
+        }
+    }
 }
 
 /// An event's head, as [`Head::Event`] (the trace borrowed: copied only in
@@ -545,11 +559,7 @@ impl Context {
             Level::Info,
             same_conn,
         );
-        let now = Site {
-            conn: self.id,
-            callsite: Some(head.callsite),
-            named: false,
-        };
+        let now = Site::new(self.id, Some(head.callsite), false);
         let def = self
             .table
             .def(head.callsite, env.limits.max_defs_per_client)?;
@@ -611,11 +621,7 @@ impl Context {
             }
         }
         let same_conn = held.is_some_and(|s| s.conn == self.id);
-        let key = |callsite: Option<u32>, named| Site {
-            conn: self.id,
-            callsite,
-            named,
-        };
+        let key = |callsite: Option<u32>, named| Site::new(self.id, callsite, named);
         // Borrowed where decode_head returned them: moving them out of the
         // `Result` copied them with wider loads than they were written
         // with (a store-forwarding stall, ~20% of this function's samples).
@@ -840,11 +846,7 @@ mod tests {
         }
         let (_, iter) = wire::decode_head(e.finish().unwrap()).unwrap();
         r.fields.clear();
-        let site = Site {
-            conn: 1,
-            callsite: Some(0),
-            named: false,
-        };
+        let site = Site::new(1, Some(0), false);
         put_fields(r, names, &iter, layout, site).unwrap()
     }
 
