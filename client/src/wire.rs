@@ -1122,18 +1122,40 @@ pub mod compact {
     /// Where [`visit_value`] hands a value: each kind straight to where it
     /// goes, no [`Value`] in memory in between (a reader that knows where
     /// each value of a call site goes, the sidecar's drain, skips the
-    /// `Value` and the dispatch on it).
-    pub trait Visit<'a> {
+    /// `Value` and the dispatch on it). Each kind's method defaults to
+    /// [`Visit::value`]; a visitor overrides those it writes its own way.
+    pub trait Visit<'a>: Sized {
+        /// Any value (each kind's method hands it here unless overridden).
+        fn value(self, v: Value<'a>);
         /// An [`I64`] value.
-        fn i64(self, v: i64);
+        #[inline(always)]
+        fn i64(self, v: i64) {
+            self.value(Value::I64(v));
+        }
         /// A [`U64`] value.
-        fn u64(self, v: u64);
+        #[inline(always)]
+        fn u64(self, v: u64) {
+            self.value(Value::U64(v));
+        }
         /// An [`F64`] value.
-        fn f64(self, v: f64);
+        #[inline(always)]
+        fn f64(self, v: f64) {
+            self.value(Value::F64(v));
+        }
         /// A [`BOOL`] value.
-        fn bool(self, v: bool);
+        #[inline(always)]
+        fn bool(self, v: bool) {
+            self.value(Value::Bool(v));
+        }
         /// A [`STR`] (`debug` false) or [`DEBUG`] value.
-        fn str(self, v: &'a str, debug: bool);
+        #[inline(always)]
+        fn str(self, v: &'a str, debug: bool) {
+            self.value(if debug {
+                Value::Debug(v)
+            } else {
+                Value::Str(v)
+            });
+        }
     }
 
     /// Read one value from `b` and hand it to `to` (nothing handed on an
@@ -1166,28 +1188,8 @@ pub mod compact {
 
     impl<'a> Visit<'a> for Store<'_, 'a> {
         #[inline(always)]
-        fn i64(self, v: i64) {
-            *self.0 = Value::I64(v);
-        }
-        #[inline(always)]
-        fn u64(self, v: u64) {
-            *self.0 = Value::U64(v);
-        }
-        #[inline(always)]
-        fn f64(self, v: f64) {
-            *self.0 = Value::F64(v);
-        }
-        #[inline(always)]
-        fn bool(self, v: bool) {
-            *self.0 = Value::Bool(v);
-        }
-        #[inline(always)]
-        fn str(self, v: &'a str, debug: bool) {
-            *self.0 = if debug {
-                Value::Debug(v)
-            } else {
-                Value::Str(v)
-            };
+        fn value(self, v: Value<'a>) {
+            *self.0 = v;
         }
     }
 

@@ -131,20 +131,16 @@ struct JsonSlot<'s>(&'s mut serde_json::Value);
 
 impl<'a> compact::Visit<'a> for JsonSlot<'_> {
     #[inline(always)]
+    fn value(self, v: Value<'a>) {
+        set_json(self.0, &v);
+    }
+    #[inline(always)]
     fn i64(self, v: i64) {
         number(self.0, v.into());
     }
     #[inline(always)]
     fn u64(self, v: u64) {
         number(self.0, v.into());
-    }
-    #[inline(always)]
-    fn f64(self, v: f64) {
-        set_json(self.0, &Value::F64(v));
-    }
-    #[inline(always)]
-    fn bool(self, v: bool) {
-        *self.0 = serde_json::Value::Bool(v);
     }
     #[inline(always)]
     fn str(self, v: &'a str, _debug: bool) {
@@ -158,20 +154,8 @@ struct MessageText<'s>(&'s mut Option<String>);
 
 impl<'a> compact::Visit<'a> for MessageText<'_> {
     #[inline(always)]
-    fn i64(self, v: i64) {
-        set_message(self.0, &Value::I64(v));
-    }
-    #[inline(always)]
-    fn u64(self, v: u64) {
-        set_message(self.0, &Value::U64(v));
-    }
-    #[inline(always)]
-    fn f64(self, v: f64) {
-        set_message(self.0, &Value::F64(v));
-    }
-    #[inline(always)]
-    fn bool(self, v: bool) {
-        set_message(self.0, &Value::Bool(v));
+    fn value(self, v: Value<'a>) {
+        set_message(self.0, &v);
     }
     #[inline(always)]
     fn str(self, v: &'a str, _debug: bool) {
@@ -202,6 +186,13 @@ pub(crate) struct Layout {
     /// Every field of the call site came, each at least once, and no other:
     /// the record's field names are the call site's.
     full: bool,
+}
+
+impl Layout {
+    /// Whether a record of call site `site` can write where this says.
+    fn usable_for(&self, site: Site) -> bool {
+        self.site == Some(site) && self.ok
+    }
 }
 
 /// [`Layout`] position of the message.
@@ -262,7 +253,7 @@ fn put_event_fields(
     layout: &mut Layout,
     site: Site,
 ) -> Result<Put, CutOff> {
-    if layout.site == Some(site) && layout.ok {
+    if layout.usable_for(site) {
         if let Some(message) = fields
             .compact_values()
             .and_then(|v| put_compact(rec, layout, v))
@@ -287,7 +278,7 @@ fn put_fields(
     layout: &mut Layout,
     site: Site,
 ) -> Result<Put, CutOff> {
-    let mut in_place = layout.site == Some(site) && layout.ok;
+    let mut in_place = layout.usable_for(site);
     // One loop for both ways, with one call of the (inlined) decoder.
     let mut fields = start.clone();
     let mut message;
