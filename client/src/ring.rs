@@ -863,14 +863,20 @@ impl<'a, M: Memory> Reader<'a, M> {
                     why: "length out of bounds",
                 });
             }
-            self.scratch.clear();
-            self.scratch.resize(len as usize, 0);
-            self.mem.read(off as usize + 4, &mut self.scratch);
+            // The copy's room only grows (to the longest record read): a
+            // resize per record zeroed every record's bytes before the copy
+            // overwrote them (~25 instructions a record in the drain).
+            let len = len as usize;
+            if self.scratch.len() < len {
+                self.scratch.resize(len, 0);
+            }
+            let copy = &mut self.scratch[..len];
+            self.mem.read(off as usize + 4, copy);
             let seq = self.seq;
             self.pos += total;
             self.seq = self.seq.wrapping_add(1);
             n += 1;
-            if !f(seq, &self.scratch) {
+            if !f(seq, copy) {
                 return Ok(Stop::Callback);
             }
         }

@@ -361,6 +361,15 @@ impl<'a> FieldIter<'a> {
         }
     }
 
+    /// The values of a compact record (by position, see
+    /// [`compact::visit_value`]) when none has been read yet: for a reader
+    /// that knows the call site's layout. `None` for a postcard record or
+    /// an iterator read from.
+    #[inline]
+    pub fn compact_values(&self) -> Option<&'a [u8]> {
+        (self.compact && self.n == 0 && self.error.is_none()).then_some(self.rest)
+    }
+
     /// After [`FieldIter::next_field`] returned `None`: the error that
     /// stopped it, if any.
     pub fn finish(self) -> Result<(), DecodeError> {
@@ -1048,8 +1057,13 @@ pub mod compact {
         Ok(x)
     }
 
-    /// The head after the kind byte; the values follow.
-    pub(super) fn decode_head(mut b: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError> {
+    /// A compact event's head after its kind byte ([`KIND`]); the values
+    /// follow. As [`super::decode_head`] of the whole payload (which calls
+    /// it), for a reader that tells the common record by its first byte
+    /// and decodes it in line (the sidecar's drain: through the dispatch,
+    /// a call and a copy of the result, ~40 instructions a record).
+    #[inline]
+    pub fn decode_head(mut b: &[u8]) -> Result<(Head, FieldIter<'_>), DecodeError> {
         let b = &mut b;
         let callsite = u32::from_le_bytes(take4(b)?);
         let ts = u64::from_le_bytes(take8(b)?);
@@ -1105,30 +1119,84 @@ pub mod compact {
         Ok((head, FieldIter::new(b, false)))
     }
 
-    /// One value into `out`, as [`super::take_value`].
+    /// Where [`visit_value`] hands a value: each kind straight to where it
+    /// goes, no [`Value`] in memory in between (a reader that knows where
+    /// each value of a call site goes, the sidecar's drain, skips the
+    /// `Value` and the dispatch on it). Each kind's method defaults to
+    /// [`Visit::value`]; a visitor overrides those it writes its own way.
+    pub trait Visit<'a>: Sized {
+        /// Any value (each kind's method hands it here unless overridden).
+        fn value(self, v: Value<'a>);
+        /// An [`I64`] value.
+        #[inline(always)]
+        fn i64(self, v: i64) {
+            self.value(Value::I64(v));
+        }
+        /// A [`U64`] value.
+        #[inline(always)]
+        fn u64(self, v: u64) {
+            self.value(Value::U64(v));
+        }
+        /// An [`F64`] value.
+        #[inline(always)]
+        fn f64(self, v: f64) {
+            self.value(Value::F64(v));
+        }
+        /// A [`BOOL`] value.
+        #[inline(always)]
+        fn bool(self, v: bool) {
+            self.value(Value::Bool(v));
+        }
+        /// A [`STR`] (`debug` false) or [`DEBUG`] value.
+        #[inline(always)]
+        fn str(self, v: &'a str, debug: bool) {
+            self.value(if debug {
+                Value::Debug(v)
+            } else {
+                Value::Str(v)
+            });
+        }
+    }
+
+    /// Read one value from `b` and hand it to `to` (nothing handed on an
+    /// error). The one reader of a compact value: [`FieldIter`] reads
+    /// through it too.
     #[inline(always)]
-    pub(super) fn take_value<'a>(b: &mut &'a [u8], out: &mut Value<'a>) -> Result<(), DecodeError> {
+    pub fn visit_value<'a>(b: &mut &'a [u8], to: impl Visit<'a>) -> Result<(), DecodeError> {
         match take_u8(b)? {
-            I64 => *out = Value::I64(i64::from_le_bytes(take8(b)?)),
-            U64 => *out = Value::U64(u64::from_le_bytes(take8(b)?)),
-            F64 => *out = Value::F64(f64::from_le_bytes(take8(b)?)),
+            I64 => to.i64(i64::from_le_bytes(take8(b)?)),
+            U64 => to.u64(u64::from_le_bytes(take8(b)?)),
+            F64 => to.f64(f64::from_le_bytes(take8(b)?)),
             BOOL => match u64::from_le_bytes(take8(b)?) {
-                0 => *out = Value::Bool(false),
-                1 => *out = Value::Bool(true),
+                0 => to.bool(false),
+                1 => to.bool(true),
                 _ => return Err(DecodeError(postcard::Error::DeserializeBadBool)),
             },
             tag @ (STR | DEBUG) => {
                 let n = u32::from_le_bytes(take4(b)?) as usize;
                 let s = utf8(take_n(b, n)?)?;
-                if tag == STR {
-                    *out = Value::Str(s);
-                } else {
-                    *out = Value::Debug(s);
-                }
+                to.str(s, tag == DEBUG);
             }
             _ => return Err(super::bad_variant()),
         }
         Ok(())
+    }
+
+    /// [`Visit`] into a [`Value`], each branch storing its own (see
+    /// [`FieldIter::next_into`]).
+    struct Store<'v, 'a>(&'v mut Value<'a>);
+
+    impl<'a> Visit<'a> for Store<'_, 'a> {
+        #[inline(always)]
+        fn value(self, v: Value<'a>) {
+            *self.0 = v;
+        }
+    }
+
+    /// One value into `out`, as [`super::take_value`].
+    #[inline(always)]
+    pub(super) fn take_value<'a>(b: &mut &'a [u8], out: &mut Value<'a>) -> Result<(), DecodeError> {
+        visit_value(b, Store(out))
     }
 }
 

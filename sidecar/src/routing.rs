@@ -710,11 +710,47 @@ impl Router {
         }
     }
 
+    /// Class and sink mask of every record of `batch`, into `classes` and
+    /// `masks`.
+    fn decide_all(&mut self, batch: &[Record]) {
+        self.classes.clear();
+        self.masks.clear();
+        // A ring's records mostly come from one call site: the next record
+        // of the last settled key takes its decision without hashing the
+        // key (the routing and sinks change only between batches).
+        let mut last: Option<(RouteKey, (usize, u64))> = None;
+        for r in batch {
+            let (c, m) = match (r.route_key, last) {
+                (Some(k), Some((lk, d))) if k == lk => d,
+                _ => {
+                    let (d, settled) = self.decide_keyed(r);
+                    if let Some(k) = settled {
+                        last = Some((k, d));
+                    }
+                    d
+                }
+            };
+            self.classes.push(c);
+            self.masks.push(m);
+        }
+    }
+
     /// Class and sink mask of `r`.
+    #[cfg(test)]
     fn decide(&mut self, r: &Record) -> (usize, u64) {
+        self.decide_keyed(r).0
+    }
+
+    /// Class and sink mask of `r`, and the key (`r`'s) that settles them
+    /// for every record of the key until the routing or the sinks change,
+    /// if one does.
+    #[inline]
+    fn decide_keyed(&mut self, r: &Record) -> ((usize, u64), Option<RouteKey>) {
         let key = r.route_key.filter(|_| self.routing.per_call_site);
-        if let Some(hit) = key.and_then(|k| self.decided.get(&k)) {
-            return hit;
+        if let Some(k) = key {
+            if let Some(hit) = self.decided.get(&k) {
+                return (hit, key);
+            }
         }
         let c = self.routing.class_index(r);
         let mut m = 0u64;
@@ -735,9 +771,10 @@ impl Router {
                 .any(|n| r.fields.contains_key(n))
             {
                 self.decided.put(k, c, m);
+                return ((c, m), key);
             }
         }
-        (c, m)
+        ((c, m), None)
     }
 }
 
@@ -775,14 +812,7 @@ impl Sink for Router {
         if let Some(h) = &self.hub {
             h.begin_batch();
         }
-        // Class and sink mask of every record.
-        self.classes.clear();
-        self.masks.clear();
-        for r in batch {
-            let (c, m) = self.decide(r);
-            self.classes.push(c);
-            self.masks.push(m);
-        }
+        self.decide_all(batch);
         let mut losses: Vec<Record> = Vec::new();
         // The store first: its losses are reported to the other sinks.
         if let Some(si) = self.slots.iter().position(|s| s.key == SinkKey::Store) {
@@ -1084,6 +1114,30 @@ mod tests {
             assert_eq!(router.decide(&r), want, "{k}");
             assert_eq!(router.decide(&r), want, "{k} again");
         }
+        // In a batch, a record of the last settled key takes its decision
+        // again; one that its values decide (audit) neither takes it nor
+        // leaves its own for the next.
+        let batch = [
+            warn.clone(),
+            rec(Level::Info, 3, &[("audit", true.into())]),
+            warn.clone(),
+            rec(Level::Info, 3, &[("audit", false.into())]),
+            rec(Level::Info, 3, &[("audit", true.into())]),
+            info.clone(),
+            info.clone(),
+        ];
+        router.decide_all(&batch);
+        let got: Vec<_> = router.classes.iter().zip(&router.masks).collect();
+        let want = [
+            (0, 1),
+            (audit, 1),
+            (0, 1),
+            (0, 0),
+            (audit, 1),
+            (0, 0),
+            (0, 0),
+        ];
+        assert_eq!(got, want.iter().map(|(c, m)| (c, m)).collect::<Vec<_>>());
         router
             .apply(routing("[[route]]\nsink = \"stdout\"\nlevel = \"info\""))
             .unwrap();

@@ -748,3 +748,91 @@ fn records_written_mid_round_arrive_once_in_ring_order() {
     }
     assert_eq!(next, vec![per; rings as usize]);
 }
+
+/// Compact records of one call site whose values change kind, count and
+/// order from record to record (each reusing the last one's record and
+/// field slots, budget one per round): each comes out with exactly its
+/// own values, as the postcard layout of the same fields does.
+#[test]
+fn compact_records_of_one_call_site_in_any_shape() {
+    use distlog::wire::compact;
+
+    let shapes: Vec<Vec<Value<'static>>> = vec![
+        vec![Value::U64(1), Value::Str("short"), Value::Str("msg one")],
+        vec![
+            Value::U64(2),
+            Value::Str("longer than sixteen bytes"),
+            Value::Str("msg two"),
+        ],
+        // Each value another kind than its slot held.
+        vec![Value::Str("now text"), Value::I64(-3), Value::U64(77)],
+        vec![Value::F64(f64::NAN), Value::Bool(true), Value::Debug("dbg")],
+        vec![Value::F64(1.5), Value::Bool(false), Value::Str("")],
+        // Fewer values, then more than the call site names.
+        vec![Value::I64(i64::MIN)],
+        vec![
+            Value::U64(5),
+            Value::Str("s"),
+            Value::Str("m"),
+            Value::U64(9),
+        ],
+        vec![
+            Value::U64(u64::MAX),
+            Value::Str("back"),
+            Value::Str("msg again"),
+        ],
+        vec![Value::U64(6), Value::Str("same"), Value::Str("msg same")],
+    ];
+    let n = shapes.len();
+    let write_shapes = shapes.clone();
+    let got = one_per_round("compact-shapes", "svc-shapes", 2 * n, move |socket| {
+        let mut c = TestClient::connect_with(
+            socket,
+            "svc-shapes",
+            distlog::wire::COMPACT_VERSION,
+            new_table(64 << 10),
+            false,
+        )
+        .expect("welcome");
+        let site = c.event_site(Level::Info, "shapes", 1, &["n", "s", "message"]);
+        let ring = c.ring(MIN_DATA_BYTES * 4, 1);
+        let tid = gettid();
+        for vals in &write_shapes {
+            let mut buf = [0u8; 256];
+            let mut w = compact::Writer::new(&mut buf, site, now_ns(), tid, 0, None);
+            vals.iter().for_each(|v| w.value(v));
+            let len = w.finish().expect("fits");
+            ring.push_raw(c.wake.as_ref(), &buf[..len]);
+        }
+        // The same fields in the postcard layout: the reference.
+        for vals in &write_shapes {
+            let fields: Vec<Field<'_>> =
+                (0u16..).zip(vals).map(|(i, v)| Field::Idx(i, *v)).collect();
+            c.event(&ring, site, now_ns(), tid, &fields);
+        }
+        (c, ring)
+    });
+    let (compact, postcard) = got.split_at(n);
+    for (i, (a, b)) in compact.iter().zip(postcard).enumerate() {
+        assert_eq!(
+            (&a.message, &a.fields, a.route_key.is_some()),
+            (&b.message, &b.fields, b.route_key.is_some()),
+            "shape {i}"
+        );
+    }
+    assert_eq!(compact[0].message.as_deref(), Some("msg one"));
+    assert_eq!(compact[2].message.as_deref(), Some("77"));
+    assert_eq!(
+        serde_json::to_value(&compact[3].fields).unwrap(),
+        json!({ "n": "NaN", "s": true })
+    );
+    assert_eq!(compact[3].message.as_deref(), Some("dbg"));
+    assert_eq!(
+        serde_json::to_value(&compact[6].fields).unwrap(),
+        json!({ "n": 5, "s": "s", "field3": 9 })
+    );
+    assert_eq!(
+        serde_json::to_value(&compact[7].fields).unwrap(),
+        json!({ "n": u64::MAX, "s": "back" })
+    );
+}
