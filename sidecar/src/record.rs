@@ -287,14 +287,13 @@ pub(crate) fn set_str(s: &mut String, v: &str) {
     let n = v.len();
     if (4..=16).contains(&n) && n <= s.capacity() {
         let src = v.as_ptr();
-        // SAFETY: `src` is valid for `n` bytes and the string's buffer for
-        // `capacity() >= n` (writes through its pointer, not a slice, so no
-        // reference to uninitialized bytes is made); the two borrows do
-        // not overlap (`&str` and `&mut String`). Both words are loaded
-        // before either is stored, and together they cover bytes 0..n
-        // (4 <= n <= 8: [0, 4) and [n-4, n); 8 <= n <= 16: [0, 8) and
-        // [n-8, n)), so `set_len(n)` exposes only initialized bytes, which
-        // are `v`'s: valid UTF-8.
+        // The two words cover bytes 0..n (4 <= n <= 8: [0, 4) and
+        // [n-4, n); 8 <= n <= 16: [0, 8) and [n-8, n)), both loaded before
+        // either is stored; writes go through the buffer's pointer, not a
+        // slice, so no reference to uninitialized bytes is made.
+        // SAFETY: `src` is valid for `n` bytes, the buffer for `capacity()
+        // >= n`, the borrows do not overlap; `set_len(n)` exposes only
+        // bytes copied from `v` (covered, above): valid UTF-8.
         unsafe {
             let b = s.as_mut_vec();
             let dst = b.as_mut_ptr();
