@@ -124,6 +124,22 @@ fn struct_layouts_match() {
         offset_of!(distlog_kv, len),
         offset_of!(distlog_kv, value),
     );
+    let list = |name: &str, v: &[usize]| {
+        let v: Vec<String> = v.iter().map(usize::to_string).collect();
+        format!("{name} {}\n", v.join(" "))
+    };
+    let inline = list("window", &distlog::raw::C_WINDOW_LAYOUT)
+        + &list("top", &distlog::raw::C_TOP_LAYOUT)
+        + &list(
+            "cursor",
+            &[
+                size_of::<distlog::ring::Cursor>(),
+                align_of::<distlog::ring::Cursor>(),
+                offset_of!(distlog::ring::Cursor, pos),
+                offset_of!(distlog::ring::Cursor, limit),
+            ],
+        );
+    let want = want.replace("enums ", &format!("{inline}enums "));
     assert_eq!(out, want);
 }
 
