@@ -538,6 +538,8 @@ typedef struct distlog_internal_window {
     uint64_t *write_pos;     /* the ring header's published position */
     uint64_t *written;       /* the ring header's record count */
     const uint32_t *sleeping; /* the ring header's wake flag */
+    uint64_t *dropped;        /* the ring header's count of dropped records */
+    const uint64_t *read_pos; /* the consumer's released position (hostile) */
 } distlog_internal_window;
 
 /* What a registered call site's internal_keys points to: the address of
@@ -679,17 +681,35 @@ DISTLOG_INTERNAL_INLINE int distlog_internal_put_value(unsigned char **p, const 
     if ((size_t)(i) < (size_t)(n) && !distlog_internal_put_value(&p, &v[i]))                    \
         ok = 0;
 
-/* Room (bytes) at or below which the writer leaves the window to the
- * library, which works it out again (the consumer's position loaded
- * anew) or drops and counts: the library's own threshold for a record
- * written in place. A constant, so that a record known to be smaller
- * needs no other check of its size. */
+/* Room (bytes) at or below which the window is used up (the library's
+ * own threshold for a record written in place): the writer drops and
+ * counts when the ring is full, else leaves the window to the library,
+ * which works it out again. A constant, so that a record known to be
+ * smaller needs no other check of its size. */
 #define DISTLOG_INTERNAL_MIN_ROOM 256u
+
+/* The window is (nearly) used up at pos: 1, the event dropped and
+ * counted, when the ring is full by the consumer's position loaded anew
+ * (the library's Writer::window, same test), else 0: the library works
+ * the window out again (or pads at the region's end). The consumer's
+ * position only decides drop or call (never where to write): a hostile
+ * one beyond pos makes the ring look full (unsigned wrap), as there.
+ * Acquire pairs with the consumer's Release store of read_pos, as the
+ * library's load (the library's window then starts from it). */
+DISTLOG_INTERNAL_INLINE int distlog_internal_full(const distlog_internal_window *w, uint64_t pos) {
+    uint64_t used = pos - __atomic_load_n(w->read_pos, __ATOMIC_ACQUIRE);
+    if (used <= w->mask + 1 - DISTLOG_INTERNAL_MIN_ROOM)
+        return 0;
+    /* Relaxed: a counter the sidecar reads; nothing is published by it. */
+    __atomic_fetch_add(w->dropped, 1, __ATOMIC_RELAXED);
+    return 1;
+}
 
 /* Write the event of call site cs with the n fields v (n a constant of at
  * most DISTLOG_INTERNAL_INLINE_FIELDS) into the thread's window w, as the
- * library's push_in_place (client/src/ring.rs) does: 1 done, 0 declined
- * (nothing published or counted: the caller calls the library).
+ * library's push_in_place (client/src/ring.rs) does: 1 done (written, or
+ * dropped and counted when the ring is full), 0 declined (nothing
+ * published or counted: the caller calls the library).
  *
  * Orderings: the window and the cursor are written by this thread only
  * (by the library on this thread, or by a previous owner of the ring,
@@ -749,8 +769,9 @@ DISTLOG_INTERNAL_INLINE int distlog_internal_write(distlog_internal_window *w, u
      * straddles the end nor overtakes the consumer. The library takes
      * over near the end of the window. */
     room = c->limit - pos;
-    if (room <= DISTLOG_INTERNAL_MIN_ROOM ||
-        (need > DISTLOG_INTERNAL_MIN_ROOM && (need > room || need > w->max_window)))
+    if (room <= DISTLOG_INTERNAL_MIN_ROOM)
+        return distlog_internal_full(w, pos);
+    if (need > DISTLOG_INTERNAL_MIN_ROOM && (need > room || need > w->max_window))
         return 0;
     rec = w->data + (pos & w->mask);
     tid = w->tid;

@@ -201,7 +201,7 @@ pub const MAX_STR: usize = crate::layer::MAX_STR;
 
 /// The window's layout (size, alignment, member offsets in the header's
 /// order), for the test that compares it with the header's.
-pub const C_WINDOW_LAYOUT: [usize; 16] = runtime::WINDOW_LAYOUT;
+pub const C_WINDOW_LAYOUT: [usize; 18] = runtime::WINDOW_LAYOUT;
 
 /// Room (bytes) in the window at or below which a record written in place
 /// leaves it to the general path (which works the window out again).

@@ -766,6 +766,13 @@ pub(crate) struct Window {
     write_pos: Cell<*const AtomicU64>,
     written: Cell<*const AtomicU64>,
     sleeping: Cell<*const AtomicU32>,
+    /// The ring header's `dropped`, and the consumer's `read_pos`: with
+    /// fewer than `DROP_EARLY_BYTES` left in the window, the inline writer
+    /// loads the consumer's position as [`Writer::push_in_place`] does and
+    /// drops and counts the event itself when the ring is full (a full
+    /// ring costs no call: overload never costs more than an event).
+    dropped: Cell<*const AtomicU64>,
+    read_pos: Cell<*const AtomicU64>,
 }
 
 impl Window {
@@ -785,6 +792,8 @@ impl Window {
             write_pos: Cell::new(std::ptr::null()),
             written: Cell::new(std::ptr::null()),
             sleeping: Cell::new(std::ptr::null()),
+            dropped: Cell::new(std::ptr::null()),
+            read_pos: Cell::new(std::ptr::null()),
         }
     }
 
@@ -808,6 +817,8 @@ impl Window {
         w.write_pos.set(&hdr.prod.write_pos);
         w.written.set(&hdr.prod.written);
         w.sleeping.set(&hdr.wake.sleeping);
+        w.dropped.set(&hdr.prod.dropped);
+        w.read_pos.set(&hdr.cons.read_pos);
         let inline = !slot.writer.is_shared() && crate::clock::uses_tsc();
         w.ready.set(u32::from(inline));
     }
@@ -821,7 +832,7 @@ impl Window {
 /// [`Window`]'s layout for the test that compares it with the header's
 /// `distlog_internal_window`: its size, alignment and each member's
 /// offset in declaration order.
-pub const WINDOW_LAYOUT: [usize; 16] = {
+pub const WINDOW_LAYOUT: [usize; 18] = {
     use std::mem::{align_of, offset_of, size_of};
     [
         size_of::<Window>(),
@@ -840,6 +851,8 @@ pub const WINDOW_LAYOUT: [usize; 16] = {
         offset_of!(Window, write_pos),
         offset_of!(Window, written),
         offset_of!(Window, sleeping),
+        offset_of!(Window, dropped),
+        offset_of!(Window, read_pos),
     ]
 };
 

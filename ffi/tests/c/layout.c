@@ -19,7 +19,7 @@ int main(void) {
            offsetof(distlog_event_callsite, cs), offsetof(distlog_event_callsite, internal_keys));
     printf("kv %zu %zu %zu %zu %zu %zu\n", sizeof(distlog_kv), _Alignof(distlog_kv), offsetof(distlog_kv, key),
            offsetof(distlog_kv, type), offsetof(distlog_kv, len), offsetof(distlog_kv, value));
-    printf("window %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
+    printf("window %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu %zu\n",
            sizeof(distlog_internal_window), _Alignof(distlog_internal_window),
            offsetof(distlog_internal_window, abi), offsetof(distlog_internal_window, ready),
            offsetof(distlog_internal_window, tid), offsetof(distlog_internal_window, busy),
@@ -28,7 +28,8 @@ int main(void) {
            offsetof(distlog_internal_window, cursor), offsetof(distlog_internal_window, data),
            offsetof(distlog_internal_window, mask), offsetof(distlog_internal_window, max_window),
            offsetof(distlog_internal_window, write_pos), offsetof(distlog_internal_window, written),
-           offsetof(distlog_internal_window, sleeping));
+           offsetof(distlog_internal_window, sleeping), offsetof(distlog_internal_window, dropped),
+           offsetof(distlog_internal_window, read_pos));
     printf("top %zu %zu %zu %zu %zu\n", sizeof(distlog_internal_top), _Alignof(distlog_internal_top),
            offsetof(distlog_internal_top, scope), offsetof(distlog_internal_top, trace),
            offsetof(distlog_internal_top, has_trace));
