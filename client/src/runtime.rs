@@ -37,7 +37,7 @@ use std::cell::{Cell, UnsafeCell};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicPtr, AtomicU64, Ordering};
 use std::sync::{Mutex, Once};
 use std::time::{Duration, Instant};
 
@@ -46,6 +46,8 @@ use crate::proto::{self, ClientMsg, SidecarMsg};
 use crate::ring::{self, Push, RawMemory, RingHeader, Writer};
 use crate::scope::Current;
 use crate::segment::Segment;
+// The ring header's atomics (loom's under the loom model).
+use crate::sync::{AtomicU32 as RingU32, AtomicU64 as RingU64};
 use crate::table::{TableHeader, TableWriter, TABLE_HEADER_BYTES, TABLE_MAGIC, TABLE_VERSION};
 use crate::wire::{COMPACT_VERSION, LEGACY_VERSION, PROTOCOL_VERSION};
 
@@ -763,16 +765,16 @@ pub(crate) struct Window {
     mask: Cell<u64>,
     max_window: Cell<u64>,
     /// The ring header's `write_pos`, `written` and wake `sleeping`.
-    write_pos: Cell<*const AtomicU64>,
-    written: Cell<*const AtomicU64>,
-    sleeping: Cell<*const AtomicU32>,
+    write_pos: Cell<*const RingU64>,
+    written: Cell<*const RingU64>,
+    sleeping: Cell<*const RingU32>,
     /// The ring header's `dropped`, and the consumer's `read_pos`: with
     /// fewer than `DROP_EARLY_BYTES` left in the window, the inline writer
     /// loads the consumer's position as [`Writer::push_in_place`] does and
     /// drops and counts the event itself when the ring is full (a full
     /// ring costs no call: overload never costs more than an event).
-    dropped: Cell<*const AtomicU64>,
-    read_pos: Cell<*const AtomicU64>,
+    dropped: Cell<*const RingU64>,
+    read_pos: Cell<*const RingU64>,
 }
 
 impl Window {

@@ -309,17 +309,7 @@ fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
     let pid = u64::from(child.id());
     let out = success(&child.wait_with_output().unwrap());
     assert!(out.lines().any(|l| l == "DONE"), "{out}");
-    let mut recs = Vec::new();
-    let deadline = Instant::now() + LIMIT;
-    while recs.len() < want && Instant::now() < deadline {
-        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["pid"] == json!(pid) {
-                recs.push(v);
-            }
-        }
-    }
+    let recs = records_until(&sidecar, pid, |r| r.len() >= want);
     drop(sidecar);
     assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
     (out, pid, recs)
@@ -482,6 +472,29 @@ fn inline_program(dir: &std::path::Path) -> std::path::PathBuf {
     prog
 }
 
+/// What each inline test starts with: the sidecar, its socket, and the
+/// inline program built.
+struct InlineRun {
+    exe: std::path::PathBuf,
+    prog: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    sidecar: Sidecar,
+}
+
+fn inline_run(name: &str) -> InlineRun {
+    let dir = out_dir(&format!("sidecar-inline-{name}"));
+    let exe = distlogd();
+    let prog = inline_program(&dir);
+    let socket = dir.join("s.sock");
+    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    InlineRun {
+        exe,
+        prog,
+        socket,
+        sidecar,
+    }
+}
+
 /// The inline program in `mode` against `sidecar`, stdin piped.
 fn spawn_inline(
     prog: &std::path::Path,
@@ -527,11 +540,12 @@ fn events_of<'a>(recs: &'a [Value], target: &'a str) -> impl Iterator<Item = &'a
 
 #[test]
 fn inline_writer_records_values_scopes_and_order() {
-    let dir = out_dir("sidecar-inline-records");
-    let exe = distlogd();
-    let prog = inline_program(&dir);
-    let socket = dir.join("s.sock");
-    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    let InlineRun {
+        exe: _,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("records");
     let child = spawn_inline(&prog, &socket, &["records"], None);
     let pid = u64::from(child.id());
     let out = success(&child.wait_with_output().unwrap());
@@ -609,11 +623,12 @@ fn inline_writer_records_values_scopes_and_order() {
 
 #[test]
 fn inline_writer_drops_and_counts_when_the_ring_is_full() {
-    let dir = out_dir("sidecar-inline-burst");
-    let exe = distlogd();
-    let prog = inline_program(&dir);
-    let socket = dir.join("s.sock");
-    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    let InlineRun {
+        exe: _,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("burst");
     let sent = 200_000u64;
     // The smallest ring: ~100 events fill it, far faster than the sidecar
     // (on the other core at best) reads them.
@@ -662,11 +677,12 @@ fn ctl_level(exe: &std::path::Path, socket: &std::path::Path, directives: &str) 
 #[test]
 fn inline_call_sites_obey_distlogd_ctl() {
     use std::io::Write;
-    let dir = out_dir("sidecar-inline-verdict");
-    let exe = distlogd();
-    let prog = inline_program(&dir);
-    let socket = dir.join("s.sock");
-    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    let InlineRun {
+        exe,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("verdict");
     let mut child = spawn_inline(&prog, &socket, &["verdict"], None);
     let pid = u64::from(child.id());
     let mut stdin = child.stdin.take().unwrap();

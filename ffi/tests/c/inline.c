@@ -67,19 +67,22 @@ static void both(int k) {
     DISTLOG_EVENT(DISTLOG_LEVEL_INFO, "inline::fields", "fields", f, 3);
 }
 
-static int records(void) {
+/* A scope opened and entered, its traceparent printed as "LABEL tp". */
+static distlog_scope *open_scope(const char *name, const char *label) {
     char tp[DISTLOG_TRACEPARENT_LEN];
+    distlog_scope *s = distlog_scope_open(name, NULL, NULL, 0);
+    if (!s || distlog_scope_traceparent(s, tp, sizeof tp) != DISTLOG_OK)
+        exit(1);
+    printf("%s %s\n", label, tp);
+    return s;
+}
+
+static int records(void) {
     int k = 0;
-    distlog_scope *outer = distlog_scope_open("outer", NULL, NULL, 0);
-    if (!outer || distlog_scope_traceparent(outer, tp, sizeof tp) != DISTLOG_OK)
-        return 1;
-    printf("TP_OUTER %s\n", tp);
+    distlog_scope *outer = open_scope("outer", "TP_OUTER");
     for (; k < 2 * NTEXTS; k++)
         both(k);
-    distlog_scope *inner = distlog_scope_open("inner", NULL, NULL, 0);
-    if (!inner || distlog_scope_traceparent(inner, tp, sizeof tp) != DISTLOG_OK)
-        return 1;
-    printf("TP_INNER %s\n", tp);
+    distlog_scope *inner = open_scope("inner", "TP_INNER");
     for (; k < 3 * NTEXTS; k++)
         both(k);
     distlog_scope_close(inner, DISTLOG_OUTCOME_OK);
