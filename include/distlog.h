@@ -873,7 +873,11 @@ DISTLOG_INTERNAL_INLINE void distlog_internal_event(void **tl, distlog_event_cal
  *                    DISTLOG_KV("order", order_id), DISTLOG_KV("cents", 1250u),
  *                    DISTLOG_KV("who", name));
  * The fastest call of this API: each string's length is computed here (a
- * constant for a literal). As for DISTLOG_EVENT, the first call's keys are
+ * constant for a literal), and with GCC/clang on x86-64, literal keys and
+ * an optimising build the common event is written into the thread's ring
+ * right here, without a call (see "The inline event writer" above; about
+ * 110 instructions for a message, two integers and a short string, the
+ * library call about 300). As for DISTLOG_EVENT, the first call's keys are
  * the call site's (later calls send values by position; keys written as
  * literals are compared by address); a key that differs goes by name.
  * level, target and message are literals; the fields are evaluated only
