@@ -208,36 +208,46 @@ typedef struct distlog_field {
     distlog_value value;
 } distlog_field;
 
+/* The field constructors below are always inlined where the compiler
+ * allows it: the inline event writer (below) needs their keys, types and
+ * literal lengths as constants, and a large function may otherwise keep
+ * them as calls until after the writer's tests were decided. Internal. */
+#if defined(__GNUC__) || defined(__clang__)
+#define DISTLOG_INTERNAL_FIELD_FN static inline __attribute__((always_inline))
+#else
+#define DISTLOG_INTERNAL_FIELD_FN static inline
+#endif
+
 /* Constructors, usable from C and C++ (the C++ macros use them). */
-static inline distlog_field distlog_field_make_i64(const char *key, int64_t v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_field distlog_field_make_i64(const char *key, int64_t v) {
     distlog_field f;
     f.key = key;
     f.type = DISTLOG_FIELD_TYPE_I64;
     f.value.i64 = v;
     return f;
 }
-static inline distlog_field distlog_field_make_u64(const char *key, uint64_t v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_field distlog_field_make_u64(const char *key, uint64_t v) {
     distlog_field f;
     f.key = key;
     f.type = DISTLOG_FIELD_TYPE_U64;
     f.value.u64 = v;
     return f;
 }
-static inline distlog_field distlog_field_make_f64(const char *key, double v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_field distlog_field_make_f64(const char *key, double v) {
     distlog_field f;
     f.key = key;
     f.type = DISTLOG_FIELD_TYPE_F64;
     f.value.f64 = v;
     return f;
 }
-static inline distlog_field distlog_field_make_bool(const char *key, int v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_field distlog_field_make_bool(const char *key, int v) {
     distlog_field f;
     f.key = key;
     f.type = DISTLOG_FIELD_TYPE_BOOL;
     f.value.boolean = v ? 1 : 0;
     return f;
 }
-static inline distlog_field distlog_field_make_str(const char *key, const char *v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_field distlog_field_make_str(const char *key, const char *v) {
     distlog_field f;
     f.key = key;
     f.type = DISTLOG_FIELD_TYPE_STR;
@@ -393,7 +403,7 @@ typedef struct distlog_kv {
     distlog_value value;
 } distlog_kv;
 
-static inline distlog_kv distlog_internal_kv(const char *key, uint32_t type, uint32_t len) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_internal_kv(const char *key, uint32_t type, uint32_t len) {
     distlog_kv f;
     f.key = key;
     f.type = type;
@@ -401,29 +411,29 @@ static inline distlog_kv distlog_internal_kv(const char *key, uint32_t type, uin
     f.value.u64 = 0;
     return f;
 }
-static inline distlog_kv distlog_kv_i64(const char *key, int64_t v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_kv_i64(const char *key, int64_t v) {
     distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_I64, 0);
     f.value.i64 = v;
     return f;
 }
-static inline distlog_kv distlog_kv_u64(const char *key, uint64_t v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_kv_u64(const char *key, uint64_t v) {
     distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_U64, 0);
     f.value.u64 = v;
     return f;
 }
-static inline distlog_kv distlog_kv_f64(const char *key, double v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_kv_f64(const char *key, double v) {
     distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_F64, 0);
     f.value.f64 = v;
     return f;
 }
-static inline distlog_kv distlog_kv_bool(const char *key, int v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_kv_bool(const char *key, int v) {
     distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_BOOL, 0);
     f.value.boolean = v ? 1 : 0;
     return f;
 }
 /* v NULL is written as "(null)". A string longer than UINT32_MAX bytes is
  * cut (the library keeps 16 KiB of any string anyway). */
-static inline distlog_kv distlog_kv_str(const char *key, const char *v) {
+DISTLOG_INTERNAL_FIELD_FN distlog_kv distlog_kv_str(const char *key, const char *v) {
     size_t n = v ? strlen(v) : 0;
     distlog_kv f = distlog_internal_kv(key, DISTLOG_FIELD_TYPE_STR, n > UINT32_MAX ? UINT32_MAX : (uint32_t)n);
     f.value.str = v;
@@ -898,7 +908,7 @@ DISTLOG_INTERNAL_INLINE void distlog_internal_event(void **tl, distlog_event_cal
  * field). Member by member into its place: a distlog_kv returned by value
  * was built on the stack and copied in 16-byte loads of 8-byte stores,
  * which the CPU cannot forward (+4 ns an event). Not for direct use. */
-static inline void distlog_internal_kv_of(distlog_kv *k, const distlog_field *f) {
+DISTLOG_INTERNAL_FIELD_FN void distlog_internal_kv_of(distlog_kv *k, const distlog_field *f) {
     k->key = f->key;
     k->type = (uint32_t)f->type;
     k->len = 0;

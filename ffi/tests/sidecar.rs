@@ -291,11 +291,19 @@ fn c_records_reach_the_sidecar_like_rust_records() {
 /// returns what it printed (after checking it printed `DONE`), its pid, and
 /// the sidecar's `want` records of that pid (JSON).
 fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
+    run_with_sidecar_opt(src, want, "-O0")
+}
+
+/// [`run_with_sidecar`] built with the optimisation flag `opt` (`-O2`:
+/// where the header's inline event writer takes the common events).
+fn run_with_sidecar_opt(src: &str, want: usize, opt: &str) -> (String, u64, Vec<Value>) {
     let name = src.trim_end_matches(".c");
-    let dir = out_dir(&format!("sidecar-{name}"));
+    let dir = out_dir(&format!("sidecar-{name}{opt}"));
     let exe = distlogd();
     let prog = dir.join(name);
-    compile("cc", STRICT_C11, &c_dir().join(src), &prog, Link::Shared);
+    let mut flags = STRICT_C11.to_vec();
+    flags.push(opt);
+    compile("cc", &flags, &c_dir().join(src), &prog, Link::Shared);
     let socket = dir.join("s.sock");
     let sidecar = Sidecar::start(&exe, &socket, &dir);
     let mut cmd = c_command(&prog);
@@ -333,7 +341,14 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
     // may claim the ring the first released), one from main, and one from
     // the first thread's pthread key destructor after its state was
     // dropped: through the shared ring, with its thread's id.
-    let (out, _, recs) = run_with_sidecar("kv_threads.c", 24);
+    for opt in ["-O0", "-O2"] {
+        kv_threads_checked(opt);
+    }
+}
+
+/// One run of `kv_threads.c` built with `opt`, checked.
+fn kv_threads_checked(opt: &str) {
+    let (out, _, recs) = run_with_sidecar_opt("kv_threads.c", 24, opt);
     let printed = printed(&out);
     let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
     let mut got: Vec<_> = recs
@@ -373,7 +388,14 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
 fn kv_events_reach_the_sidecar_typed() {
     // 3 events, 8 of one call site, 8 of each DISTLOG_EVENT site, the
     // scope's open and close, 3 events in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 32);
+    for opt in ["-O0", "-O2"] {
+        kv_checked(opt);
+    }
+}
+
+/// One run of `kv.c` built with `opt`, checked.
+fn kv_checked(opt: &str) {
+    let (out, _, recs) = run_with_sidecar_opt("kv.c", 32, opt);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
