@@ -192,6 +192,38 @@ pub fn thread_state() -> *const () {
     runtime::local_ptr().cast()
 }
 
+/// The layout version of the window [`thread_state`]'s pointer leads to
+/// (the C header's `distlog_internal_window`, its inline event writer).
+pub const C_WINDOW_ABI: u32 = runtime::WINDOW_ABI;
+
+/// Longest string value a record carries (longer ones are cut).
+pub const MAX_STR: usize = crate::layer::MAX_STR;
+
+/// The window's layout (size, alignment, member offsets in the header's
+/// order), for the test that compares it with the header's.
+pub const C_WINDOW_LAYOUT: [usize; 18] = runtime::WINDOW_LAYOUT;
+
+/// Room (bytes) in the window at or below which a record written in place
+/// leaves it to the general path (which works the window out again).
+pub const C_MIN_ROOM: u64 = runtime::DROP_EARLY_BYTES;
+
+/// The window's scope (`distlog_internal_top`) layout, as
+/// [`C_WINDOW_LAYOUT`].
+pub const C_TOP_LAYOUT: [usize; 5] = runtime::TOP_LAYOUT;
+
+/// Wake the sidecar for the ring of the thread whose state is `state`
+/// (the C inline writer found the consumer asleep after a commit).
+///
+/// # Safety
+///
+/// As [`try_event_compact_in`].
+#[cold]
+#[inline(never)]
+pub unsafe fn wake_in(state: *const ()) {
+    // SAFETY: this thread's Local (our caller).
+    runtime::wake_local(unsafe { &*state.cast::<runtime::Local>() });
+}
+
 /// [`try_event_compact`] with the calling thread's state from the caller's
 /// cache (one thread-local access less).
 ///

@@ -245,6 +245,11 @@ impl RawMemory {
         RawMemory { ptr, len }
     }
 
+    /// The region's first byte.
+    pub fn as_ptr(&self) -> *mut u8 {
+        self.ptr
+    }
+
     #[inline]
     fn word(&self, off: usize) -> &std::sync::atomic::AtomicU32 {
         debug_assert!(off.is_multiple_of(4) && off + 4 <= self.len);
@@ -332,6 +337,28 @@ pub enum Push {
     TooLarge,
 }
 
+/// An exclusive ring's producer position and cached window, `#[repr(C)]`:
+/// the C header's inline writer (through `runtime::Window`) reads and
+/// moves the same two words as [`Writer::push_in_place`], so both write
+/// at one position. Process-private memory: the consumer cannot change
+/// either.
+#[repr(C)]
+#[derive(Debug)]
+pub struct Cursor {
+    /// The producer's own `write_pos` (the header's is its published copy,
+    /// which a hostile consumer could change: the producer never reads it
+    /// back). Relaxed everywhere: one thread writes the ring at a time,
+    /// and a ring passes to another thread through the slot's `in_use`
+    /// Release/Acquire.
+    pub pos: AtomicU64,
+    /// [`Writer::push_in_place`]'s window, cached: the position it may
+    /// write up to without looking again, neither past the region's end
+    /// nor into bytes the consumer has not released (by the read position
+    /// it last loaded with Acquire). A multiple of 8, at least `pos` (any
+    /// other push sets it to `pos`). Relaxed as `pos`.
+    pub limit: AtomicU64,
+}
+
 /// The producer side of one ring.
 pub struct Writer<'a, M: Memory> {
     hdr: &'a RingHeader,
@@ -343,18 +370,9 @@ pub struct Writer<'a, M: Memory> {
     /// ring is full, so the consumer's line is not read on every record
     /// (rtrb's `cached_head`). Exclusive rings only.
     cached_read: AtomicU64,
-    /// Exclusive rings: the producer's own `write_pos` (the header's is
-    /// its published copy, which a hostile consumer could change: the
-    /// producer never reads it back). Relaxed everywhere: one thread
-    /// writes the ring at a time, and a ring passes to another thread
-    /// through the slot's `in_use` Release/Acquire.
-    pos: AtomicU64,
-    /// Exclusive rings: [`Self::push_in_place`]'s window, cached: the
-    /// position it may write up to without looking again, neither past the
-    /// region's end nor into bytes the consumer has not released (by the
-    /// read position it last loaded with Acquire). A multiple of 8, at
-    /// least `pos` (any other push sets it to `pos`). Relaxed as `pos`.
-    limit: AtomicU64,
+    /// Exclusive rings: the producer's position and cached window
+    /// ([`Cursor`]); the C header's inline writer moves the same one.
+    cursor: Cursor,
     /// Largest window one in-place record gets (as `push` accepts: at most
     /// half the ring, a payload of at most [`MAX_RECORD`]).
     max_window: u64,
@@ -382,10 +400,12 @@ impl<'a, M: Memory> Writer<'a, M> {
             shared: hdr.stat.flags & FLAG_SHARED != 0,
             // pairs with nothing: initial value, refreshed with Acquire below.
             cached_read: AtomicU64::new(hdr.cons.read_pos.load(Ordering::Relaxed)),
-            // Relaxed: a header this process created, not yet written.
-            pos: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
-            // No window yet: the first in-place push computes it.
-            limit: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
+            cursor: Cursor {
+                // Relaxed: a header this process created, not yet written.
+                pos: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
+                // No window yet: the first in-place push computes it.
+                limit: AtomicU64::new(hdr.prod.write_pos.load(Ordering::Relaxed)),
+            },
             max_window: (cap / 2).min(4 + MAX_RECORD as u64),
         }
     }
@@ -398,6 +418,21 @@ impl<'a, M: Memory> Writer<'a, M> {
     /// Whether several threads write this ring.
     pub fn is_shared(&self) -> bool {
         self.shared
+    }
+
+    /// The position and cached window ([`Cursor`]).
+    pub fn cursor(&self) -> &Cursor {
+        &self.cursor
+    }
+
+    /// The data region.
+    pub fn memory(&self) -> &M {
+        &self.mem
+    }
+
+    /// The largest window one in-place record gets.
+    pub fn max_window(&self) -> u64 {
+        self.max_window
     }
 
     /// Append one record.
@@ -454,8 +489,8 @@ impl<'a, M: Memory> Writer<'a, M> {
     #[inline]
     fn push_exclusive(&self, payload: &[u8]) -> Push {
         let need = record_bytes(payload.len()) as u64;
-        // Relaxed: see `pos`.
-        let w = self.pos.load(Ordering::Relaxed);
+        // Relaxed: see `Cursor::pos`.
+        let w = self.cursor.pos.load(Ordering::Relaxed);
         let pad = self.pad_for(w, need);
         let end = w + pad + need;
         if end - self.cached_read.load(Ordering::Relaxed) > self.cap {
@@ -480,10 +515,10 @@ impl<'a, M: Memory> Writer<'a, M> {
             .store_word(off, VALID | payload.len() as u32, Ordering::Relaxed);
         let written = self.hdr.prod.written.load(Ordering::Relaxed);
         self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
-        // Relaxed: see `pos` and `limit`; the window is computed again
+        // Relaxed: see `Cursor`; the window is computed again
         // (this push may have padded into the next lap).
-        self.pos.store(end, Ordering::Relaxed);
-        self.limit.store(end, Ordering::Relaxed);
+        self.cursor.pos.store(end, Ordering::Relaxed);
+        self.cursor.limit.store(end, Ordering::Relaxed);
         // Release pairs with the Acquire load of `write_pos` in
         // `Reader::poll`: the pad word, payload and header word above are
         // visible to a reader that sees the new position.
@@ -525,11 +560,11 @@ impl<'a, M: Memory> Writer<'a, M> {
         f: impl FnOnce(&mut [u8]) -> Option<usize>,
     ) -> Option<Push> {
         debug_assert!(!self.shared && min_room <= self.cap);
-        // Relaxed: see `pos` and `limit`.
-        let w = self.pos.load(Ordering::Relaxed);
-        // wrapping: never below `w` (see `limit`); were it, the window
+        // Relaxed: see `Cursor`.
+        let w = self.cursor.pos.load(Ordering::Relaxed);
+        // wrapping: never below `w` (see `Cursor::limit`); were it, the window
         // would still be cut to `max_window` and checked by `write_with`.
-        let mut room = self.limit.load(Ordering::Relaxed).wrapping_sub(w);
+        let mut room = self.cursor.limit.load(Ordering::Relaxed).wrapping_sub(w);
         if room <= min_room {
             let Some(r) = self.window(w, min_room) else {
                 return Some(Push::Full);
@@ -548,8 +583,8 @@ impl<'a, M: Memory> Writer<'a, M> {
         self.hdr.prod.written.store(written + 1, Ordering::Relaxed);
         // At most `room` (4 + n <= room, both multiples of 8 rounded up).
         let end = w + record_bytes(n) as u64;
-        // Relaxed: see `pos`.
-        self.pos.store(end, Ordering::Relaxed);
+        // Relaxed: see `Cursor::pos`.
+        self.cursor.pos.store(end, Ordering::Relaxed);
         // Release pairs with the Acquire load of `write_pos` in
         // `Reader::poll`: the payload and header word above are visible to
         // a reader that sees the new position.
@@ -578,8 +613,8 @@ impl<'a, M: Memory> Writer<'a, M> {
         // consumer has not released; whole 8-byte units (a hostile
         // read_pos need not be one).
         let room = (self.cap - (w & self.mask)).min(self.cap - used) & !7;
-        // Relaxed: see `limit`.
-        self.limit.store(w + room, Ordering::Relaxed);
+        // Relaxed: see `Cursor::limit`.
+        self.cursor.limit.store(w + room, Ordering::Relaxed);
         Some(room)
     }
 

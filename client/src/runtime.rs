@@ -46,6 +46,8 @@ use crate::proto::{self, ClientMsg, SidecarMsg};
 use crate::ring::{self, Push, RawMemory, RingHeader, Writer};
 use crate::scope::Current;
 use crate::segment::Segment;
+// The ring header's atomics (loom's under the loom model).
+use crate::sync::{AtomicU32 as RingU32, AtomicU64 as RingU64};
 use crate::table::{TableHeader, TableWriter, TABLE_HEADER_BYTES, TABLE_MAGIC, TABLE_VERSION};
 use crate::wire::{COMPACT_VERSION, LEGACY_VERSION, PROTOCOL_VERSION};
 
@@ -345,7 +347,8 @@ extern "C" fn atfork_child() {
     // next record goes to the slow path, which sees the new pid.
     let _ = LOCAL.try_with(|l| {
         l.slot.set(None);
-        l.busy.set(false);
+        l.window.close();
+        l.window.busy.set(false);
         l.tid.set(0);
         // The child must not repeat the parent's trace and scope ids.
         l.rng.iter().for_each(|r| r.set(0));
@@ -695,28 +698,253 @@ impl Process {
 }
 
 /// Free bytes below which a ring counts as full before a record is encoded
-/// (a typical record is 48..128 bytes).
-const DROP_EARLY_BYTES: u64 = 256;
+/// (a typical record is 48..128 bytes). The C header's inline writer
+/// leaves the window to the library at the same room
+/// (`DISTLOG_INTERNAL_MIN_ROOM`).
+pub const DROP_EARLY_BYTES: u64 = 256;
 
 /// Size of the per-thread encode buffer (the shared ring's records, and
 /// those that miss the window before an exclusive ring's end); larger
 /// records take the heap path.
 pub(crate) const STACK_RECORD: usize = 2048;
 
-/// Per-thread state.
+/// Per-thread state. `#[repr(C)]` with the [`Window`] first: the C
+/// header's call sites cache a pointer to it, which is both this thread's
+/// `Local` (for the library) and its window (for the inline writer).
+#[repr(C)]
 pub(crate) struct Local {
+    pub window: Window,
     pub slot: Cell<Option<&'static RingSlot>>,
     pub tid: Cell<u32>,
-    /// Set while this thread is inside a log call: a nested call (from a
-    /// `Debug` impl, a `Drop`, a signal handler) is dropped and counted.
-    pub busy: Cell<bool>,
     pub buf: UnsafeCell<[u8; STACK_RECORD]>,
     pub big: UnsafeCell<Vec<u8>>,
     pub scratch: UnsafeCell<String>,
-    pub scopes: UnsafeCell<Vec<crate::scope::Current>>,
+    pub scopes: UnsafeCell<ScopeStack>,
     /// Two generators seeded independently, so a trace id (one output of
     /// each) carries 128 bits of the OS's entropy, not 64.
     pub rng: [Cell<u64>; 2],
+}
+
+/// Version of [`Window`]'s layout, which `include/distlog.h` compiles in
+/// (`DISTLOG_INTERNAL_WINDOW_ABI`): a header of another number never gets
+/// a window (`distlog_event_kv_w` takes the call instead).
+pub const WINDOW_ABI: u32 = 1;
+
+/// What the C header's inline event writer reads to write a compact event
+/// into this thread's ring from the caller's code (the header's
+/// `distlog_internal_window`; the layout test compares the two). The
+/// library fills it when the thread claims an exclusive ring and closes it
+/// (`ready` 0) when the ring goes (thread exit, fork); the inline writer
+/// does exactly what [`Writer::push_in_place`] does at the same
+/// [`ring::Cursor`], and leaves everything else (a window worked out
+/// again, a full ring, a wake-up) to the library. Process-private memory
+/// only: nothing here is reachable by the consumer.
+#[repr(C)]
+pub(crate) struct Window {
+    /// [`WINDOW_ABI`].
+    abi: u32,
+    /// 1 while the inline writer may write: an exclusive ring is this
+    /// thread's and timestamps are TSC ticks.
+    ready: Cell<u32>,
+    /// This thread's kernel id.
+    tid: Cell<u32>,
+    /// Set while this thread is inside a log call: a nested call (from a
+    /// `Debug` impl, a `Drop`, a signal handler) is dropped and counted.
+    /// The inline writer sets it too.
+    pub busy: Cell<bool>,
+    /// The process's "the sidecar reads compact records" flag (a `bool`).
+    compact: Cell<*const AtomicBool>,
+    /// The filter epoch (call sites cache their verdict under it).
+    epoch: Cell<*const AtomicU64>,
+    /// The thread's innermost scope ([`ScopeTop`]).
+    top: Cell<*const ScopeTop>,
+    /// The ring's position and cached window.
+    cursor: Cell<*const ring::Cursor>,
+    /// The ring's data region, its size − 1, and the largest record window.
+    data: Cell<*mut u8>,
+    mask: Cell<u64>,
+    max_window: Cell<u64>,
+    /// The ring header's `write_pos`, `written` and wake `sleeping`.
+    write_pos: Cell<*const RingU64>,
+    written: Cell<*const RingU64>,
+    sleeping: Cell<*const RingU32>,
+    /// The ring header's `dropped`, and the consumer's `read_pos`: with
+    /// fewer than `DROP_EARLY_BYTES` left in the window, the inline writer
+    /// loads the consumer's position as [`Writer::push_in_place`] does and
+    /// drops and counts the event itself when the ring is full (a full
+    /// ring costs no call: overload never costs more than an event).
+    dropped: Cell<*const RingU64>,
+    read_pos: Cell<*const RingU64>,
+}
+
+impl Window {
+    const fn new() -> Window {
+        Window {
+            abi: WINDOW_ABI,
+            ready: Cell::new(0),
+            tid: Cell::new(0),
+            busy: Cell::new(false),
+            compact: Cell::new(std::ptr::null()),
+            epoch: Cell::new(std::ptr::null()),
+            top: Cell::new(std::ptr::null()),
+            cursor: Cell::new(std::ptr::null()),
+            data: Cell::new(std::ptr::null_mut()),
+            mask: Cell::new(0),
+            max_window: Cell::new(0),
+            write_pos: Cell::new(std::ptr::null()),
+            written: Cell::new(std::ptr::null()),
+            sleeping: Cell::new(std::ptr::null()),
+            dropped: Cell::new(std::ptr::null()),
+            read_pos: Cell::new(std::ptr::null()),
+        }
+    }
+
+    /// Open the window on `slot`, the ring `l` (whose window this is) just
+    /// claimed; it stays closed for a shared ring or a clock other than
+    /// the TSC (the inline writer reads the TSC).
+    fn open(l: &Local, proc: &'static Process, slot: &'static RingSlot) {
+        let w = &l.window;
+        let hdr = slot.header();
+        w.tid.set(l.tid.get());
+        w.compact.set(&proc.compact);
+        w.epoch.set(&crate::filter::EPOCH);
+        // SAFETY: only this thread touches its scope stack, and no borrow
+        // of it is live here; the address of its top stays valid as long
+        // as the thread's `Local`.
+        w.top.set(unsafe { &(*l.scopes.get()).top });
+        w.cursor.set(slot.writer.cursor());
+        w.data.set(slot.writer.memory().as_ptr());
+        w.mask.set(hdr.stat.data_bytes - 1);
+        w.max_window.set(slot.writer.max_window());
+        w.write_pos.set(&hdr.prod.write_pos);
+        w.written.set(&hdr.prod.written);
+        w.sleeping.set(&hdr.wake.sleeping);
+        w.dropped.set(&hdr.prod.dropped);
+        w.read_pos.set(&hdr.cons.read_pos);
+        let inline = !slot.writer.is_shared() && crate::clock::uses_tsc();
+        w.ready.set(u32::from(inline));
+    }
+
+    /// The ring went (thread exit, fork): the inline writer takes the call.
+    fn close(&self) {
+        self.ready.set(0);
+    }
+}
+
+/// [`Window`]'s layout for the test that compares it with the header's
+/// `distlog_internal_window`: its size, alignment and each member's
+/// offset in declaration order.
+pub const WINDOW_LAYOUT: [usize; 18] = {
+    use std::mem::{align_of, offset_of, size_of};
+    [
+        size_of::<Window>(),
+        align_of::<Window>(),
+        offset_of!(Window, abi),
+        offset_of!(Window, ready),
+        offset_of!(Window, tid),
+        offset_of!(Window, busy),
+        offset_of!(Window, compact),
+        offset_of!(Window, epoch),
+        offset_of!(Window, top),
+        offset_of!(Window, cursor),
+        offset_of!(Window, data),
+        offset_of!(Window, mask),
+        offset_of!(Window, max_window),
+        offset_of!(Window, write_pos),
+        offset_of!(Window, written),
+        offset_of!(Window, sleeping),
+        offset_of!(Window, dropped),
+        offset_of!(Window, read_pos),
+    ]
+};
+
+/// [`ScopeTop`]'s layout, as [`WINDOW_LAYOUT`].
+pub const TOP_LAYOUT: [usize; 5] = {
+    use std::mem::{align_of, offset_of, size_of};
+    [
+        size_of::<ScopeTop>(),
+        align_of::<ScopeTop>(),
+        offset_of!(ScopeTop, scope),
+        offset_of!(ScopeTop, trace),
+        offset_of!(ScopeTop, has_trace),
+    ]
+};
+
+// The window is where the cached pointer points: the start of `Local`.
+const _: () = assert!(std::mem::offset_of!(Local, window) == 0);
+// The inline writer reads `busy` and `compact` as bytes holding 0 or 1
+// (and writes `busy`).
+const _: () = assert!(std::mem::size_of::<Cell<bool>>() == 1);
+const _: () = assert!(std::mem::size_of::<AtomicBool>() == 1);
+
+/// The thread's innermost entered scope as the C header's inline writer
+/// reads it (`distlog_internal_top`): a compact event's scope and trace.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ScopeTop {
+    scope: u64,
+    trace: crate::wire::TraceId,
+    /// 1 when there is a scope (the record carries its trace), else 0.
+    has_trace: u8,
+}
+
+impl ScopeTop {
+    const NONE: ScopeTop = ScopeTop {
+        scope: 0,
+        trace: [0; 16],
+        has_trace: 0,
+    };
+}
+
+/// The thread's stack of entered scopes: a `Vec` that keeps a copy of its
+/// top where the C inline writer reads it ([`ScopeTop`]). Reads go
+/// through the slice (`last`, `iter`); every change goes through the
+/// methods below, which update the copy.
+pub(crate) struct ScopeStack {
+    top: ScopeTop,
+    v: Vec<Current>,
+}
+
+impl ScopeStack {
+    const fn new() -> ScopeStack {
+        ScopeStack {
+            top: ScopeTop::NONE,
+            v: Vec::new(),
+        }
+    }
+
+    pub fn push(&mut self, c: Current) {
+        self.v.push(c);
+        self.sync();
+    }
+
+    pub fn pop(&mut self) -> Option<Current> {
+        let c = self.v.pop();
+        self.sync();
+        c
+    }
+
+    pub fn remove(&mut self, i: usize) -> Current {
+        let c = self.v.remove(i);
+        self.sync();
+        c
+    }
+
+    #[inline]
+    fn sync(&mut self) {
+        self.top = self.v.last().map_or(ScopeTop::NONE, |c| ScopeTop {
+            scope: c.scope,
+            trace: c.trace,
+            has_trace: 1,
+        });
+    }
+}
+
+impl std::ops::Deref for ScopeStack {
+    type Target = [Current];
+    fn deref(&self) -> &[Current] {
+        &self.v
+    }
 }
 
 impl Drop for Local {
@@ -726,6 +954,7 @@ impl Drop for Local {
         // with no slot, `write_compact_in` leaves such a call to the
         // general path, which finds the thread's state gone and writes to
         // the shared ring (`write_torn_down`), not to the released one.
+        self.window.close();
         if let Some(slot) = self.slot.take() {
             if let Some(p) = process() {
                 if std::ptr::eq(slot, p.overflow) {
@@ -742,13 +971,13 @@ impl Drop for Local {
 thread_local! {
     pub(crate) static LOCAL: Local = const {
         Local {
+            window: Window::new(),
             slot: Cell::new(None),
             tid: Cell::new(0),
-            busy: Cell::new(false),
             buf: UnsafeCell::new([0; STACK_RECORD]),
             big: UnsafeCell::new(Vec::new()),
             scratch: UnsafeCell::new(String::new()),
-            scopes: UnsafeCell::new(Vec::new()),
+            scopes: UnsafeCell::new(ScopeStack::new()),
             rng: [Cell::new(0), Cell::new(0)],
         }
     };
@@ -775,6 +1004,7 @@ fn first_use(l: &Local) -> Option<(&'static Process, &'static RingSlot)> {
     }
     let slot = p.claim_ring(l.tid.get());
     l.slot.set(Some(slot));
+    Window::open(l, p, slot);
     Some((p, slot))
 }
 
@@ -811,7 +1041,7 @@ pub(crate) fn write_record(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
 #[inline(always)]
 fn compact_ring(l: &Local) -> Option<(&'static Process, &'static RingSlot)> {
     let slot = l.slot.get()?;
-    if l.busy.get() || slot.writer.is_shared() {
+    if l.window.busy.get() || slot.writer.is_shared() {
         return None;
     }
     // As in `write_in`: `slot` is cleared after a fork, before the
@@ -851,7 +1081,7 @@ pub(crate) fn write_scope_compact(f: impl FnOnce(&mut [u8], u32) -> Option<usize
         let Some((proc, slot)) = compact_ring(l) else {
             return false;
         };
-        let _busy = Busy::enter(&l.busy);
+        let _busy = Busy::enter(&l.window.busy);
         let tid = l.tid.get();
         // SAFETY: an exclusive ring is written only by the thread that
         // claimed it (its Local holds it until the thread exits).
@@ -903,6 +1133,16 @@ pub(crate) fn local_ptr() -> *const Local {
         .unwrap_or(std::ptr::null())
 }
 
+/// Wake the sidecar for `l`'s ring: the C inline writer committed a record
+/// and found the consumer asleep. Clears the flag as [`Process::wake`].
+#[cold]
+#[inline(never)]
+pub(crate) fn wake_local(l: &Local) {
+    if let (Some(slot), Some(p)) = (l.slot.get(), process()) {
+        p.wake(slot);
+    }
+}
+
 /// [`write_compact`] with this thread's [`Local`] at hand: the C header's
 /// call sites cache it in a thread-local of their own, which costs C one
 /// instruction to read where ours, in a shared library, is a call to
@@ -918,7 +1158,7 @@ pub(crate) fn write_compact_in(
         let Some((proc, slot)) = compact_ring(l) else {
             return false;
         };
-        let _busy = Busy::enter(&l.busy);
+        let _busy = Busy::enter(&l.window.busy);
         // SAFETY: as in `write_in` (only this thread touches its scope
         // stack, no borrow of it is live; the top is copied out).
         let cur = crate::scope::top(unsafe { &*l.scopes.get() });
@@ -955,13 +1195,13 @@ pub(crate) fn write_compact_in(
 #[inline(always)]
 fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
     let done = LOCAL.try_with(|l| {
-        if l.busy.get() {
+        if l.window.busy.get() {
             if let Some(s) = l.slot.get() {
                 s.header().prod.dropped.fetch_add(1, Ordering::Relaxed);
             }
             return;
         }
-        let _busy = Busy::enter(&l.busy);
+        let _busy = Busy::enter(&l.window.busy);
         let (proc, slot) = match l.slot.get() {
             // Relaxed-load fast path; the process pointer only changes
             // after a fork, when atfork_child cleared `slot`.
@@ -1181,10 +1421,10 @@ pub(crate) fn process_fast() -> Option<&'static Process> {
 /// record write (a nested call is skipped).
 pub(crate) fn write_scratch(f: impl FnOnce(&mut [u8], &mut String)) {
     let _ = LOCAL.try_with(|l| {
-        if l.busy.get() {
+        if l.window.busy.get() {
             return;
         }
-        let _busy = Busy::enter(&l.busy);
+        let _busy = Busy::enter(&l.window.busy);
         // SAFETY: guarded by `busy`, as in write_record.
         let (buf, scratch) = unsafe { (&mut *l.buf.get(), &mut *l.scratch.get()) };
         f(buf, scratch);

@@ -439,13 +439,27 @@ pub(crate) unsafe fn with_fields<R>(
 /// The field keys a `DISTLOG_EVENT` call site registered on its first call,
 /// by position; `None` where that call skipped the field (a NULL key or an
 /// unknown type): that position always goes by name.
+///
+/// `#[repr(C)]` with a prefix the C header's inline writer reads
+/// (`distlog_internal_keys`, behind the call site's `internal_keys`):
+/// `fixed`'s address and length, so a call whose every key is the literal
+/// registered at its position is written from the caller's code.
+#[repr(C)]
 #[derive(Debug)]
 pub(crate) struct Keys {
+    /// `fixed.as_ptr()` (the boxed slice does not move with `Keys`).
+    c_fixed: *const usize,
+    /// `fixed.len()`.
+    c_len: usize,
     keys: Box<[Option<Key>]>,
     /// Each position's `Key::fixed`, `NOT_FIXED` where there is none: the
     /// hot path's compare, one load from a flat array.
     fixed: Box<[usize]>,
 }
+
+// The header's `distlog_internal_keys`: `{ const uintptr_t *fixed; size_t n; }`.
+const _: () = assert!(std::mem::offset_of!(Keys, c_fixed) == 0);
+const _: () = assert!(std::mem::offset_of!(Keys, c_len) == std::mem::size_of::<usize>());
 
 /// No address: a C string cannot start at the last byte of the address
 /// space (it needs its NUL after it), and NULL is not a key.
@@ -465,9 +479,15 @@ struct Key {
 impl Keys {
     /// No registered keys: every field goes by name (no allocation).
     pub(crate) fn none() -> Keys {
+        Keys::new(Box::default(), Box::default())
+    }
+
+    fn new(keys: Box<[Option<Key>]>, fixed: Box<[usize]>) -> Keys {
         Keys {
-            keys: Box::default(),
-            fixed: Box::default(),
+            c_fixed: fixed.as_ptr(),
+            c_len: fixed.len(),
+            keys,
+            fixed,
         }
     }
 
@@ -501,7 +521,7 @@ impl Keys {
                 _ => NOT_FIXED,
             })
             .collect();
-        Keys { keys, fixed }
+        Keys::new(keys, fixed)
     }
 
     /// The names for the call site's definition (lossy UTF-8, as the

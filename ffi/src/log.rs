@@ -596,6 +596,52 @@ pub unsafe extern "C" fn distlog_event_kv_tl(
     }
 }
 
+/// [`distlog_event_kv_tl`] for a header with the inline event writer
+/// (what `DISTLOG_EVENT_KV` calls when its inline write declines: the
+/// thread's first event, a call site not registered or not on by its
+/// cached verdict, a key not the registered literal, a window to work out
+/// again, a nested call, ...). `abi` is the header's
+/// `DISTLOG_INTERNAL_WINDOW_ABI`: when it is this library's, `*tl` gets
+/// this thread's state, whose first member is its window
+/// (`distlog_internal_window`); else `tl` is not used (no cache, no
+/// window: the header's inline writer never runs, every event is a call).
+///
+/// # Safety
+///
+/// As [`distlog_event_kv_tl`].
+#[no_mangle]
+pub unsafe extern "C" fn distlog_event_kv_window(
+    tl: *mut *const c_void,
+    abi: u32,
+    cs: *const distlog_event_callsite,
+    kv: *const distlog_kv,
+    nkv: usize,
+) {
+    ffi_panic_boundary! {
+        let tl = if abi == distlog::raw::C_WINDOW_ABI { tl } else { std::ptr::null_mut() };
+        // SAFETY: forwarded (contract); NULL is no cache.
+        unsafe { event_kv::<true>(tl, cs, kv, nkv) }
+    }
+}
+
+/// Wake the sidecar for the calling thread's ring: the header's inline
+/// writer committed an event and found the consumer asleep (the ring
+/// header's `sleeping`). A cold call, as the library's own wake-up.
+///
+/// # Safety
+///
+/// `w` is what [`distlog_event_kv_window`] stored in the caller's cache on
+/// this thread (NULL: nothing happens).
+#[no_mangle]
+pub unsafe extern "C" fn distlog_internal_window_wake(w: *const c_void) {
+    ffi_panic_boundary! {
+        if !w.is_null() {
+            // SAFETY: this thread's state (contract).
+            unsafe { distlog::raw::wake_in(w.cast()) }
+        }
+    }
+}
+
 /// The two entry points of `DISTLOG_EVENT_KV`'s event: `CACHED`, with the
 /// caller's cache `tl` (NULL: none); else (`tl` unused) the thread-local
 /// access of [`distlog::raw::try_event_compact`]. One write path in each

@@ -413,6 +413,24 @@ fn header_enums_and_constants_match_rust() {
         num("DISTLOG_CALLSITE_FORMATTED") as u32,
         distlog_ffi::log::DISTLOG_CALLSITE_FORMATTED
     );
+    // The inline event writer: its window's version, and the compact
+    // record it writes.
+    use distlog::wire::compact;
+    assert_eq!(
+        num("DISTLOG_INTERNAL_WINDOW_ABI") as u32,
+        distlog::raw::C_WINDOW_ABI
+    );
+    assert_eq!(num("DISTLOG_INTERNAL_KIND_EVENT") as u8, compact::KIND);
+    assert_eq!(num("DISTLOG_INTERNAL_HEAD"), compact::head_bytes(false));
+    assert_eq!(num("DISTLOG_INTERNAL_TAG_BOOL") as u8, compact::BOOL);
+    assert_eq!(num("DISTLOG_INTERNAL_TAG_STR") as u8, compact::STR);
+    assert_eq!(num("DISTLOG_INTERNAL_VALID") as u32, distlog::ring::VALID);
+    assert_eq!(
+        num("DISTLOG_INTERNAL_MIN_ROOM") as u64,
+        distlog::raw::C_MIN_ROOM
+    );
+    // Longer strings go to the library, which cuts them there.
+    assert_eq!(num("DISTLOG_INTERNAL_INLINE_STR"), distlog::raw::MAX_STR);
 }
 
 /// The check itself catches drift (a removed prototype, a changed count, a

@@ -291,11 +291,19 @@ fn c_records_reach_the_sidecar_like_rust_records() {
 /// returns what it printed (after checking it printed `DONE`), its pid, and
 /// the sidecar's `want` records of that pid (JSON).
 fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
+    run_with_sidecar_opt(src, want, "-O0")
+}
+
+/// [`run_with_sidecar`] built with the optimisation flag `opt` (`-O2`:
+/// where the header's inline event writer takes the common events).
+fn run_with_sidecar_opt(src: &str, want: usize, opt: &str) -> (String, u64, Vec<Value>) {
     let name = src.trim_end_matches(".c");
-    let dir = out_dir(&format!("sidecar-{name}"));
+    let dir = out_dir(&format!("sidecar-{name}{opt}"));
     let exe = distlogd();
     let prog = dir.join(name);
-    compile("cc", STRICT_C11, &c_dir().join(src), &prog, Link::Shared);
+    let mut flags = STRICT_C11.to_vec();
+    flags.push(opt);
+    compile("cc", &flags, &c_dir().join(src), &prog, Link::Shared);
     let socket = dir.join("s.sock");
     let sidecar = Sidecar::start(&exe, &socket, &dir);
     let mut cmd = c_command(&prog);
@@ -309,17 +317,7 @@ fn run_with_sidecar(src: &str, want: usize) -> (String, u64, Vec<Value>) {
     let pid = u64::from(child.id());
     let out = success(&child.wait_with_output().unwrap());
     assert!(out.lines().any(|l| l == "DONE"), "{out}");
-    let mut recs = Vec::new();
-    let deadline = Instant::now() + LIMIT;
-    while recs.len() < want && Instant::now() < deadline {
-        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
-            let v: Value =
-                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
-            if v["pid"] == json!(pid) {
-                recs.push(v);
-            }
-        }
-    }
+    let recs = records_until(&sidecar, pid, |r| r.len() >= want);
     drop(sidecar);
     assert_eq!(recs.len(), want, "records of pid {pid}:\n{recs:#?}");
     (out, pid, recs)
@@ -343,7 +341,14 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
     // may claim the ring the first released), one from main, and one from
     // the first thread's pthread key destructor after its state was
     // dropped: through the shared ring, with its thread's id.
-    let (out, _, recs) = run_with_sidecar("kv_threads.c", 24);
+    for opt in ["-O0", "-O2"] {
+        kv_threads_checked(opt);
+    }
+}
+
+/// One run of `kv_threads.c` built with `opt`, checked.
+fn kv_threads_checked(opt: &str) {
+    let (out, _, recs) = run_with_sidecar_opt("kv_threads.c", 24, opt);
     let printed = printed(&out);
     let tid = |name: &str| json!(printed[&format!("TID_{name}")].parse::<u64>().unwrap());
     let mut got: Vec<_> = recs
@@ -383,7 +388,14 @@ fn kv_call_sites_cache_the_thread_state_per_thread() {
 fn kv_events_reach_the_sidecar_typed() {
     // 3 events, 8 of one call site, 8 of each DISTLOG_EVENT site, the
     // scope's open and close, 3 events in it (DEBUG filtered).
-    let (out, _, recs) = run_with_sidecar("kv.c", 32);
+    for opt in ["-O0", "-O2"] {
+        kv_checked(opt);
+    }
+}
+
+/// One run of `kv.c` built with `opt`, checked.
+fn kv_checked(opt: &str) {
+    let (out, _, recs) = run_with_sidecar_opt("kv.c", 32, opt);
     let printed = printed(&out);
     for r in &recs {
         assert_eq!(r["service"], "c-kv", "{r}");
@@ -470,4 +482,257 @@ fn kv_events_reach_the_sidecar_typed() {
             json!({"n": 2, "k2": "v2", "other": 2}),
         ]
     );
+}
+
+/// `ffi/tests/c/inline.c`, built with `-O2` (the header's inline event
+/// writer needs the optimiser's constants), once per test.
+fn inline_program(dir: &std::path::Path) -> std::path::PathBuf {
+    let prog = dir.join("inline");
+    let mut flags = STRICT_C11.to_vec();
+    flags.push("-O2");
+    compile("cc", &flags, &c_dir().join("inline.c"), &prog, Link::Shared);
+    prog
+}
+
+/// What each inline test starts with: the sidecar, its socket, and the
+/// inline program built.
+struct InlineRun {
+    exe: std::path::PathBuf,
+    prog: std::path::PathBuf,
+    socket: std::path::PathBuf,
+    sidecar: Sidecar,
+}
+
+fn inline_run(name: &str) -> InlineRun {
+    let dir = out_dir(&format!("sidecar-inline-{name}"));
+    let exe = distlogd();
+    let prog = inline_program(&dir);
+    let socket = dir.join("s.sock");
+    let sidecar = Sidecar::start(&exe, &socket, &dir);
+    InlineRun {
+        exe,
+        prog,
+        socket,
+        sidecar,
+    }
+}
+
+/// The inline program in `mode` against `sidecar`, stdin piped.
+fn spawn_inline(
+    prog: &std::path::Path,
+    socket: &std::path::Path,
+    args: &[&str],
+    ring: Option<&str>,
+) -> Child {
+    let mut cmd = c_command(prog);
+    cmd.args(args)
+        .env("DISTLOG_SOCKET", socket)
+        .env_remove("DISTLOG_LOG")
+        .env_remove("RUST_LOG")
+        .env_remove("DISTLOG_SERVICE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    if let Some(r) = ring {
+        cmd.env("DISTLOG_RING_BYTES", r);
+    }
+    cmd.spawn().unwrap()
+}
+
+/// The sidecar's records of `pid` until `done` says so (or the limit).
+fn records_until(sidecar: &Sidecar, pid: u64, done: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    let mut recs = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    while !done(&recs) && Instant::now() < deadline {
+        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
+            let v: Value =
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+            if v["pid"] == json!(pid) {
+                recs.push(v);
+            }
+        }
+    }
+    recs
+}
+
+fn events_of<'a>(recs: &'a [Value], target: &'a str) -> impl Iterator<Item = &'a Value> {
+    recs.iter()
+        .filter(move |r| r["kind"] == "event" && r["target"] == target)
+}
+
+#[test]
+fn inline_writer_records_values_scopes_and_order() {
+    let InlineRun {
+        exe: _,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("records");
+    let child = spawn_inline(&prog, &socket, &["records"], None);
+    let pid = u64::from(child.id());
+    let out = success(&child.wait_with_output().unwrap());
+    assert!(out.lines().any(|l| l == "DONE"), "{out}");
+    let printed = printed(&out);
+    let n: usize = printed["EVENTS"].parse().unwrap();
+    let probes: usize = printed["PROBES"].parse().unwrap();
+    // The library keeps no window for another header's ABI, and hands
+    // its own a ready one.
+    assert_eq!(printed["ABI_OTHER"], "none");
+    assert_eq!(printed["ABI_SAME"], "window");
+    // Two events a round, the probes, two scopes (open and close), and the
+    // four calls of the ABI call site.
+    let want = 2 * n + probes + 4 + 4;
+    let recs = records_until(&sidecar, pid, |r| r.len() >= want);
+    drop(sidecar);
+    assert_eq!(recs.len(), want, "{recs:#?}");
+    assert!(recs.iter().all(|r| r["kind"] != "loss"), "{recs:#?}");
+
+    let texts = [
+        "first",
+        "",
+        "abc",
+        "sixteen-bytes-16",
+        "seventeen-bytes-17",
+        "a string longer than thirty-two bytes, copied whole",
+        "h\u{e9}",
+        "(null)",
+        "bad\u{FFFD}",
+        "k",
+    ];
+    let (trace, outer) = parts(&printed["TP_OUTER"]);
+    let (inner_trace, inner) = parts(&printed["TP_INNER"]);
+    assert_eq!(inner_trace, trace);
+    // Where each round ran: outer, inner, outer again, no scope.
+    let scope_of = |k: usize| match k / texts.len() {
+        0 | 1 | 3 => Some(outer.as_str()),
+        2 => Some(inner.as_str()),
+        _ => None,
+    };
+    for (target, fields) in [
+        ("inline::kv", &["i", "u", "f", "b", "s"][..]),
+        ("inline::fields", &["i", "s", "b"][..]),
+    ] {
+        let got: Vec<_> = events_of(&recs, target).collect();
+        assert_eq!(got.len(), n, "{target}");
+        for (k, r) in got.iter().enumerate() {
+            // In order, with the values of round k.
+            let all = json!({
+                "i": -(k as i64), "u": 3 * k, "f": k as f64 + 0.5, "b": k % 2 == 1,
+                "s": texts[k % texts.len()],
+            });
+            let want: serde_json::Map<_, _> = fields
+                .iter()
+                .map(|f| (f.to_string(), all[f].clone()))
+                .collect();
+            assert_eq!(r["fields"], Value::Object(want), "{target} {k}: {r}");
+            assert_eq!(r["service"], "c-inline");
+            assert_eq!(r["level"], "INFO");
+            assert!(r["file"].as_str().unwrap().ends_with("inline.c"), "{r}");
+            match scope_of(k) {
+                Some(s) => {
+                    assert_eq!(r["scope_id"], s, "{target} {k}: {r}");
+                    assert_eq!(r["trace_id"], trace.as_str(), "{target} {k}: {r}");
+                }
+                None => assert!(r.get("scope_id").is_none(), "{target} {k}: {r}"),
+            }
+        }
+    }
+    let abi: Vec<_> = events_of(&recs, "inline::abi")
+        .map(|r| r["fields"]["j"].as_u64().unwrap())
+        .collect();
+    assert_eq!(abi, [0, 1, 2, 3]);
+}
+
+#[test]
+fn inline_writer_drops_and_counts_when_the_ring_is_full() {
+    let InlineRun {
+        exe: _,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("burst");
+    let sent = 200_000u64;
+    // The smallest ring: ~100 events fill it, far faster than the sidecar
+    // (on the other core at best) reads them.
+    let child = spawn_inline(&prog, &socket, &["burst", &sent.to_string()], Some("4096"));
+    let pid = u64::from(child.id());
+    let out = success(&child.wait_with_output().unwrap());
+    let probes: u64 = printed(&out)["PROBES"].parse().unwrap();
+    let total = sent + probes;
+    let tally = |r: &[Value]| {
+        let events = r.iter().filter(|r| r["kind"] == "event").count() as u64;
+        let lost: u64 = r
+            .iter()
+            .filter(|r| r["kind"] == "loss")
+            .map(|r| r["fields"]["lost"].as_u64().unwrap())
+            .sum();
+        (events, lost)
+    };
+    let recs = records_until(&sidecar, pid, |r| {
+        let (e, l) = tally(r);
+        e + l >= total
+    });
+    drop(sidecar);
+    let (events, lost) = tally(&recs);
+    assert_eq!(events + lost, total, "every event written or counted");
+    assert!(lost > 0, "a 4 KiB ring cannot hold the burst");
+    // What was written is in order.
+    let seqs: Vec<u64> = events_of(&recs, "inline::burst")
+        .map(|r| r["fields"]["seq"].as_u64().unwrap())
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+    assert!(recs
+        .iter()
+        .filter(|r| r["target"] == "inline::burst")
+        .all(|r| r["fields"]["s"] == "short"));
+}
+
+/// `distlogd ctl level set DIRECTIVES` against the sidecar at `socket`.
+fn ctl_level(exe: &std::path::Path, socket: &std::path::Path, directives: &str) {
+    let mut cmd = Command::new(exe);
+    cmd.args(["ctl", "level", "set", directives, "--socket"])
+        .arg(socket)
+        .env_remove("DISTLOG_CTL_SOCKET");
+    success(&run(cmd, LIMIT));
+}
+
+#[test]
+fn inline_call_sites_obey_distlogd_ctl() {
+    use std::io::Write;
+    let InlineRun {
+        exe,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("verdict");
+    let mut child = spawn_inline(&prog, &socket, &["verdict"], None);
+    let pid = u64::from(child.id());
+    let mut stdin = child.stdin.take().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next = |want: &str| loop {
+        let l = lines.next().expect("the program ended early").unwrap();
+        if l == want {
+            return;
+        }
+    };
+    // The call site is on (its verdict cached, written inline), then its
+    // target is turned off and on again while the process runs: each
+    // change moves the filter epoch, which the inline writer compares.
+    next("READY off");
+    ctl_level(&exe, &socket, "info,inline::noisy=warn");
+    writeln!(stdin, "go").unwrap();
+    next("READY on");
+    ctl_level(&exe, &socket, "info");
+    writeln!(stdin, "go").unwrap();
+    next("DONE");
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+    let recs = records_until(&sidecar, pid, |r| {
+        events_of(r, "inline::noisy").any(|e| e["fields"]["seq"] == 5)
+    });
+    drop(sidecar);
+    let seqs: Vec<u64> = events_of(&recs, "inline::noisy")
+        .map(|r| r["fields"]["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [0, 1, 4, 5]);
 }

@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 /* Not a constant to the compiler. */
@@ -57,6 +58,12 @@ int main(void) {
         fprintf(stderr, "init failed\n");
         return 1;
     }
+    /* Time for the connection (the compact layout), so that a build with
+     * the header's inline writer (-O2) takes its events inline, also the
+     * one after the thread's state was dropped, which it must decline. A
+     * slower connection only means fewer inline events. */
+    struct timespec d = {0, 300000000L};
+    nanosleep(&d, NULL);
     int bases[] = {0, 10};
     for (int t = 0; t < 2; t++) {
         pthread_t th;
