@@ -178,7 +178,7 @@ impl Clock {
     /// realtime ns. Any `u64` is accepted (hostile input saturates).
     ///
     /// In line for the drain (called, ~10 instructions a record more): the
-    /// honest case, every value in `i64`, here; [`Clock::tsc_wide`] the
+    /// honest case, every value in `i64`, here; `Clock::tsc_wide` the
     /// rest, out of line.
     #[inline(always)]
     pub fn to_timestamp(&self, raw: u64, tsc: bool) -> Timestamp {
