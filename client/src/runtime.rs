@@ -930,9 +930,12 @@ impl ScopeStack {
         c
     }
 
+    /// The copy says what [`crate::scope::top`] says: an entry of a span
+    /// without a scope (scope 0: no runtime, a full call-site table) at
+    /// the top is no scope, not a zero trace.
     #[inline]
     fn sync(&mut self) {
-        self.top = self.v.last().map_or(ScopeTop::NONE, |c| ScopeTop {
+        self.top = crate::scope::top(&self.v).map_or(ScopeTop::NONE, |c| ScopeTop {
             scope: c.scope,
             trace: c.trace,
             has_trace: 1,
