@@ -687,6 +687,52 @@ fn inline_writer_drops_and_counts_when_the_ring_is_full() {
         .all(|r| r["fields"]["s"] == "short"));
 }
 
+#[test]
+fn inline_writer_after_fork_writes_the_childs_own_ring() {
+    let InlineRun {
+        exe: _,
+        prog,
+        socket,
+        sidecar,
+    } = inline_run("fork");
+    let child = spawn_inline(&prog, &socket, &["fork"], None);
+    let parent = u64::from(child.id());
+    let out = success(&child.wait_with_output().unwrap());
+    assert!(out.lines().any(|l| l == "DONE"), "{out}");
+    let forked: u64 = printed(&out)["CHILD"].parse().unwrap();
+    // Each process's `inline::fork` events, as `(who, seq)`, by the pid
+    // the sidecar knows the writing ring's client by.
+    let mut by_pid: HashMap<u64, Vec<(String, u64)>> = HashMap::new();
+    let mut losses = Vec::new();
+    let deadline = Instant::now() + LIMIT;
+    let done = |m: &HashMap<u64, Vec<(String, u64)>>| {
+        m.get(&parent).is_some_and(|v| v.len() >= 4) && m.get(&forked).is_some_and(|v| v.len() >= 3)
+    };
+    while !done(&by_pid) && Instant::now() < deadline {
+        if let Ok(line) = sidecar.lines.recv_timeout(Duration::from_millis(100)) {
+            let r: Value = serde_json::from_str(&line).unwrap();
+            let pid = r["pid"].as_u64().unwrap_or(0);
+            if r["kind"] == "loss" && (pid == parent || pid == forked) {
+                losses.push(r.clone());
+            }
+            if r["kind"] == "event" && r["target"] == "inline::fork" {
+                let who = r["fields"]["who"].as_str().unwrap().to_owned();
+                let seq = r["fields"]["seq"].as_u64().unwrap();
+                by_pid.entry(pid).or_default().push((who, seq));
+            }
+        }
+    }
+    drop(sidecar);
+    let want = |who: &str, n: u64| (0..n).map(|k| (who.to_owned(), k)).collect::<Vec<_>>();
+    // The parent's four events under its pid, none of the child's among
+    // them: the child never wrote into the ring it inherited.
+    assert_eq!(by_pid.get(&parent), Some(&want("parent", 4)), "{by_pid:?}");
+    // The child's, the first through the library, the rest inline after
+    // its probe, in order in a ring of its own.
+    assert_eq!(by_pid.get(&forked), Some(&want("child", 3)), "{by_pid:?}");
+    assert!(losses.is_empty(), "{losses:#?}");
+}
+
 /// `distlogd ctl level set DIRECTIVES` against the sidecar at `socket`.
 fn ctl_level(exe: &std::path::Path, socket: &std::path::Path, directives: &str) {
     let mut cmd = Command::new(exe);

@@ -12,6 +12,9 @@
  *   verdict  an INFO call site before and after `distlogd ctl` turns its
  *            target off and on again (stdin "go" once each change is
  *            made; the program waits until the filter has it).
+ *   fork     an inline event, fork(), the child's inline events (after
+ *            its own probe: the parent's window, inherited, must not be
+ *            written), the parent's again. Prints "CHILD pid".
  *
  * Each mode first waits (polling, up to 10 s) until the inline writer
  * takes an event: the window opens on the thread's first event, and the
@@ -23,7 +26,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 static void sleep_ms(long ms) {
     struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
@@ -157,6 +162,39 @@ static int verdict(void) {
     return 0;
 }
 
+static void forked(const char *who, int seq) {
+    DISTLOG_EVENT_KV(DISTLOG_LEVEL_INFO, "inline::fork", "fork", DISTLOG_KV("who", who),
+                     DISTLOG_KV("seq", seq));
+}
+
+/* A pre-forking server's life: the child's inline writer must write into
+ * a ring of the child's own (the fork handler closed the inherited window;
+ * the library claims a new ring and opens a window on it), never into the
+ * parent's, which the child's memory still maps. */
+static int fork_mode(void) {
+    /* The call site hot (registered, its verdict cached) before the fork:
+     * the child's first event would be the inline writer's. */
+    for (int k = 0; k < 3; k++)
+        forked("parent", k);
+    pid_t pid = fork();
+    if (pid == 0) {
+        forked("child", 0); /* the library's: the window is closed */
+        probe();
+        forked("child", 1);
+        forked("child", 2);
+        distlog_shutdown();
+        _exit(0);
+    }
+    if (pid < 0)
+        return 1;
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid || !WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        return 1;
+    printf("CHILD %d\n", (int)pid);
+    forked("parent", 3);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     const char *mode = argc > 1 ? argv[1] : "";
     int rc = 1;
@@ -171,6 +209,8 @@ int main(int argc, char **argv) {
         rc = burst(argc > 2 ? atoi(argv[2]) : 0);
     else if (strcmp(mode, "verdict") == 0)
         rc = verdict();
+    else if (strcmp(mode, "fork") == 0)
+        rc = fork_mode();
     if (rc == 0)
         printf("DONE\n");
     fflush(stdout);
