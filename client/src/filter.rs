@@ -49,8 +49,46 @@ fn bump() {
 }
 
 /// The most verbose level the C API's runtime filter enables: the C macros
-/// compare against it before anything else.
+/// compare against it before anything else. Changed only through
+/// [`set_max`] / [`raise_max`], which pass it on to `log`.
 pub static MAX_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+/// Whether distlog is the `log` crate's logger: then `log`'s max level
+/// follows [`MAX_LEVEL`], so a disabled `log` call costs `log`'s own
+/// compare. Relaxed: set once, before `log` can call us.
+static LOG_FOLLOWS: AtomicBool = AtomicBool::new(false);
+
+fn set_max(level: u8) {
+    MAX_LEVEL.store(level, Ordering::Relaxed);
+    publish_max();
+}
+
+fn raise_max(level: u8) {
+    MAX_LEVEL.fetch_max(level, Ordering::Relaxed);
+    publish_max();
+}
+
+/// `log`'s max level from [`MAX_LEVEL`]: read again after the store, so of
+/// two threads changing it at once the last to store also stores last in
+/// `log` (a stale store is seen and redone).
+fn publish_max() {
+    if !LOG_FOLLOWS.load(Ordering::Relaxed) {
+        return;
+    }
+    loop {
+        let m = MAX_LEVEL.load(Ordering::Relaxed);
+        log::set_max_level(crate::log_bridge::level_filter(m));
+        if MAX_LEVEL.load(Ordering::Relaxed) == m {
+            return;
+        }
+    }
+}
+
+/// distlog became the `log` crate's logger: `log`'s max level follows ours.
+pub(crate) fn follow_in_log() {
+    LOG_FOLLOWS.store(true, Ordering::Relaxed);
+    publish_max();
+}
 
 struct State {
     startup: String,
@@ -111,7 +149,7 @@ fn max_of(t: &Targets) -> u8 {
 /// Set the start-up directives (first call wins).
 pub(crate) fn set(directives: &str) {
     let targets = targets_of(directives);
-    MAX_LEVEL.store(max_of(&targets), Ordering::Relaxed);
+    set_max(max_of(&targets));
     let _ = STATE.set(RwLock::new(State {
         startup: directives.to_owned(),
         current: directives.to_owned(),
@@ -178,7 +216,7 @@ pub(crate) fn apply(seq: u64, d: &Directives) -> Result<(), String> {
     if boost > BOOST_CAP.load(Ordering::Relaxed) {
         BOOST_CAP.store(boost, Ordering::Relaxed);
     }
-    MAX_LEVEL.store(max_of(&st.targets).max(boost), Ordering::Relaxed);
+    set_max(max_of(&st.targets).max(boost));
     drop(st);
     bump();
     if let Some(r) = RELOAD.get() {
@@ -227,7 +265,7 @@ fn named_trace_boost(trace: &TraceId) -> u8 {
 pub(crate) fn raise_boost_cap(level: u8) {
     if level > BOOST_CAP.load(Ordering::Relaxed) {
         BOOST_CAP.store(level, Ordering::Relaxed);
-        MAX_LEVEL.fetch_max(level, Ordering::Relaxed);
+        raise_max(level);
         bump();
         tracing_core::callsite::rebuild_interest_cache();
     }

@@ -1,7 +1,8 @@
 //! The `tracing` side: the record writing for spans and events (one set of
 //! functions behind [`Spans`], used by [`crate::Subscriber`] and by
 //! [`DistlogLayer`], a [`Layer`] for `Registry` stacks), and `log` records
-//! through `tracing-log`.
+//! through `tracing-log` for stacks that install `LogTracer` themselves
+//! ([`crate::init`] sets its own `log` logger: `crate::log_bridge`).
 //!
 //! Filtering is not done here: [`crate::init`] puts the filter (an
 //! `EnvFilter`) in front, so a disabled call site never reaches this code
@@ -68,21 +69,33 @@ impl DistlogLayer {
     where
         S: Subscriber + for<'a> LookupSpan<'a>,
     {
-        let key = id.into_u64();
         let mut f = Some(f);
-        let mut run = |d: &ScopeData| f.take().map(|f| f(d));
-        let hit = match held {
-            // SAFETY: `Held::Open` says the Registry holds the span open
-            // meanwhile, and no caller is its on_close.
-            Held::Open => unsafe { self.scopes.get(key) }.map(&mut run),
-            Held::Maybe => self.scopes.with_guarded(key, &mut run),
-        };
-        if let Some(r) = hit {
-            return r;
+        if let Some(r) = self.in_table(id, held, &mut f) {
+            return Some(r);
         }
         let span = ctx.span(id)?;
         let ext = span.extensions();
         ext.get::<ScopeData>().map(f?)
+    }
+
+    /// `f` (taken out of its `Option`) on span `id`'s data when it is in
+    /// the table.
+    #[inline(always)]
+    fn in_table<R>(
+        &self,
+        id: &Id,
+        held: Held,
+        f: &mut Option<impl FnOnce(&ScopeData) -> R>,
+    ) -> Option<R> {
+        let key = id.into_u64();
+        let mut run = |d: &ScopeData| f.take().map(|f| f(d));
+        match held {
+            // SAFETY: `Held::Open` says the Registry holds the span open
+            // meanwhile, and no caller is its on_close.
+            Held::Open => unsafe { self.scopes.get(key) }.map(&mut run),
+            Held::Maybe => self.scopes.with_guarded(key, &mut run),
+        }
+        .flatten()
     }
 }
 
@@ -99,6 +112,29 @@ fn write_event_general(
     explicit: Option<Option<scope::Current>>,
     try_compact: bool,
 ) {
+    write_event_with(
+        callsite,
+        ts,
+        explicit,
+        try_compact,
+        |w| visit_compact(w, event),
+        |ctx, head| encode(ctx, head, log, &|v| event.record(v)),
+    );
+}
+
+/// An event by the general write path, in scope `explicit` (`None`: the
+/// thread's current one): in the compact layout when the sidecar reads it
+/// and `try_compact` (`values` appends the values, `false`: they have no
+/// compact form), else `postcard` encodes it after `head`.
+#[inline(always)]
+pub(crate) fn write_event_with(
+    callsite: u32,
+    ts: u64,
+    explicit: Option<Option<scope::Current>>,
+    try_compact: bool,
+    values: impl Fn(&mut compact::Writer<'_>) -> bool,
+    postcard: impl Fn(&mut Ctx<'_>, &Head) -> Option<usize>,
+) {
     runtime::write_event(|ctx| {
         let (scope, trace) = match explicit.unwrap_or(ctx.cur) {
             Some(c) => (c.scope, Some(c.trace)),
@@ -106,7 +142,7 @@ fn write_event_general(
         };
         if try_compact && ctx.compact {
             let mut w = compact::Writer::new(ctx.buf, callsite, ts, ctx.tid, scope, trace.as_ref());
-            if visit_compact(&mut w, event) {
+            if values(&mut w) {
                 return w.finish();
             }
         }
@@ -117,7 +153,7 @@ fn write_event_general(
             scope,
             trace,
         };
-        encode(ctx, &head, log, &|v| event.record(v))
+        postcard(ctx, &head)
     });
 }
 
@@ -819,22 +855,45 @@ impl Visit for ErrorMark {
 /// Find a span's scope data through the current dispatcher (which must be
 /// built on a `tracing_subscriber::Registry`).
 pub(crate) fn with_scope<R>(span: &tracing::Span, f: impl FnOnce(&ScopeData) -> R) -> Option<R> {
-    span.with_subscriber(|(id, dispatch)| {
-        if let Some(sub) = dispatch.downcast_ref::<crate::Subscriber>() {
-            return sub.with_data(id, f);
+    span.with_subscriber(|(id, dispatch)| scope_in(dispatch, id, Held::Open, f))
+        .flatten()
+}
+
+/// `f` on the data of span `id` of `dispatch`; `held`: whether the span is
+/// known to stay open meanwhile ([`Held::Open`]: a handle to it is held).
+fn scope_in<R>(
+    dispatch: &tracing::Dispatch,
+    id: &Id,
+    held: Held,
+    f: impl FnOnce(&ScopeData) -> R,
+) -> Option<R> {
+    if let Some(sub) = dispatch.downcast_ref::<crate::Subscriber>() {
+        return sub.with_data(id, f);
+    }
+    let mut f = Some(f);
+    if let Some(layer) = dispatch.downcast_ref::<DistlogLayer>() {
+        if let Some(r) = layer.in_table(id, held, &mut f) {
+            return Some(r);
         }
-        if let Some(layer) = dispatch.downcast_ref::<DistlogLayer>() {
-            // SAFETY: `span` is a handle to the span: it stays open.
-            if let Some(d) = unsafe { layer.scopes.get(id.into_u64()) } {
-                return Some(f(d));
-            }
-        }
-        let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
-        let s = reg.span(id)?;
-        let ext = s.extensions();
-        ext.get::<ScopeData>().map(f)
-    })
-    .flatten()
+    }
+    let reg = dispatch.downcast_ref::<tracing_subscriber::Registry>()?;
+    let s = reg.span(id)?;
+    let ext = s.extensions();
+    ext.get::<ScopeData>().map(f?)
+}
+
+/// An error record outside `tracing` (a `log` record): the thread's
+/// current scope ends as an error, as it does for a `tracing` error event.
+#[cold]
+#[inline(never)]
+pub(crate) fn mark_current_error() {
+    let Some(c) = scope::current() else { return };
+    tracing::dispatcher::get_default(|dispatch| {
+        // Maybe: the key may be a C scope's, or a span closing elsewhere.
+        scope_in(dispatch, &Id::from_u64(c.key), Held::Maybe, |d| {
+            d.error.store(true, Ordering::Relaxed)
+        })
+    });
 }
 
 #[cfg(test)]

@@ -13,7 +13,10 @@
 //! ```
 //!
 //! [`init`] installs a global `tracing` subscriber (distlog's own
-//! [`Subscriber`] under an `EnvFilter`) and routes the `log` crate into it. It
+//! [`Subscriber`] under an `EnvFilter`) and a `log` logger of its own that
+//! writes `log` records straight into the rings, under the same
+//! directives (targets and levels; span-field directives apply to
+//! `tracing` records only). It
 //! succeeds when no sidecar runs yet: records wait in the rings (up to their
 //! size; beyond that they are dropped and counted) and a background thread
 //! connects, and reconnects whenever the sidecar restarts.
@@ -44,6 +47,7 @@ pub mod clock;
 pub mod control;
 mod filter;
 mod layer;
+mod log_bridge;
 pub mod paths;
 pub mod proto;
 pub mod raw;
@@ -282,10 +286,12 @@ impl Builder {
         let sub = sub.with(verbosity);
         tracing::subscriber::set_global_default(sub)
             .map_err(|e| Error::AlreadyInstalled(e.to_string()))?;
-        // Route `log` records into tracing; a logger installed before us is
-        // not an error for tracing records, so say it and go on.
-        if let Err(e) = tracing_log::LogTracer::init() {
-            eprintln!("distlog: log crate records are not captured: {e}");
+        // `log` records straight into the rings (not through tracing: see
+        // `log_bridge`); a logger installed before us is not an error for
+        // tracing records, so say it and go on.
+        match log::set_logger(&log_bridge::LOGGER) {
+            Ok(()) => filter::follow_in_log(),
+            Err(e) => eprintln!("distlog: log crate records are not captured: {e}"),
         }
         Ok(Guard { _priv: () })
     }
