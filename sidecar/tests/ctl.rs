@@ -46,6 +46,68 @@ fn set_and_reset_reach_a_running_client() {
     assert!(control.iter().any(|r| r["fields"]["action"] == "reset"));
 }
 
+/// `log` crate records obey `ctl` as `tracing` ones do: a target turned
+/// up to DEBUG (`log`'s own max level must follow, or `log::debug!`
+/// never reaches distlog), then off, then back to the start-up level.
+#[test]
+fn ctl_turns_a_log_crate_target_on_and_off() {
+    let d = Daemon::start("ctl-log");
+    let _c = Proc(
+        d.client_cmd(&["--service", "legacy", "log-loop", "--interval", "5"])
+            .spawn()
+            .expect("spawn dl-client"),
+    );
+    d.wait_for("info log records", |r| {
+        log_ticks(r, "legacy", "INFO").count() >= 5
+    });
+    assert!(log_ticks(&d.snapshot(), "legacy", "DEBUG").next().is_none());
+
+    d.ctl_ok(&[
+        "level",
+        "set",
+        "info,dl_client::legacy=debug",
+        "--service",
+        "legacy",
+    ]);
+    d.wait_for("debug log records", |r| {
+        log_ticks(r, "legacy", "DEBUG").next().is_some()
+    });
+
+    d.ctl_ok(&[
+        "level",
+        "set",
+        "info,dl_client::legacy=off",
+        "--service",
+        "legacy",
+    ]);
+    // 20 `tracing` ticks (its target is on) after the last `log` record.
+    let quiet = |r: &[Value]| {
+        let last = log_ticks(r, "legacy", "INFO")
+            .chain(log_ticks(r, "legacy", "DEBUG"))
+            .max()
+            .unwrap_or(0);
+        last_tick(r, "legacy", "INFO").unwrap_or(0) > last + 20
+    };
+    d.wait_for("log records to stop", quiet);
+    let stopped = log_ticks(&d.snapshot(), "legacy", "INFO")
+        .max()
+        .unwrap_or(0);
+
+    d.ctl_ok(&["level", "reset", "--service", "legacy"]);
+    let recs = d.wait_for("info log records again", |r| {
+        log_ticks(r, "legacy", "INFO").any(|n| n > stopped)
+    });
+    let from = log_ticks(&recs, "legacy", "INFO").max().unwrap_or(0);
+    let recs = d.wait_for("more info log records", |r| {
+        log_ticks(r, "legacy", "INFO").any(|n| n > from + 20)
+    });
+    // Back at the start-up level: no DEBUG record after the reset's first.
+    assert!(
+        log_ticks(&recs, "legacy", "DEBUG").all(|n| n < from),
+        "debug after the reset"
+    );
+}
+
 #[test]
 fn ttl_reverts_by_itself() {
     let d = Daemon::start("ctl-ttl");

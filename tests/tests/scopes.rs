@@ -356,4 +356,67 @@ fn the_layer_composes_with_a_fmt_layer() {
         .expect("the event");
     assert_eq!(e["scope_id"], open["scope_id"]);
     assert!(by_kind(&recs, "event").all(|e| e["message"] != "filtered out"));
+    // A stack of one's own that installs `LogTracer` (here its `init()`):
+    // `log` records through tracing-log, in the current scope.
+    let log = by_kind(&recs, "event")
+        .find(|e| e["target"] == "composed::log")
+        .expect("the log record");
+    assert_eq!(log["message"], "through tracing-log 1", "{log}");
+    assert_eq!(log["level"], "INFO", "{log}");
+    assert_eq!(log["scope_id"], open["scope_id"], "{log}");
+    assert!(
+        log["file"].as_str().unwrap().ends_with("dl-client.rs"),
+        "{log}"
+    );
+}
+
+/// `log` crate records through distlog's own logger (`init`): a literal
+/// message and a formatted one inside a span have the span's scope as
+/// parent, with their target, level, file and line; an error record ends
+/// the scope as an error; a record outside any span has no scope; DEBUG is
+/// off by default.
+#[test]
+fn log_crate_records_in_their_scope() {
+    let dir = TempDir::new("logcrate");
+    let sc = Sidecar::start(&dir.join("s.sock"));
+    let out = sc.client(&["log-records"]).output().expect("run dl-client");
+    assert!(out.status.success(), "{out:?}");
+    let recs = sc.wait_for("the log records", |r| {
+        by_kind(r, "event").any(|e| e["message"] == "outside any span")
+            && by_kind(r, "scope_close").count() >= 1
+    });
+    let open = by_kind(&recs, "scope_open")
+        .find(|o| o["name"] == "legacy")
+        .expect("the span's open");
+    let scope = open["scope_id"].as_str().unwrap();
+    let logged: Vec<&Value> = by_kind(&recs, "event")
+        .filter(|e| e["target"] == "dl_client::legacy")
+        .collect();
+    let find = |m: &str| {
+        *logged
+            .iter()
+            .find(|e| e["message"] == m)
+            .unwrap_or_else(|| panic!("{m:?} in {logged:?}"))
+    };
+    let mut lines = Vec::new();
+    for (m, level) in [
+        ("literal log message", "INFO"),
+        ("formatted 7 and \"x\"", "WARN"),
+        ("failed: disk full", "ERROR"),
+    ] {
+        let e = find(m);
+        assert_eq!(e["level"], level, "{e}");
+        assert_eq!(e["scope_id"], scope, "{e}");
+        assert_eq!(e["trace_id"], open["trace_id"], "{e}");
+        assert!(e["file"].as_str().unwrap().ends_with("dl-client.rs"), "{e}");
+        lines.push(e["line"].as_u64().expect("a line"));
+    }
+    assert!(lines.windows(2).all(|w| w[0] < w[1]), "{lines:?}");
+    let outside = find("outside any span");
+    assert!(outside["scope_id"].is_null(), "{outside}");
+    assert!(logged.iter().all(|e| e["level"] != "DEBUG"), "{logged:?}");
+    let close = by_kind(&recs, "scope_close")
+        .find(|c| c["scope_id"] == scope)
+        .expect("the span's close");
+    assert_eq!(close["outcome"], "error", "{close}");
 }

@@ -272,20 +272,43 @@ impl Drop for Daemon {
     }
 }
 
+/// Events of `service` at `level`.
+fn events_at<'a>(
+    recs: &'a [Value],
+    service: &'a str,
+    level: &'a str,
+) -> impl Iterator<Item = &'a Value> + 'a {
+    recs.iter()
+        .filter(move |r| r["kind"] == "event" && r["service"] == service && r["level"] == level)
+}
+
 /// `tick` events of `service` at `level`, as their counter `n`.
 pub fn ticks<'a>(
     recs: &'a [Value],
     service: &'a str,
     level: &'a str,
 ) -> impl Iterator<Item = u64> + 'a {
-    recs.iter()
-        .filter(move |r| {
-            r["kind"] == "event"
-                && r["service"] == service
-                && r["level"] == level
-                && r["message"] == "tick"
-        })
+    events_at(recs, service, level)
+        .filter(|r| r["message"] == "tick")
         .filter_map(|r| r["fields"]["n"].as_u64())
+}
+
+/// `log` crate records `log tick N` (`dl-client log-loop`) of `service` at
+/// `level`, as N.
+pub fn log_ticks<'a>(
+    recs: &'a [Value],
+    service: &'a str,
+    level: &'a str,
+) -> impl Iterator<Item = u64> + 'a {
+    events_at(recs, service, level)
+        .filter(|r| r["target"] == "dl_client::legacy")
+        .filter_map(|r| {
+            r["message"]
+                .as_str()?
+                .strip_prefix("log tick ")?
+                .parse()
+                .ok()
+        })
 }
 
 /// The largest tick counter of `service` at `level` (None: none yet).

@@ -90,6 +90,17 @@ enum Cmd {
         #[arg(long, default_value_t = 5)]
         interval: u64,
     },
+    /// Until killed: every INTERVAL ms a `tracing` `tick` (INFO, with a
+    /// counter) and `log` crate records `log tick N` at INFO and DEBUG,
+    /// target `dl_client::legacy`.
+    LogLoop {
+        #[arg(long, default_value_t = 5)]
+        interval: u64,
+    },
+    /// `log` crate records inside a span `legacy`: a literal message, one
+    /// with arguments, an error (the span ends as an error); then one
+    /// outside any span and a DEBUG one (off by default).
+    LogRecords,
     /// Tasks hopping between tokio worker threads inside instrumented spans.
     Async {
         #[arg(long, default_value_t = 8)]
@@ -500,6 +511,23 @@ fn main() {
                 std::thread::sleep(Duration::from_millis(interval));
             }
         }
+        Cmd::LogLoop { interval } => {
+            for n in 0u64.. {
+                tracing::info!(n, "tick");
+                log::info!(target: "dl_client::legacy", "log tick {n}");
+                log::debug!(target: "dl_client::legacy", "log tick {n}");
+                std::thread::sleep(Duration::from_millis(interval));
+            }
+        }
+        Cmd::LogRecords => {
+            tracing::info_span!("legacy").in_scope(|| {
+                log::info!(target: "dl_client::legacy", "literal log message");
+                log::warn!(target: "dl_client::legacy", "formatted {} and {:?}", 7, "x");
+                log::error!(target: "dl_client::legacy", "failed: {}", "disk full");
+            });
+            log::info!(target: "dl_client::legacy", "outside any span");
+            log::debug!(target: "dl_client::legacy", "debug: off by default");
+        }
         Cmd::ManyScopes { spans } => many_scopes(spans),
         Cmd::SpanSemantics => span_semantics(),
         Cmd::Composed => unreachable!("handled before init"),
@@ -717,6 +745,8 @@ fn composed(service: &str) {
         );
         println!("{}", distlog::traceparent().expect("a scope"));
         tracing::info!(n = 1, "through both layers");
+        // `init()` of this stack installed tracing-log's `LogTracer`.
+        log::info!(target: "composed::log", "through tracing-log {}", 1);
     });
     tracing::debug!("filtered out");
     drop(span);
