@@ -71,11 +71,18 @@ fn demo_compiles_pedantic_shared_and_static() {
 fn cpp_includes_the_header() {
     let dir = out_dir("cpp");
     // -O2 too: the header's inline event writer is compiled with the
-    // optimiser's constants only there.
-    for opt in ["-O0", "-O2"] {
-        let exe = dir.join(format!("smoke{opt}"));
+    // optimiser's constants only there. clang++ too (see `has_clang`).
+    let mut compilers = vec!["c++"];
+    if has_clang() {
+        compilers.push("clang++");
+    }
+    for (cxx, opt) in compilers
+        .iter()
+        .flat_map(|c| ["-O0", "-O2"].map(|o| (*c, o)))
+    {
+        let exe = dir.join(format!("smoke-{cxx}{opt}"));
         compile(
-            "c++",
+            cxx,
             &["-Wall", "-Wextra", "-Werror", "-std=c++17", opt],
             &c_dir().join("smoke.cpp"),
             &exe,

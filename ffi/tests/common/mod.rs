@@ -198,3 +198,22 @@ pub fn success(o: &Output) -> String {
 pub fn no_sidecar(dir: &Path) -> PathBuf {
     dir.join("nobody.sock")
 }
+
+/// Whether clang runs here. Without it the clang builds are not tested
+/// (said on stderr), unless `DISTLOG_REQUIRE_CLANG` is set
+/// (`scripts/test`, after `scripts/install-deps` installed clang): then
+/// its absence fails the test.
+pub fn has_clang() -> bool {
+    let ok = Command::new("clang")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !ok {
+        assert!(
+            std::env::var_os("DISTLOG_REQUIRE_CLANG").is_none(),
+            "DISTLOG_REQUIRE_CLANG is set and clang does not run"
+        );
+        eprintln!("clang not found: the clang builds of the header are not tested");
+    }
+    ok
+}
