@@ -1218,13 +1218,11 @@ fn write_in<const EVENT: bool>(f: impl Fn(&mut Ctx<'_>) -> Option<usize>) {
             },
         };
         let (cur, compact) = if EVENT {
-            // SAFETY: only this thread touches its scope stack, and no
-            // borrow of it is live here (push/pop/top are short and do not
-            // call out); the top is copied out.
-            (
-                crate::scope::top(unsafe { &*l.scopes.get() }),
-                proc.compact(),
-            )
+            // Only this thread touches its scope stack, and no borrow of it
+            // is live here (push/pop/top are short and do not call out).
+            // SAFETY: as said; the top is copied out.
+            let stack = unsafe { &*l.scopes.get() };
+            (crate::scope::top(stack), proc.compact())
         } else {
             // Scope heads have a compact form too (`wire::compact`).
             (None, proc.compact())
